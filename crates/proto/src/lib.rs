@@ -1,0 +1,34 @@
+//! Fabric's wire format, as korder speaks it.
+//!
+//! The `.proto` files under `protos/` are korder's own definitions of the messages a
+//! Fabric orderer exchanges and stores; field numbers and types are Fabric's, so the
+//! bytes are interchangeable with Fabric's. Fields that Fabric treats as opaque
+//! `bytes` (an envelope's payload, a block's data entries, a config update) are kept
+//! as received: whatever is hashed or signed is never re-encoded.
+//!
+//! This crate holds types only. It must never grow I/O, policy or business logic.
+
+#![allow(clippy::all, missing_docs)]
+
+/// `package common`: envelopes, headers, blocks, config transactions, policies, principals.
+pub mod common {
+    include!(concat!(env!("OUT_DIR"), "/common.rs"));
+}
+
+/// `package msp`: serialized identities and MSP configuration.
+pub mod msp {
+    include!(concat!(env!("OUT_DIR"), "/msp.rs"));
+}
+
+/// `package orderer`: the AtomicBroadcast service, seek messages, log records, orderer config values.
+pub mod orderer {
+    include!(concat!(env!("OUT_DIR"), "/orderer.rs"));
+}
+
+/// `package protos`: peer values an orderer parses in application channel configs.
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+}
+
+pub use prost::Message;
+pub use prost_types::Timestamp;
