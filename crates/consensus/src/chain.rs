@@ -1,0 +1,794 @@
+//! The per-channel chain state machine: log records in, commands out.
+//!
+//! [`Chain`] holds everything that decides block boundaries and block metadata: the
+//! number of the last cut block (`L`), the three offsets written into every block's
+//! ORDERER metadata (persisted, processed, resubmitted), the pending batch, whether
+//! a batch timer runs and whether ingress is open. It performs no I/O and reads no
+//! clock; the caller feeds it records in log order and executes the [`Command`]s it
+//! returns. See the crate documentation for the flow.
+//!
+//! Contract with the caller (the runtime):
+//! - feed records with strictly increasing offsets, starting at [`Chain::read_from`];
+//! - execute the commands of one call in order, completely, before the next call.
+//!   In particular [`Command::WriteConfigBlock`] includes applying the config, so that
+//!   [`ConsenterSupport::sequence`] already returns the new sequence when the next
+//!   record is processed;
+//! - report the outcome of every [`Command::Append`] with
+//!   [`Chain::on_append_result`] before feeding the next record;
+//! - after [`Command::Stop`], feed nothing more: the chain is finished until restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use korder_log::ReadFrom;
+use korder_proto::Message;
+use korder_proto::common::{ChannelHeader, Payload};
+use korder_proto::orderer::KafkaMetadata;
+use korder_proto::orderer::kafka_message_regular::Class;
+
+use crate::blockcutter::{BlockCutter, Fill, SizedEnvelope};
+use crate::records::{Record, RegularRecord, decode_record, regular_record, time_to_cut_record};
+use crate::support::{ConsenterSupport, MsgClass};
+use crate::types::{BlockNumber, ConfigSeq, LogOffset, TimerId};
+
+/// `persisted` of a chain whose last block carries no Kafka metadata: one below the
+/// "oldest offset" sentinel (−2), so that `persisted + 1` means "read from the oldest".
+pub const PERSISTED_NONE: LogOffset = LogOffset(-3);
+
+/// Why the chain asks for a record to be appended to its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendPurpose {
+    /// The batch timer fired: ask every node to cut `block`.
+    TimeToCut { block: BlockNumber },
+    /// A normal envelope validated at an older sequence, re-validated and re-ordered.
+    ResubmitNormal { original: LogOffset },
+    /// A config envelope validated at an older sequence, rebuilt and re-ordered.
+    ResubmitConfig { original: LogOffset },
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Append this `KafkaMessage` to the channel's log, then report the outcome with
+    /// [`Chain::on_append_result`].
+    Append {
+        record: Bytes,
+        purpose: AppendPurpose,
+    },
+    /// Build block `number` from these envelope bytes (data entries, as carried in the
+    /// records) and write it with this ORDERER metadata.
+    WriteBlock {
+        number: BlockNumber,
+        envelopes: Vec<Bytes>,
+        metadata: KafkaMetadata,
+        /// For the block fill duration metric.
+        fill: Fill,
+    },
+    /// Build block `number` holding only this config envelope, apply the config to the
+    /// channel (synchronously, before the next record), then write the block.
+    WriteConfigBlock {
+        number: BlockNumber,
+        envelope: Bytes,
+        metadata: KafkaMetadata,
+    },
+    /// Start the batch timer; when it fires, call [`Chain::on_timer_fired`] with `id`.
+    StartTimer { id: TimerId, timeout: Duration },
+    /// Stop the batch timer `id`.
+    StopTimer { id: TimerId },
+    /// Open or close ingress (Broadcast waits while it is closed).
+    SetIngress { open: bool },
+    /// The chain cannot continue: stop consuming, mark the chain errored; only a
+    /// restart recovers. Always the last command.
+    Stop(ChainError),
+}
+
+/// Errors that end the chain's processing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error(
+        "TIMETOCUT for block {block} at offset {offset} is the right block to cut but nothing is pending"
+    )]
+    TimeToCutNothingPending {
+        block: BlockNumber,
+        offset: LogOffset,
+    },
+    #[error(
+        "TIMETOCUT for block {block} at offset {offset} is larger than the next block to cut ({expected})"
+    )]
+    TimeToCutTooLarge {
+        block: BlockNumber,
+        expected: BlockNumber,
+        offset: LogOffset,
+    },
+    #[error(
+        "the channel's batch size cannot be read from its config while ordering the record at offset {offset}"
+    )]
+    BatchSizeUnavailable { offset: LogOffset },
+}
+
+/// Why one REGULAR record was dropped. The chain continues with the next record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegularError {
+    #[error("record at offset {offset}: payload is not an envelope: {reason}")]
+    UndecodableEnvelope { offset: LogOffset, reason: String },
+    #[error("record at offset {offset}: cannot read the envelope's channel header: {reason}")]
+    NoChannelHeader { offset: LogOffset, reason: String },
+    #[error("record at offset {offset}: not expecting a CONFIG_UPDATE in the log")]
+    ConfigUpdateNotExpected { offset: LogOffset },
+    #[error("record at offset {offset}: unsupported REGULAR class {class}")]
+    UnsupportedClass { offset: LogOffset, class: i32 },
+    #[error("record at offset {offset}: discarding bad normal message: {reason}")]
+    NormalRejected { offset: LogOffset, reason: String },
+    #[error("record at offset {offset}: rejecting config message: {reason}")]
+    ConfigRejected { offset: LogOffset, reason: String },
+    #[error("record at offset {original}: appending its resubmission to the log failed")]
+    ResubmissionNotAppended { original: LogOffset },
+}
+
+/// Errors when rebuilding a chain from its ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    #[error(
+        "ORDERER metadata of block {block} is not a KafkaMetadata (ledger may be corrupted): {source}"
+    )]
+    CorruptMetadata {
+        block: BlockNumber,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the ledger is empty: a chain needs at least the genesis block")]
+    EmptyLedger,
+    #[error(
+        "ORDERER metadata of block {block} records last_offset_persisted {persisted}, which no log position can follow"
+    )]
+    InvalidPersisted { block: BlockNumber, persisted: i64 },
+}
+
+/// Loop counters, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub recv_pass: u64,
+    pub unmarshal_error: u64,
+    pub process_connect_pass: u64,
+    pub process_time_to_cut_pass: u64,
+    pub process_time_to_cut_error: u64,
+    pub process_regular_pass: u64,
+    pub process_regular_error: u64,
+    pub send_time_to_cut_pass: u64,
+    pub send_time_to_cut_error: u64,
+}
+
+/// What a config resubmission changed, undone if its append fails.
+#[derive(Clone, Copy, Debug)]
+struct ResubmitUndo {
+    original: LogOffset,
+    resubmitted: LogOffset,
+    ingress_open: bool,
+}
+
+/// How processing a REGULAR record went wrong.
+enum Failure {
+    Drop(RegularError),
+    Fatal(ChainError),
+}
+
+impl From<RegularError> for Failure {
+    fn from(error: RegularError) -> Failure {
+        Failure::Drop(error)
+    }
+}
+
+impl From<ChainError> for Failure {
+    fn from(error: ChainError) -> Failure {
+        Failure::Fatal(error)
+    }
+}
+
+/// How a REGULAR record that was not dropped ended.
+enum Handled {
+    /// Counted as a pass now.
+    Done,
+    /// A resubmission was asked for; counted when its append is reported.
+    AwaitingAppend,
+}
+
+/// One channel's chain state machine.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    /// `L`: number of the last block cut.
+    last_cut: BlockNumber,
+    persisted: LogOffset,
+    processed: LogOffset,
+    resubmitted: LogOffset,
+    /// Offset of the last record fed (or `persisted` before any).
+    last_seen: LogOffset,
+    ingress_open: bool,
+    timer: Option<TimerId>,
+    timers_started: u64,
+    cutter: BlockCutter,
+    counters: Counters,
+    stopped: Option<ChainError>,
+    undo: Option<ResubmitUndo>,
+    started_pending: bool,
+    last_error: Option<RegularError>,
+}
+
+impl Chain {
+    /// Rebuilds a chain from the ORDERER metadata value of the ledger's last block
+    /// (`common.Metadata.value`, empty for a new channel) and the ledger height.
+    pub fn restore(metadata_value: &[u8], ledger_height: u64) -> Result<Chain, RestoreError> {
+        let last_block = BlockNumber(ledger_height.saturating_sub(1));
+        let metadata = if metadata_value.is_empty() {
+            None
+        } else {
+            Some(KafkaMetadata::decode(metadata_value).map_err(|source| {
+                RestoreError::CorruptMetadata {
+                    block: last_block,
+                    source,
+                }
+            })?)
+        };
+        Chain::new(metadata, ledger_height)
+    }
+
+    /// Builds a chain from the last block's Kafka metadata (`None` for a new channel
+    /// or one whose last block carries none) and the ledger height.
+    ///
+    /// Without metadata: persisted −3, processed 0, resubmitted 0. Ingress starts open
+    /// unless a config resubmission was in flight (resubmitted > processed).
+    pub fn new(metadata: Option<KafkaMetadata>, ledger_height: u64) -> Result<Chain, RestoreError> {
+        if ledger_height == 0 {
+            return Err(RestoreError::EmptyLedger);
+        }
+        let last_cut = BlockNumber(ledger_height - 1);
+        let (persisted, processed, resubmitted) = match metadata {
+            None => (PERSISTED_NONE, LogOffset(0), LogOffset(0)),
+            Some(m) => (
+                LogOffset(m.last_offset_persisted),
+                LogOffset(m.last_original_offset_processed),
+                LogOffset(m.last_resubmitted_config_offset),
+            ),
+        };
+        if persisted != PERSISTED_NONE && persisted.0 < -1 {
+            return Err(RestoreError::InvalidPersisted {
+                block: last_cut,
+                persisted: persisted.0,
+            });
+        }
+        let ingress_open = resubmitted.0 == 0 || resubmitted <= processed;
+        Ok(Chain {
+            last_cut,
+            persisted,
+            processed,
+            resubmitted,
+            last_seen: persisted,
+            ingress_open,
+            timer: None,
+            timers_started: 0,
+            cutter: BlockCutter::new(),
+            counters: Counters::default(),
+            stopped: None,
+            undo: None,
+            started_pending: false,
+            last_error: None,
+        })
+    }
+
+    /// Where the runtime starts reading the log: `persisted + 1`, or the oldest
+    /// record for a chain without metadata.
+    pub fn read_from(&self) -> ReadFrom {
+        if self.persisted == PERSISTED_NONE {
+            ReadFrom::Oldest
+        } else {
+            ReadFrom::Offset(LogOffset(self.persisted.0 + 1))
+        }
+    }
+
+    /// `L`: the number of the last block cut.
+    pub fn last_cut(&self) -> BlockNumber {
+        self.last_cut
+    }
+
+    /// Offset of the last record fully reflected in the blocks cut so far (the value
+    /// of the `last_offset_persisted` gauge).
+    pub fn persisted(&self) -> LogOffset {
+        self.persisted
+    }
+
+    /// Last original offset processed.
+    pub fn processed(&self) -> LogOffset {
+        self.processed
+    }
+
+    /// Offset of the last config resubmission this chain knows about.
+    pub fn resubmitted(&self) -> LogOffset {
+        self.resubmitted
+    }
+
+    /// Whether ingress is open (initially, and after the commands so far).
+    pub fn ingress_open(&self) -> bool {
+        self.ingress_open
+    }
+
+    /// The batch timer the chain considers running.
+    pub fn timer(&self) -> Option<TimerId> {
+        self.timer
+    }
+
+    /// Number of envelopes in the pending batch.
+    pub fn pending_count(&self) -> usize {
+        self.cutter.pending_count()
+    }
+
+    /// Whether the last record fed started the batch now pending: a runtime that
+    /// measures block fill durations notes the time of this record.
+    pub fn started_pending_batch(&self) -> bool {
+        self.started_pending
+    }
+
+    /// Loop counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Why the last REGULAR record (or the last resubmission append) was dropped.
+    pub fn last_error(&self) -> Option<&RegularError> {
+        self.last_error.as_ref()
+    }
+
+    /// The error that stopped the chain, if any.
+    pub fn stopped(&self) -> Option<&ChainError> {
+        self.stopped.as_ref()
+    }
+
+    /// Processes the record at `offset` (the raw `KafkaMessage` bytes).
+    ///
+    /// An undecodable record is counted (`unmarshal_error`) and skipped.
+    pub fn on_record<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        offset: LogOffset,
+        value: Bytes,
+    ) -> Vec<Command> {
+        assert!(
+            self.stopped.is_none(),
+            "record at offset {offset} fed to a stopped chain"
+        );
+        assert!(
+            offset > self.last_seen,
+            "record at offset {offset} fed after offset {}",
+            self.last_seen
+        );
+        self.last_seen = offset;
+        self.undo = None;
+        self.started_pending = false;
+        self.last_error = None;
+
+        let mut out = Vec::new();
+        let Ok(record) = decode_record(value) else {
+            self.counters.unmarshal_error += 1;
+            return out;
+        };
+        self.counters.recv_pass += 1;
+        match record {
+            Record::Empty => {}
+            Record::Connect => self.counters.process_connect_pass += 1,
+            Record::TimeToCut(block) => self.time_to_cut(block, offset, &mut out),
+            Record::Regular(regular) => match self.regular(support, regular, offset, &mut out) {
+                Ok(Handled::Done) => self.counters.process_regular_pass += 1,
+                Ok(Handled::AwaitingAppend) => {}
+                Err(Failure::Drop(error)) => {
+                    self.counters.process_regular_error += 1;
+                    self.last_error = Some(error);
+                }
+                Err(Failure::Fatal(error)) => {
+                    self.counters.process_regular_error += 1;
+                    self.stop(error, &mut out);
+                }
+            },
+        }
+        out
+    }
+
+    /// The batch timer `id` fired: ask every node, through the log, to cut block L+1.
+    /// Nothing is cut locally. A stale `id` (a timer already stopped) is ignored.
+    pub fn on_timer_fired(&mut self, id: TimerId) -> Vec<Command> {
+        if self.stopped.is_some() || self.timer != Some(id) {
+            return Vec::new();
+        }
+        self.timer = None;
+        let block = self.last_cut.next();
+        vec![Command::Append {
+            record: time_to_cut_record(block),
+            purpose: AppendPurpose::TimeToCut { block },
+        }]
+    }
+
+    /// Reports whether an [`Command::Append`] reached the log. A failed config
+    /// resubmission is undone (resubmitted restored, ingress reopened if it was open).
+    pub fn on_append_result(&mut self, purpose: AppendPurpose, appended: bool) -> Vec<Command> {
+        let mut out = Vec::new();
+        match (purpose, appended) {
+            (AppendPurpose::TimeToCut { .. }, true) => self.counters.send_time_to_cut_pass += 1,
+            (AppendPurpose::TimeToCut { .. }, false) => self.counters.send_time_to_cut_error += 1,
+            (AppendPurpose::ResubmitNormal { .. }, true) => {
+                self.counters.process_regular_pass += 1;
+            }
+            (AppendPurpose::ResubmitConfig { original }, true) => {
+                self.counters.process_regular_pass += 1;
+                if self.undo.is_some_and(|u| u.original == original) {
+                    self.undo = None;
+                }
+            }
+            (AppendPurpose::ResubmitNormal { original }, false) => {
+                self.counters.process_regular_error += 1;
+                self.last_error = Some(RegularError::ResubmissionNotAppended { original });
+            }
+            (AppendPurpose::ResubmitConfig { original }, false) => {
+                self.counters.process_regular_error += 1;
+                self.last_error = Some(RegularError::ResubmissionNotAppended { original });
+                let undo = self.undo.take();
+                assert!(
+                    undo.is_some_and(|u| u.original == original),
+                    "outcome of the config resubmission of offset {original} reported after the next record"
+                );
+                if let Some(undo) = undo {
+                    self.resubmitted = undo.resubmitted;
+                    if undo.ingress_open {
+                        self.set_ingress(true, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn stop(&mut self, error: ChainError, out: &mut Vec<Command>) {
+        self.stopped = Some(error.clone());
+        out.push(Command::Stop(error));
+    }
+
+    /// §8: only TIMETOCUT(L+1) cuts; older ones are stale; newer ones are impossible.
+    fn time_to_cut(&mut self, block: BlockNumber, offset: LogOffset, out: &mut Vec<Command>) {
+        let expected = self.last_cut.next();
+        if block < expected {
+            self.counters.process_time_to_cut_pass += 1;
+            return;
+        }
+        if block > expected {
+            self.counters.process_time_to_cut_error += 1;
+            let error = ChainError::TimeToCutTooLarge {
+                block,
+                expected,
+                offset,
+            };
+            self.stop(error, out);
+            return;
+        }
+        self.stop_timer(out);
+        let batch = self.cutter.cut();
+        if batch.is_empty() {
+            self.counters.process_time_to_cut_error += 1;
+            self.stop(ChainError::TimeToCutNothingPending { block, offset }, out);
+            return;
+        }
+        // Byte compatibility with Fabric: a block cut by TIMETOCUT records
+        // last_resubmitted_config_offset = 0, whatever the chain's value. A node that
+        // restarts on such a block resumes with resubmitted = 0; this changes only that
+        // metadata field in later blocks (and the initial ingress gate), never block
+        // boundaries, data or header hashes.
+        self.write_block(batch, Fill::Accumulated, offset, LogOffset(0), out);
+        self.counters.process_time_to_cut_pass += 1;
+    }
+
+    /// §9: a REGULAR record.
+    fn regular<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        record: RegularRecord,
+        offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) -> Result<Handled, Failure> {
+        let seq = support.sequence();
+        let envelope = SizedEnvelope::decode(record.envelope.clone()).map_err(|e| {
+            RegularError::UndecodableEnvelope {
+                offset,
+                reason: e.to_string(),
+            }
+        })?;
+        if record.class == Class::Unknown as i32 || !support.resubmission_enabled() {
+            return self.compatible(support, envelope, offset, out);
+        }
+        if record.class == Class::Normal as i32 {
+            self.normal(support, &record, envelope, seq, offset, out)
+        } else if record.class == Class::Config as i32 {
+            self.config(support, &record, seq, offset, out)
+        } else {
+            Err(RegularError::UnsupportedClass {
+                offset,
+                class: record.class,
+            }
+            .into())
+        }
+    }
+
+    /// §9.1: compatibility mode re-validates every record, whatever its sequence,
+    /// and commits config envelopes as consumed.
+    fn compatible<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        envelope: SizedEnvelope,
+        offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) -> Result<Handled, Failure> {
+        let header_type = channel_header_type(envelope.bytes())
+            .map_err(|reason| RegularError::NoChannelHeader { offset, reason })?;
+        match support.classify(header_type) {
+            MsgClass::ConfigUpdate => Err(RegularError::ConfigUpdateNotExpected { offset }.into()),
+            MsgClass::Config => {
+                support.process_config(envelope.bytes()).map_err(|e| {
+                    RegularError::ConfigRejected {
+                        offset,
+                        reason: e.reason,
+                    }
+                })?;
+                let processed = self.processed;
+                self.commit_config(envelope.bytes().clone(), offset, processed, out);
+                Ok(Handled::Done)
+            }
+            MsgClass::Normal => {
+                support.process_normal(envelope.bytes()).map_err(|e| {
+                    RegularError::NormalRejected {
+                        offset,
+                        reason: e.reason,
+                    }
+                })?;
+                let processed = self.processed;
+                self.commit_normal(support, envelope, offset, processed, out)?;
+                Ok(Handled::Done)
+            }
+        }
+    }
+
+    /// §9.2: class NORMAL with resubmission.
+    fn normal<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        record: &RegularRecord,
+        envelope: SizedEnvelope,
+        seq: ConfigSeq,
+        offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) -> Result<Handled, Failure> {
+        let original = record.original_offset;
+        let is_resubmission = original != LogOffset(0);
+        if is_resubmission && original <= self.processed {
+            return Ok(Handled::Done);
+        }
+        if record.config_seq < seq {
+            let new_seq = support.process_normal(envelope.bytes()).map_err(|e| {
+                RegularError::NormalRejected {
+                    offset,
+                    reason: e.reason,
+                }
+            })?;
+            out.push(Command::Append {
+                record: regular_record(envelope.bytes().clone(), new_seq, Class::Normal, offset),
+                purpose: AppendPurpose::ResubmitNormal { original: offset },
+            });
+            return Ok(Handled::AwaitingAppend);
+        }
+        let new_offset = if is_resubmission {
+            original
+        } else {
+            self.processed
+        };
+        self.commit_normal(support, envelope, offset, new_offset, out)?;
+        Ok(Handled::Done)
+    }
+
+    /// §9.3: class CONFIG with resubmission.
+    fn config<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        record: &RegularRecord,
+        seq: ConfigSeq,
+        offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) -> Result<Handled, Failure> {
+        let original = record.original_offset;
+        let is_resubmission = original != LogOffset(0);
+        let mut reopen = false;
+        if is_resubmission {
+            if original <= self.processed {
+                return Ok(Handled::Done);
+            }
+            reopen = original == self.resubmitted && record.config_seq == seq;
+            // Another node may have resubmitted a config this node found invalid:
+            // follow it so that every node records the same value.
+            if self.resubmitted < original {
+                self.resubmitted = original;
+            }
+        }
+        if record.config_seq < seq {
+            let (rebuilt, new_seq) = support.process_config(&record.envelope).map_err(|e| {
+                RegularError::ConfigRejected {
+                    offset,
+                    reason: e.reason,
+                }
+            })?;
+            self.undo = Some(ResubmitUndo {
+                original: offset,
+                resubmitted: self.resubmitted,
+                ingress_open: self.ingress_open,
+            });
+            out.push(Command::Append {
+                record: regular_record(rebuilt, new_seq, Class::Config, offset),
+                purpose: AppendPurpose::ResubmitConfig { original: offset },
+            });
+            self.resubmitted = offset;
+            self.set_ingress(false, out);
+            return Ok(Handled::AwaitingAppend);
+        }
+        let new_offset = if is_resubmission {
+            original
+        } else {
+            self.processed
+        };
+        self.commit_config(record.envelope.clone(), offset, new_offset, out);
+        // Opened after the config block so that Broadcast validates new submissions
+        // against the new config.
+        if reopen {
+            self.set_ingress(true, out);
+        }
+        Ok(Handled::Done)
+    }
+
+    /// §9.4: a normal envelope enters the cutter.
+    fn commit_normal<S: ConsenterSupport + ?Sized>(
+        &mut self,
+        support: &S,
+        envelope: SizedEnvelope,
+        offset: LogOffset,
+        new_offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) -> Result<(), ChainError> {
+        let limits = support
+            .batch_size()
+            .ok_or(ChainError::BatchSizeUnavailable { offset })?;
+        let ordered = self.cutter.ordered(envelope, &limits);
+        self.started_pending = ordered.started_pending;
+
+        match (self.timer.is_some(), ordered.pending) {
+            (true, false) => self.stop_timer(out),
+            (false, true) => self.start_timer(support.batch_timeout(), out),
+            // An overflow cut that leaves a new pending batch keeps the running timer.
+            _ => {}
+        }
+
+        let mut batches = ordered.batches.into_iter();
+        let Some(first) = batches.next() else {
+            self.processed = new_offset;
+            return Ok(());
+        };
+        let second = batches.next();
+        let first_persisted = if ordered.pending || second.is_some() {
+            // The current envelope is not in the first batch. Fabric quirk kept for
+            // byte compatibility: on overflow (one batch, current envelope pending)
+            // processed is not advanced at all.
+            LogOffset(offset.0 - 1)
+        } else {
+            self.processed = new_offset;
+            offset
+        };
+        let resubmitted = self.resubmitted;
+        self.write_block(
+            first.envelopes,
+            first.fill,
+            first_persisted,
+            resubmitted,
+            out,
+        );
+        if let Some(second) = second {
+            self.processed = new_offset;
+            self.write_block(second.envelopes, second.fill, offset, resubmitted, out);
+        }
+        Ok(())
+    }
+
+    /// §9.5: a config envelope flushes the pending batch (with the old processed)
+    /// and is cut alone.
+    fn commit_config(
+        &mut self,
+        envelope: Bytes,
+        offset: LogOffset,
+        new_offset: LogOffset,
+        out: &mut Vec<Command>,
+    ) {
+        let resubmitted = self.resubmitted;
+        let batch = self.cutter.cut();
+        if !batch.is_empty() {
+            self.write_block(
+                batch,
+                Fill::Accumulated,
+                LogOffset(offset.0 - 1),
+                resubmitted,
+                out,
+            );
+        }
+        self.processed = new_offset;
+        self.stop_timer(out);
+        let number = self.last_cut.next();
+        self.last_cut = number;
+        self.persisted = offset;
+        out.push(Command::WriteConfigBlock {
+            number,
+            envelope,
+            metadata: KafkaMetadata {
+                last_offset_persisted: offset.0,
+                last_original_offset_processed: self.processed.0,
+                last_resubmitted_config_offset: resubmitted.0,
+            },
+        });
+    }
+
+    fn write_block(
+        &mut self,
+        envelopes: Vec<Bytes>,
+        fill: Fill,
+        persisted: LogOffset,
+        resubmitted: LogOffset,
+        out: &mut Vec<Command>,
+    ) {
+        assert!(!envelopes.is_empty(), "a block holds at least one envelope");
+        let number = self.last_cut.next();
+        self.last_cut = number;
+        self.persisted = persisted;
+        out.push(Command::WriteBlock {
+            number,
+            envelopes,
+            metadata: KafkaMetadata {
+                last_offset_persisted: persisted.0,
+                last_original_offset_processed: self.processed.0,
+                last_resubmitted_config_offset: resubmitted.0,
+            },
+            fill,
+        });
+    }
+
+    fn start_timer(&mut self, timeout: Duration, out: &mut Vec<Command>) {
+        self.timers_started += 1;
+        let id = TimerId(self.timers_started);
+        self.timer = Some(id);
+        out.push(Command::StartTimer { id, timeout });
+    }
+
+    fn stop_timer(&mut self, out: &mut Vec<Command>) {
+        if let Some(id) = self.timer.take() {
+            out.push(Command::StopTimer { id });
+        }
+    }
+
+    fn set_ingress(&mut self, open: bool, out: &mut Vec<Command>) {
+        if self.ingress_open != open {
+            self.ingress_open = open;
+            out.push(Command::SetIngress { open });
+        }
+    }
+}
+
+/// The `type` of an envelope's channel header.
+fn channel_header_type(envelope: &Bytes) -> Result<i32, String> {
+    let envelope =
+        korder_proto::common::Envelope::decode(envelope.clone()).map_err(|e| e.to_string())?;
+    let payload = Payload::decode(envelope.payload).map_err(|e| format!("payload: {e}"))?;
+    let header = payload
+        .header
+        .ok_or_else(|| "payload has no header".to_string())?;
+    let channel_header =
+        ChannelHeader::decode(header.channel_header).map_err(|e| format!("channel header: {e}"))?;
+    Ok(channel_header.r#type)
+}

@@ -1,0 +1,99 @@
+//! The records a channel's log carries, as `orderer.KafkaMessage` bytes.
+//!
+//! Ingress builds REGULAR records with [`order_record`] and [`configure_record`]; the
+//! chain builds TIMETOCUT records and resubmissions; a runtime posts [`connect_record`]
+//! at start-up and for health probes. Envelope bytes are wrapped exactly as given,
+//! never re-encoded.
+
+use bytes::Bytes;
+use korder_proto::Message;
+use korder_proto::orderer::kafka_message::Type;
+use korder_proto::orderer::kafka_message_regular::Class;
+use korder_proto::orderer::{
+    KafkaMessage, KafkaMessageConnect, KafkaMessageRegular, KafkaMessageTimeToCut,
+};
+
+use crate::types::{BlockNumber, ConfigSeq, LogOffset};
+
+/// A client's normal envelope, validated at `config_seq`: REGULAR, class NORMAL,
+/// original offset 0.
+pub fn order_record(envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
+    regular_record(envelope, config_seq, Class::Normal, LogOffset(0))
+}
+
+/// A config envelope built from a CONFIG_UPDATE and validated at `config_seq`:
+/// REGULAR, class CONFIG, original offset 0.
+pub fn configure_record(config_envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
+    regular_record(config_envelope, config_seq, Class::Config, LogOffset(0))
+}
+
+/// Any REGULAR record. `original_offset` is 0 for client submissions and the offset
+/// of the stale copy for resubmissions.
+pub fn regular_record(
+    envelope: Bytes,
+    config_seq: ConfigSeq,
+    class: Class,
+    original_offset: LogOffset,
+) -> Bytes {
+    encode(Type::Regular(KafkaMessageRegular {
+        payload: envelope,
+        config_seq: config_seq.0,
+        class: class as i32,
+        original_offset: original_offset.0,
+    }))
+}
+
+/// A CONNECT record: always the two bytes `1a 00`.
+pub fn connect_record() -> Bytes {
+    encode(Type::Connect(KafkaMessageConnect {
+        payload: Bytes::new(),
+    }))
+}
+
+/// A TIMETOCUT record asking every node to cut `block` now.
+pub fn time_to_cut_record(block: BlockNumber) -> Bytes {
+    encode(Type::TimeToCut(KafkaMessageTimeToCut {
+        block_number: block.0,
+    }))
+}
+
+fn encode(kind: Type) -> Bytes {
+    Bytes::from(KafkaMessage { r#type: Some(kind) }.encode_to_vec())
+}
+
+/// A decoded REGULAR record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegularRecord {
+    /// The envelope bytes exactly as carried.
+    pub envelope: Bytes,
+    pub config_seq: ConfigSeq,
+    /// Raw class value: 0 UNKNOWN, 1 NORMAL, 2 CONFIG; anything else is unsupported.
+    pub class: i32,
+    pub original_offset: LogOffset,
+}
+
+/// A decoded log record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Connect,
+    TimeToCut(BlockNumber),
+    Regular(RegularRecord),
+    /// A KafkaMessage with no variant set.
+    Empty,
+}
+
+/// Decodes a record's value.
+pub fn decode_record(value: Bytes) -> Result<Record, prost::DecodeError> {
+    let message = KafkaMessage::decode(value)?;
+    Ok(match message.r#type {
+        None => Record::Empty,
+        Some(Type::Connect(_)) => Record::Connect,
+        Some(Type::TimeToCut(ttc)) => Record::TimeToCut(BlockNumber(ttc.block_number)),
+        Some(Type::Regular(regular)) => Record::Regular(RegularRecord {
+            envelope: regular.payload,
+            config_seq: ConfigSeq(regular.config_seq),
+            class: regular.class,
+            original_offset: LogOffset(regular.original_offset),
+        }),
+    })
+}
