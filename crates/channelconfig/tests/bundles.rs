@@ -1,0 +1,163 @@
+//! Bundles from real Fabric genesis blocks and from korder-built profiles.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use korder_channelconfig::genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
+use korder_channelconfig::{Bundle, ConfigError};
+use korder_proto::Message;
+use korder_proto::common::Block;
+use korder_proto::msp::FabricMspConfig;
+use korder_proto::orderer::BatchSize;
+
+fn testdata(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/fabric-v1.4.12/blocks")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn bundle_of(name: &str) -> Result<Bundle, ConfigError> {
+    let block = Block::decode(testdata(name).as_slice()).unwrap();
+    let env = &block.data.unwrap().data[0];
+    Bundle::from_config_envelope(env)
+}
+
+/// configtxgen's solo system-channel genesis decodes: system channel, solo, sample batch values.
+#[test]
+fn server_genesis_is_a_solo_system_channel() {
+    let b = bundle_of("common-server-genesis.block").unwrap();
+    assert!(b.is_system_channel());
+    assert_eq!(b.sequence, 0);
+    assert_eq!(b.orderer.consensus_type, "solo");
+    assert_eq!(b.orderer.batch_timeout, Duration::from_secs(2));
+    assert_eq!(b.orderer.batch_size.max_message_count, 10);
+    assert!(
+        b.consortiums
+            .as_ref()
+            .unwrap()
+            .contains(&"SampleConsortium".to_string())
+    );
+}
+
+/// Every genesis block in the shared testdata decodes into a bundle.
+#[test]
+fn every_testdata_genesis_loads() {
+    for name in [
+        "common-server-genesis.block",
+        "common-server-system.block",
+        "common-cluster-mychannel.block",
+        "consensus-etcdraft-etcdraftgenesis.block",
+    ] {
+        let b = bundle_of(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!b.channel_id.is_empty(), "{name}");
+    }
+    let app = bundle_of("common-cluster-mychannel.block").unwrap();
+    assert!(!app.is_system_channel());
+    assert_eq!(app.sequence, 1, "a created channel starts at sequence 1");
+    assert!(!app.application_orgs.is_empty());
+}
+
+fn org(name: &str) -> OrgProfile {
+    OrgProfile {
+        name: name.into(),
+        msp: FabricMspConfig {
+            name: name.into(),
+            ..Default::default()
+        },
+        endpoints: vec!["127.0.0.1:7050".into()],
+    }
+}
+
+/// A profile-built system channel decodes back to the values it was built from.
+#[test]
+fn profile_roundtrip() {
+    let mut p = ChannelProfile::sample("kafka");
+    p.kafka_brokers = vec!["127.0.0.1:9092".into()];
+    p.batch_timeout = Duration::from_millis(250);
+    p.orderer_orgs = vec![org("OrdererMSP")];
+    p.consortiums
+        .insert("SampleConsortium".into(), vec![org("Org1MSP")]);
+    let env = genesis_envelope(
+        "system",
+        p.channel_group(),
+        &EnvelopeStamp {
+            timestamp_secs: 1,
+            nonce: [7; 24],
+        },
+    );
+    let b = Bundle::from_config_envelope(&env).unwrap();
+    assert_eq!(b.channel_id, "system");
+    assert!(b.is_system_channel());
+    assert_eq!(b.orderer.consensus_type, "kafka");
+    assert_eq!(b.orderer.kafka_brokers, vec!["127.0.0.1:9092".to_string()]);
+    assert_eq!(b.orderer.batch_timeout, Duration::from_millis(250));
+    assert_eq!(b.orderer.batch_size, p.batch_size);
+    assert!(b.orderer.resubmission());
+    assert_eq!(b.orderer_orgs.len(), 1);
+}
+
+/// A zero batch size or a preferred size above the absolute one is refused with Fabric's message.
+#[test]
+fn invalid_batch_size_is_refused() {
+    let mut p = ChannelProfile::sample("solo");
+    p.batch_size = BatchSize {
+        max_message_count: 10,
+        absolute_max_bytes: 100,
+        preferred_max_bytes: 200,
+    };
+    let env = genesis_envelope(
+        "ch",
+        p.channel_group(),
+        &EnvelopeStamp {
+            timestamp_secs: 0,
+            nonce: [0; 24],
+        },
+    );
+    let err = Bundle::from_config_envelope(&env).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("greater than the absolute max bytes"),
+        "{err}"
+    );
+    p.batch_size.max_message_count = 0;
+    let env = genesis_envelope(
+        "ch",
+        p.channel_group(),
+        &EnvelopeStamp {
+            timestamp_secs: 0,
+            nonce: [0; 24],
+        },
+    );
+    assert!(Bundle::from_config_envelope(&env).is_err());
+}
+
+/// An unknown orderer capability makes the config unusable.
+#[test]
+fn unknown_capability_is_refused() {
+    let mut p = ChannelProfile::sample("solo");
+    p.orderer_capabilities.insert("V9_9".into());
+    let env = genesis_envelope(
+        "ch",
+        p.channel_group(),
+        &EnvelopeStamp {
+            timestamp_secs: 0,
+            nonce: [0; 24],
+        },
+    );
+    assert_eq!(
+        Bundle::from_config_envelope(&env).unwrap_err(),
+        ConfigError::UnsupportedCapability("V9_9".into())
+    );
+}
+
+/// Garbage instead of an envelope is a clear error, not a panic.
+#[test]
+fn garbage_envelope_is_an_error() {
+    assert!(matches!(
+        Bundle::from_config_envelope(b"\xff\xff\xff"),
+        Err(ConfigError::Malformed(_))
+    ));
+}
