@@ -1,0 +1,336 @@
+//! The smaller sections: `FileLedger`, `RAMLedger`, `Debug`, `Operations`,
+//! `Metrics`, and korder's own `Korder`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::general::{Tls, choice, map};
+use crate::node::{Node, Section};
+
+/// `FileLedger` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileLedger {
+    /// `Location`: directory of the block store (default
+    /// `/var/hyperledger/production/orderer`). Relative paths are relative to the
+    /// working directory, as in Fabric.
+    pub location: PathBuf,
+    /// `Prefix`: Fabric's temporary-directory prefix; accepted, not used.
+    pub prefix: String,
+}
+
+impl FileLedger {
+    pub(crate) const DEFAULT_LOCATION: &str = "/var/hyperledger/production/orderer";
+
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<FileLedger, ConfigError> {
+        Ok(FileLedger {
+            location: s
+                .path("Location")?
+                .unwrap_or_else(|| Self::DEFAULT_LOCATION.into()),
+            prefix: s.string_or("Prefix", "hyperledger-fabric-ordererledger")?,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("Location", Node::path(&self.location)),
+            ("Prefix", Node::str(&self.prefix)),
+        ])
+    }
+}
+
+/// `RAMLedger` section: accepted, not used (korder has only the file ledger).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamLedger {
+    /// `HistorySize` (default 1000).
+    pub history_size: u64,
+}
+
+impl RamLedger {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<RamLedger, ConfigError> {
+        Ok(RamLedger {
+            history_size: s
+                .uint("HistorySize", u64::from(u32::MAX))?
+                .filter(|&n| n != 0)
+                .unwrap_or(1000),
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![("HistorySize", Node::uint(self.history_size))])
+    }
+}
+
+/// `Debug` section: accepted, not used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Debug {
+    /// `BroadcastTraceDir`.
+    pub broadcast_trace_dir: Option<PathBuf>,
+    /// `DeliverTraceDir`.
+    pub deliver_trace_dir: Option<PathBuf>,
+}
+
+impl Debug {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Debug, ConfigError> {
+        Ok(Debug {
+            broadcast_trace_dir: s.path("BroadcastTraceDir")?,
+            deliver_trace_dir: s.path("DeliverTraceDir")?,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            (
+                "BroadcastTraceDir",
+                Node::opt_path(self.broadcast_trace_dir.as_ref()),
+            ),
+            (
+                "DeliverTraceDir",
+                Node::opt_path(self.deliver_trace_dir.as_ref()),
+            ),
+        ])
+    }
+}
+
+/// `Operations` section: the HTTP server for `/healthz`, `/metrics`, `/version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operations {
+    /// `ListenAddress` as `host:port` (default `127.0.0.1:8443`).
+    pub listen_address: String,
+    /// `TLS`.
+    pub tls: Tls,
+}
+
+impl Operations {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Operations, ConfigError> {
+        let listen_address = s.string_or("ListenAddress", "127.0.0.1:8443")?;
+        let mut t = s.section("TLS")?;
+        let tls = Tls::decode(&mut t)?;
+        t.finish()?;
+        Ok(Operations {
+            listen_address,
+            tls,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("ListenAddress", Node::str(&self.listen_address)),
+            ("TLS", self.tls.encode()),
+        ])
+    }
+}
+
+/// `Metrics.Provider`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsProvider {
+    /// No metrics.
+    Disabled,
+    /// Prometheus text format on the operations server's `/metrics`.
+    Prometheus,
+    /// StatsD push; accepted, not implemented by korder (metrics are then off).
+    Statsd,
+}
+
+impl MetricsProvider {
+    fn parse(s: &str) -> Result<MetricsProvider, &'static str> {
+        match s.to_ascii_lowercase().as_str() {
+            "disabled" => Ok(MetricsProvider::Disabled),
+            "prometheus" => Ok(MetricsProvider::Prometheus),
+            "statsd" => Ok(MetricsProvider::Statsd),
+            _ => Err("disabled, prometheus, statsd"),
+        }
+    }
+
+    /// The word written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricsProvider::Disabled => "disabled",
+            MetricsProvider::Prometheus => "prometheus",
+            MetricsProvider::Statsd => "statsd",
+        }
+    }
+}
+
+/// `Metrics` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// `Provider` (default `disabled`).
+    pub provider: MetricsProvider,
+    /// `Statsd`.
+    pub statsd: Statsd,
+}
+
+/// `Metrics.Statsd`: accepted, not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statsd {
+    /// `Network`: `udp` or `tcp` (default `udp`).
+    pub network: String,
+    /// `Address` (default `127.0.0.1:8125`).
+    pub address: String,
+    /// `WriteInterval` (default 30s).
+    pub write_interval: Duration,
+    /// `Prefix`.
+    pub prefix: String,
+}
+
+impl Metrics {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Metrics, ConfigError> {
+        let provider =
+            choice(s, "Provider", MetricsProvider::parse)?.unwrap_or(MetricsProvider::Disabled);
+        let mut st = s.section("Statsd")?;
+        let statsd = Statsd {
+            network: st.string_or("Network", "udp")?,
+            address: st.string_or("Address", "127.0.0.1:8125")?,
+            write_interval: st.duration_or("WriteInterval", Duration::from_secs(30))?,
+            prefix: st.string("Prefix")?.unwrap_or_default(),
+        };
+        st.finish()?;
+        Ok(Metrics { provider, statsd })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("Provider", Node::str(self.provider.as_str())),
+            (
+                "Statsd",
+                map(vec![
+                    ("Network", Node::str(&self.statsd.network)),
+                    ("Address", Node::str(&self.statsd.address)),
+                    ("WriteInterval", Node::duration(self.statsd.write_interval)),
+                    ("Prefix", Node::str(&self.statsd.prefix)),
+                ]),
+            ),
+        ])
+    }
+}
+
+/// `Korder.LogBackend`: which log orders a channel's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogBackend {
+    /// Follow the channel's `ConsensusType`: `kafka` ⇒ Kafka, anything else ⇒ embedded.
+    Auto,
+    /// Always the embedded file log.
+    Embedded,
+    /// Always Kafka (the channel config must then list brokers).
+    Kafka,
+}
+
+/// The log a channel actually uses, once [`LogBackend::resolve`] has looked at its
+/// consensus type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolvedLog {
+    /// The embedded file log.
+    Embedded,
+    /// A Kafka topic.
+    Kafka,
+}
+
+impl LogBackend {
+    fn parse(s: &str) -> Result<LogBackend, &'static str> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(LogBackend::Auto),
+            "embedded" => Ok(LogBackend::Embedded),
+            "kafka" => Ok(LogBackend::Kafka),
+            _ => Err("auto, embedded, kafka"),
+        }
+    }
+
+    /// The word written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogBackend::Auto => "auto",
+            LogBackend::Embedded => "embedded",
+            LogBackend::Kafka => "kafka",
+        }
+    }
+
+    /// The log for a channel whose `/Channel/Orderer/ConsensusType` type is
+    /// `consensus_type` (e.g. `kafka`, `solo`, `etcdraft`).
+    pub fn resolve(self, consensus_type: &str) -> ResolvedLog {
+        match self {
+            LogBackend::Embedded => ResolvedLog::Embedded,
+            LogBackend::Kafka => ResolvedLog::Kafka,
+            LogBackend::Auto if consensus_type.eq_ignore_ascii_case("kafka") => ResolvedLog::Kafka,
+            LogBackend::Auto => ResolvedLog::Embedded,
+        }
+    }
+}
+
+/// `Korder` section: settings only korder has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Korder {
+    /// `LogBackend` (default `auto`).
+    pub log_backend: LogBackend,
+    /// `EmbeddedLog.Dir`: root of the embedded log (one sub-directory per channel);
+    /// unset means `<FileLedger.Location>/log`.
+    pub embedded_log_dir: Option<PathBuf>,
+    /// `EmbeddedLog.SegmentBytes`: size at which a log segment file is closed and a
+    /// new one started (default 64 MiB).
+    pub embedded_log_segment_bytes: u64,
+    /// `MaxInFlightBlocks`: blocks cut but not yet written to the ledger, per
+    /// channel, before the chain stops reading its log (default 16).
+    pub max_in_flight_blocks: u32,
+}
+
+impl Korder {
+    /// Default `EmbeddedLog.SegmentBytes`.
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+    /// Smallest `EmbeddedLog.SegmentBytes` accepted.
+    pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+    /// Largest `EmbeddedLog.SegmentBytes` accepted.
+    pub const MAX_SEGMENT_BYTES: u64 = 16 << 30;
+    /// Largest `MaxInFlightBlocks` accepted.
+    pub const MAX_IN_FLIGHT_BLOCKS: u32 = 4096;
+
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Korder, ConfigError> {
+        let log_backend = choice(s, "LogBackend", LogBackend::parse)?.unwrap_or(LogBackend::Auto);
+        let mut el = s.section("EmbeddedLog")?;
+        let embedded_log_dir = el.path("Dir")?;
+        let embedded_log_segment_bytes = el
+            .bytes("SegmentBytes")?
+            .filter(|&n| n != 0)
+            .unwrap_or(Self::DEFAULT_SEGMENT_BYTES);
+        el.finish()?;
+        let max_in_flight_blocks = s
+            .uint("MaxInFlightBlocks", u64::from(u32::MAX))?
+            .filter(|&n| n != 0)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(16);
+        Ok(Korder {
+            log_backend,
+            embedded_log_dir,
+            embedded_log_segment_bytes,
+            max_in_flight_blocks,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("LogBackend", Node::str(self.log_backend.as_str())),
+            (
+                "EmbeddedLog",
+                map(vec![
+                    ("Dir", Node::opt_path(self.embedded_log_dir.as_ref())),
+                    ("SegmentBytes", Node::uint(self.embedded_log_segment_bytes)),
+                ]),
+            ),
+            (
+                "MaxInFlightBlocks",
+                Node::uint(self.max_in_flight_blocks),
+            ),
+        ])
+    }
+
+    /// The embedded log's root directory.
+    pub fn embedded_log_dir(&self, file_ledger: &FileLedger) -> PathBuf {
+        self.embedded_log_dir
+            .clone()
+            .unwrap_or_else(|| file_ledger.location.join("log"))
+    }
+}
+
+/// Resolve every relative path of the Operations TLS setting.
+pub(crate) fn resolve_operations(ops: &mut Operations, base: &Path) {
+    ops.tls.resolve(base);
+}
