@@ -11,10 +11,68 @@
 //!   log, acknowledged by all in-sync replicas for Kafka) and reports its offset;
 //! - a reader returns records in offset order, each exactly once, and waits for
 //!   records that do not exist yet.
+//!
+//! This crate provides:
+//! - [`MemLog`]: in memory, not durable, with injectable append failures; for tests.
+//! - [`EmbeddedLog`]: the durable file log, one directory per channel.
+//!
+//! It never interprets record values: bytes in, the same bytes out.
+//!
+//! # The embedded log
+//!
+//! One writer thread owns the files. `append` puts the record on a bounded queue and
+//! waits. The writer takes everything queued (up to a batch limit), writes it with one
+//! positional write, calls `fdatasync` once, and only then hands each waiter its
+//! offset: **group commit**, so many concurrent appenders share one fsync. Readers
+//! read the files with positional reads on the blocking pool and see only records
+//! already made durable; they wait on a watch of the durable end.
+//!
+//! Durability contract:
+//! - an `Ok(offset)` from `append` means the record is on disk at that offset and will
+//!   be there, unchanged, after a crash or restart;
+//! - an `Err` means the record was not acknowledged. After `Io` (a failed write or
+//!   fsync, e.g. a full disk) the writer cuts the file back to its last durable end,
+//!   so the record is not in the log and the log stays usable. A record whose append
+//!   was interrupted by a crash may or may not be present after restart (never in
+//!   part, never at another offset);
+//! - on open, the last segment is verified record by record and a torn or corrupt
+//!   tail is cut (and logged); damage anywhere else is reported as
+//!   [`LogError::Corrupt`] naming the file and byte position, never repaired.
+//!
+//! # FORMAT
+//!
+//! A log directory holds segment files named `log_` followed by the offset of the
+//! segment's first record as 20 decimal digits (`log_00000000000000000000`,
+//! `log_00000000000000021845`, ...). Offsets continue without a gap from one segment
+//! to the next; a new segment starts once the current one reaches
+//! `segment_size_bytes` (64 MiB by default), between two group commits.
+//! All integers are big-endian.
+//!
+//! ```text
+//! segment  = header record*
+//! header   = magic[8] = "KORDLOG1"   base_offset: u64          (16 bytes)
+//! record   = value_len: u32   crc: u32   offset: u64   value[value_len]
+//! crc      = CRC32C (Castagnoli) of value_len ‖ offset ‖ value, as encoded above
+//! ```
+//!
+//! A record's `offset` must be the previous record's plus one (the segment's
+//! `base_offset` for the first). A record is valid only if its frame fits in the file
+//! and its checksum matches; the first invalid record in the last segment marks the
+//! torn tail. Nothing else is stored: the offset index (one entry per
+//! `index_interval_bytes` of records) is rebuilt in memory when the log opens.
 
 use std::future::Future;
 
 use bytes::Bytes;
+
+mod embedded;
+mod format;
+mod mem;
+pub mod sim;
+pub mod storage;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader};
+pub use mem::{MemLog, MemReader};
 
 /// Position of a record in a channel's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +131,12 @@ pub enum LogError {
     /// The log's stored data is damaged beyond what recovery may repair.
     #[error("log corrupted: {0}")]
     Corrupt(String),
+    /// A failed write could not be undone; the log accepts nothing more until reopened.
+    #[error("log stopped after an I/O error it could not undo ({0}); reopen it to recover")]
+    Broken(String),
+    /// The log's options are not usable.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// A channel's ordered, durable log.
@@ -84,10 +148,8 @@ pub trait Log: Send + Sync + 'static {
     fn append(&self, record: Bytes) -> impl Future<Output = Result<LogOffset, LogError>> + Send;
 
     /// Opens a reader positioned at `from`.
-    fn reader(
-        &self,
-        from: ReadFrom,
-    ) -> impl Future<Output = Result<Self::Reader, LogError>> + Send;
+    fn reader(&self, from: ReadFrom)
+    -> impl Future<Output = Result<Self::Reader, LogError>> + Send;
 }
 
 /// Reads a log in offset order.
