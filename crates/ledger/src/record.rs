@@ -221,3 +221,105 @@ pub fn framing(head: &[u8], remaining: u64) -> Framing {
         Varint::Incomplete | Varint::Invalid => Framing::BadPrefix,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::next_block;
+    use proptest::prelude::*;
+
+    /// Block 0 of the spec's worked example is stored as the 61-byte record of the spec.
+    #[test]
+    fn worked_example_record() {
+        let env = Bytes::from(hex::decode("0a0f67656e657369732d7061796c6f6164").unwrap());
+        let b0 = next_block(None, vec![env]);
+        let rec = encode_record(&b0);
+        let want = hex::decode(
+            "3c 00 20 f78da82b0552bcbc20c372c90e77e21e2c534eb167484a56df96b53be71b59aa 00 01 11 0a0f67656e657369732d7061796c6f6164 05 00 00 00 00 00"
+                .replace(' ', ""),
+        )
+        .unwrap();
+        assert_eq!(rec.len(), 61);
+        assert_eq!(rec, want);
+        assert_eq!(decode_body(Bytes::from(rec[1..].to_vec())).unwrap(), b0);
+    }
+
+    /// Varints round trip at the 7-bit boundaries and reject 11-byte or overflowing encodings.
+    #[test]
+    fn varint_edges() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX >> 1, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v));
+            assert_eq!(get_varint(&out), Varint::Value(v, out.len()));
+            assert_eq!(get_varint(&out[..out.len() - 1]), Varint::Incomplete);
+        }
+        assert_eq!(get_varint(&[0xff; 11]), Varint::Invalid);
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(get_varint(&over), Varint::Invalid);
+    }
+
+    /// Framing tells complete, torn and invalid prefixes apart.
+    #[test]
+    fn framing_cases() {
+        assert_eq!(
+            framing(&[0x03], 4),
+            Framing::Complete {
+                prefix_len: 1,
+                body_len: 3
+            }
+        );
+        assert_eq!(framing(&[0x03], 3), Framing::Truncated);
+        assert_eq!(framing(&[0x80, 0x80], 2), Framing::Truncated);
+        assert_eq!(framing(&[0xff; 10], 100), Framing::BadPrefix);
+    }
+
+    /// Bodies with trailing bytes, overruns or absurd counts are errors, not panics.
+    #[test]
+    fn bad_bodies_are_errors() {
+        assert!(matches!(
+            decode_body(Bytes::from_static(&[0, 0, 0, 0, 0, 9])),
+            Err(RecordError::TrailingBytes { extra: 1 })
+        ));
+        assert!(matches!(
+            decode_body(Bytes::from_static(&[0, 5, 1])),
+            Err(RecordError::Overrun { .. })
+        ));
+        assert!(matches!(
+            decode_body(Bytes::from_static(&[0, 0, 0, 0xff, 0xff, 0x7f])),
+            Err(RecordError::TooManyEntries { .. })
+        ));
+        assert!(matches!(
+            decode_body(Bytes::new()),
+            Err(RecordError::BadVarint { at: 0 })
+        ));
+    }
+
+    proptest! {
+        /// Any block survives encode → decode of its record.
+        #[test]
+        fn record_round_trip(
+            n in any::<u64>(),
+            prev in proptest::collection::vec(any::<u8>(), 0..40),
+            data in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..6),
+            md in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..6),
+        ) {
+            let block = Block {
+                header: Some(BlockHeader { number: n, previous_hash: Bytes::from(prev), data_hash: Bytes::from_static(&[3; 32]) }),
+                data: Some(BlockData { data: data.into_iter().map(Bytes::from).collect() }),
+                metadata: Some(BlockMetadata { metadata: md.into_iter().map(Bytes::from).collect() }),
+            };
+            let rec = encode_record(&block);
+            let Varint::Value(len, p) = get_varint(&rec) else { panic!("prefix") };
+            prop_assert_eq!(len as usize + p, rec.len());
+            prop_assert_eq!(decode_body(Bytes::from(rec[p..].to_vec())).unwrap(), block);
+        }
+
+        /// Decoding arbitrary bytes never panics.
+        #[test]
+        fn decode_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_body(Bytes::from(bytes));
+        }
+    }
+}
