@@ -1,0 +1,71 @@
+//! Errors of opening and using a Kafka-backed log.
+
+use korder_log::LogError;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// What can go wrong while opening a [`crate::KafkaLog`] or querying its topic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaLogError {
+    /// The configuration cannot work; the message names the key.
+    #[error("invalid Kafka configuration: {0}")]
+    InvalidConfig(String),
+    /// The channel name is not a usable topic name.
+    #[error("invalid topic name {topic:?}: {reason}")]
+    InvalidTopic { topic: String, reason: &'static str },
+    /// librdkafka refused to build a client with these properties.
+    #[error("cannot create the Kafka {client} for topic {topic}: {source}")]
+    Client {
+        client: &'static str,
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// The brokers refused to create the topic.
+    #[error(
+        "cannot create topic {topic} (1 partition, replication factor {replication_factor}): {code}"
+    )]
+    CreateTopic {
+        topic: String,
+        replication_factor: i16,
+        code: RDKafkaErrorCode,
+    },
+    /// A request to the brokers failed (unreachable, timed out, refused).
+    #[error("Kafka request failed ({what}) for topic {topic}: {source}")]
+    Request {
+        what: &'static str,
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// The topic or its partition 0 is not in the cluster's metadata.
+    #[error("topic {topic} partition 0 is not in the cluster metadata: {reason}")]
+    MissingPartition { topic: String, reason: String },
+}
+
+impl KafkaLogError {
+    /// Whether a later attempt may succeed (brokers down, leader election, timeouts);
+    /// configuration and naming errors never heal by themselves.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::InvalidConfig(_) | Self::InvalidTopic { .. } | Self::Client { .. } => false,
+            Self::CreateTopic { code, .. } => !matches!(
+                code,
+                RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::InvalidReplicationFactor
+                    | RDKafkaErrorCode::InvalidPartitions
+                    | RDKafkaErrorCode::InvalidConfig
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            ),
+            Self::Request { .. } | Self::MissingPartition { .. } => true,
+        }
+    }
+}
+
+impl From<KafkaLogError> for LogError {
+    fn from(e: KafkaLogError) -> Self {
+        LogError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,32 @@
+//! korder's ordered log on Apache Kafka.
+//!
+//! Each channel is one topic, named after the channel, of which only partition 0
+//! is used: the partition is the channel's total order and the only state the
+//! orderer nodes share. [`KafkaLog`] implements [`korder_log::Log`]:
+//!
+//! ```text
+//!   append(record) ──▶ idempotent producer, acks=all ──▶ topic/0 ──▶ offset from the
+//!                      key "0", partition 0                         delivery report
+//!
+//!   reader(from)   ──▶ watermarks checked ──▶ consumer assigned topic/0 at `from`
+//!                      (out of range = error)  no group offsets, nothing committed,
+//!                                              auto.offset.reset=error
+//! ```
+//!
+//! This is the only crate of the workspace that links a Kafka client (librdkafka,
+//! built statically). It never commits consumer offsets and never lets the client
+//! jump to another offset on its own: where to read from is the ledger's business
+//! (the offsets recorded in each block's metadata).
+//!
+//! The client's own log lines go to `tracing` under the target
+//! `korder_kafka::client`; every client's effective settings are logged when it is
+//! built.
+
+mod config;
+mod context;
+mod error;
+mod log;
+
+pub use config::{DEFAULT_MAX_RECORD_BYTES, KafkaConfig, RetryConfig, SaslPlainConfig, TlsConfig};
+pub use error::KafkaLogError;
+pub use log::{KafkaLog, KafkaReader, PARTITION};
