@@ -625,12 +625,14 @@ impl Chain {
                 resubmitted: self.resubmitted,
                 ingress_open: self.ingress_open,
             });
+            // Close the gate before the copy can be appended; a failed append
+            // reopens it (see `on_append_result`).
+            self.resubmitted = offset;
+            self.set_ingress(false, out);
             out.push(Command::Append {
                 record: regular_record(rebuilt, new_seq, Class::Config, offset),
                 purpose: AppendPurpose::ResubmitConfig { original: offset },
             });
-            self.resubmitted = offset;
-            self.set_ingress(false, out);
             return Ok(Handled::AwaitingAppend);
         }
         let new_offset = if is_resubmission {

@@ -23,7 +23,7 @@
 //!                    │      normal → cutter
 //!                    ├─ resubmission of something already processed ─▶ discarded
 //!                    ├─ config_seq < sequence (stale) ─▶ re-validate via support,
-//!                    │      Append(resubmission)   [config: also SetIngress(false)]
+//!                    │      [config: SetIngress(false)], Append(resubmission)
 //!                    └─ current ─┬─ NORMAL ─▶ block cutter ─▶ 0..2 × WriteBlock,
 //!                                │             Start/StopTimer
 //!                                └─ CONFIG ─▶ WriteBlock(flush)?, StopTimer?,
