@@ -283,26 +283,36 @@ impl Config {
                 "General.Keepalive.ServerMinInterval",
                 g.keepalive.server_min_interval,
             ),
-            ("General.Keepalive.ServerInterval", g.keepalive.server_interval),
-            ("General.Keepalive.ServerTimeout", g.keepalive.server_timeout),
-            ("General.Authentication.TimeWindow", g.authentication.time_window),
+            (
+                "General.Keepalive.ServerInterval",
+                g.keepalive.server_interval,
+            ),
+            (
+                "General.Keepalive.ServerTimeout",
+                g.keepalive.server_timeout,
+            ),
+            (
+                "General.Authentication.TimeWindow",
+                g.authentication.time_window,
+            ),
         ] {
             if d.is_zero() {
                 problems.push(format!("{key}: must be a positive duration"));
             }
         }
-        if let Bootstrap::File(path) = g.bootstrap() {
-            if !path.is_file() {
+        match g.bootstrap() {
+            Bootstrap::File(path) if !path.is_file() => {
+                let key = if g.bootstrap_method.is_some() && g.bootstrap_file.is_some() {
+                    "BootstrapFile"
+                } else {
+                    "GenesisFile"
+                };
                 problems.push(format!(
-                    "General.{}: genesis block file {} does not exist",
-                    if g.bootstrap_method.is_some() && g.bootstrap_file.is_some() {
-                        "BootstrapFile"
-                    } else {
-                        "GenesisFile"
-                    },
+                    "General.{key}: genesis block file {} does not exist",
                     path.display()
                 ));
             }
+            _ => {}
         }
         if !g.local_msp_dir.is_dir() {
             problems.push(format!(
@@ -434,7 +444,9 @@ impl Config {
             out.push("Consensus: plugin settings are not used by korder".to_string());
         }
         if self.kafka.tls.client_auth_required || self.kafka.tls.client_root_cas.is_some() {
-            out.push("Kafka.TLS.ClientAuthRequired/ClientRootCAs: not used by a client".to_string());
+            out.push(
+                "Kafka.TLS.ClientAuthRequired/ClientRootCAs: not used by a client".to_string(),
+            );
         }
         out
     }
@@ -463,8 +475,14 @@ impl Config {
         let mut parts = vec![
             format!("listen={}:{}", g.listen_address, g.listen_port),
             format!("tls={}", on(g.tls.enabled)),
-            format!("client_auth={}", on(g.tls.enabled && g.tls.client_auth_required)),
-            format!("keepalive_min_interval={}", d(g.keepalive.server_min_interval)),
+            format!(
+                "client_auth={}",
+                on(g.tls.enabled && g.tls.client_auth_required)
+            ),
+            format!(
+                "keepalive_min_interval={}",
+                d(g.keepalive.server_min_interval)
+            ),
             format!("bootstrap={bootstrap}"),
             format!("msp_dir={}", g.local_msp_dir.display()),
             format!("msp_id={}", g.local_msp_id),
@@ -476,10 +494,7 @@ impl Config {
             format!("ledger={}", self.file_ledger.location.display()),
             format!("log_backend={}", self.korder.log_backend.as_str()),
             format!("embedded_log={}", self.embedded_log_dir().display()),
-            format!(
-                "segment_bytes={}",
-                self.korder.embedded_log_segment_bytes
-            ),
+            format!("segment_bytes={}", self.korder.embedded_log_segment_bytes),
             format!("max_in_flight_blocks={}", self.korder.max_in_flight_blocks),
             format!("kafka.version={}", self.kafka.version),
             format!(
@@ -566,9 +581,16 @@ fn check_tls(tls: &Tls, prefix: &str, problems: &mut Vec<String>) {
 /// (canonical spelling) it sets.
 fn override_targets(tree: &Node) -> HashMap<String, Vec<String>> {
     let mut leaves = Vec::new();
-    Config::default().encode().leaf_paths(&mut Vec::new(), &mut leaves);
+    Config::default()
+        .encode()
+        .leaf_paths(&mut Vec::new(), &mut leaves);
     for key in PEM_KEYS {
-        leaves.push(vec!["Kafka".into(), "TLS".into(), key.into(), "File".into()]);
+        leaves.push(vec![
+            "Kafka".into(),
+            "TLS".into(),
+            key.into(),
+            "File".into(),
+        ]);
     }
     if let Some(Node::Map(entries)) = tree.at(&["Consensus"]) {
         for (k, _) in entries {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::node::{Node, Section, value_error};
+use crate::node::{Node, Section, scalar_text, value_error};
 
 /// Mapping with keys in the given order.
 pub(crate) fn map(entries: Vec<(&str, Node)>) -> Node {
@@ -101,11 +101,13 @@ impl General {
         let tls = Tls::decode(&mut s.section("TLS")?)?;
         let keepalive = Keepalive::decode(&mut s.section("Keepalive")?)?;
         let cluster = Cluster::decode(&mut s.section("Cluster")?)?;
-        let genesis_method = choice(s, "GenesisMethod", GenesisMethod::parse)?
-            .unwrap_or(GenesisMethod::Provisional);
+        let genesis_method =
+            choice(s, "GenesisMethod", GenesisMethod::parse)?.unwrap_or(GenesisMethod::Provisional);
         let genesis_profile = s.string_or("GenesisProfile", "SampleSingleMSPSolo")?;
         let system_channel = s.string_or("SystemChannel", "test-system-channel-name")?;
-        let genesis_file = s.path("GenesisFile")?.unwrap_or_else(|| "genesisblock".into());
+        let genesis_file = s
+            .path("GenesisFile")?
+            .unwrap_or_else(|| "genesisblock".into());
         let bootstrap_method = choice(s, "BootstrapMethod", BootstrapMethod::parse)?;
         let bootstrap_file = s.path("BootstrapFile")?;
         let local_msp_dir = s.path("LocalMSPDir")?.unwrap_or_else(|| "msp".into());
@@ -151,7 +153,10 @@ impl General {
                 self.bootstrap_method
                     .map_or(Node::Null, |m| Node::str(m.as_str())),
             ),
-            ("BootstrapFile", Node::opt_path(self.bootstrap_file.as_ref())),
+            (
+                "BootstrapFile",
+                Node::opt_path(self.bootstrap_file.as_ref()),
+            ),
             ("LocalMSPDir", Node::path(&self.local_msp_dir)),
             ("LocalMSPID", Node::str(&self.local_msp_id)),
             ("Profile", self.profile.encode()),
@@ -179,14 +184,12 @@ pub(crate) fn choice<T>(
     let Some(node) = s.take(key) else {
         return Ok(None);
     };
-    let text = match node {
-        Node::Str(t) | Node::Env { value: t, .. } => t.trim().to_string(),
-        _ => String::new(),
-    };
-    if text.is_empty() && matches!(node, Node::Str(_) | Node::Env { .. }) {
+    let text = scalar_text(node, &path)?.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
         return Ok(None);
     }
-    parse(&text).map(Some).map_err(|allowed| {
+    parse(text).map(Some).map_err(|allowed| {
         value_error(
             node,
             &path,
@@ -293,10 +296,18 @@ impl Tls {
     }
 
     pub(crate) fn resolve(&mut self, base: &std::path::Path) {
-        for p in self.private_key.iter_mut().chain(self.certificate.iter_mut()) {
+        for p in self
+            .private_key
+            .iter_mut()
+            .chain(self.certificate.iter_mut())
+        {
             crate::config::resolve_path(base, p);
         }
-        for p in self.root_cas.iter_mut().chain(self.client_root_cas.iter_mut()) {
+        for p in self
+            .root_cas
+            .iter_mut()
+            .chain(self.client_root_cas.iter_mut())
+        {
             crate::config::resolve_path(base, p);
         }
     }
@@ -324,7 +335,10 @@ impl Keepalive {
 
     fn encode(&self) -> Node {
         map(vec![
-            ("ServerMinInterval", Node::duration(self.server_min_interval)),
+            (
+                "ServerMinInterval",
+                Node::duration(self.server_min_interval),
+            ),
             ("ServerInterval", Node::duration(self.server_interval)),
             ("ServerTimeout", Node::duration(self.server_timeout)),
         ])

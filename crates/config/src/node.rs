@@ -28,7 +28,10 @@ pub(crate) enum Node {
     Map(Vec<(String, Node)>),
     /// A value set by an environment variable: always text, and errors about it
     /// name the variable.
-    Env { var: String, value: String },
+    Env {
+        var: String,
+        value: String,
+    },
 }
 
 impl Node {
@@ -237,14 +240,18 @@ pub(crate) fn value_error(node: &Node, key: &str, reason: impl Into<String>) -> 
 }
 
 /// Text of a scalar (numbers and booleans written back as text); `None` for null.
-fn scalar_text(node: &Node, key: &str) -> Result<Option<String>, ConfigError> {
+pub(crate) fn scalar_text(node: &Node, key: &str) -> Result<Option<String>, ConfigError> {
     match node {
         Node::Null => Ok(None),
         Node::Str(s) | Node::Env { value: s, .. } => Ok(Some(s.clone())),
         Node::Bool(b) => Ok(Some(b.to_string())),
         Node::Int(i) => Ok(Some(i.to_string())),
         Node::Float(f) => Ok(Some(f.to_string())),
-        Node::Seq(_) => Err(value_error(node, key, "expected a single value, found a list")),
+        Node::Seq(_) => Err(value_error(
+            node,
+            key,
+            "expected a single value, found a list",
+        )),
         Node::Map(_) => Err(value_error(
             node,
             key,
@@ -269,9 +276,7 @@ impl<'a> Section<'a> {
                 let mut out: Vec<(&'a str, &'a Node, bool)> = Vec::with_capacity(entries.len());
                 for (k, v) in entries {
                     if out.iter().any(|(seen, _, _)| seen.eq_ignore_ascii_case(k)) {
-                        return Err(ConfigError::DuplicateKey {
-                            key: join(path, k),
-                        });
+                        return Err(ConfigError::DuplicateKey { key: join(path, k) });
                     }
                     out.push((k.as_str(), v, false));
                 }

@@ -315,10 +315,7 @@ impl Korder {
                     ("SegmentBytes", Node::uint(self.embedded_log_segment_bytes)),
                 ]),
             ),
-            (
-                "MaxInFlightBlocks",
-                Node::uint(self.max_in_flight_blocks),
-            ),
+            ("MaxInFlightBlocks", Node::uint(self.max_in_flight_blocks)),
         ])
     }
 
