@@ -626,3 +626,41 @@ fn apply_env(tree: &mut Node, env: &BTreeMap<String, String>) -> Result<(), Conf
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_text(node: &Node) -> String {
+        match node {
+            Node::Null => String::new(),
+            Node::Bool(b) => b.to_string(),
+            Node::Int(i) => i.to_string(),
+            Node::Float(f) => f.to_string(),
+            Node::Str(s) | Node::Env { value: s, .. } => s.clone(),
+            Node::Seq(items) => items.iter().map(leaf_text).collect::<Vec<_>>().join(","),
+            Node::Map(_) => panic!("a leaf is never a mapping"),
+        }
+    }
+
+    /// Every key korder writes can be overridden by its ORDERER_ variable, and
+    /// overriding each with its own default value changes nothing.
+    #[test]
+    fn every_written_key_is_overridable() {
+        let defaults = Config::default();
+        let tree = defaults.encode();
+        let targets = override_targets(&Node::Null);
+        let mut env = BTreeMap::new();
+        for (var, path) in &targets {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let value = tree.at(&path).map(leaf_text).unwrap_or_default();
+            env.insert(var.clone(), value);
+        }
+        assert!(env.contains_key("ORDERER_KAFKA_RETRY_NETWORKTIMEOUTS_DIALTIMEOUT"));
+        assert!(env.contains_key("ORDERER_KAFKA_TLS_PRIVATEKEY_FILE"));
+        assert!(env.contains_key("ORDERER_GENERAL_BCCSP_SW_FILEKEYSTORE_KEYSTORE"));
+        assert!(env.len() >= 90, "only {} override targets", env.len());
+        let loaded = Config::from_yaml_str("", None, &env).unwrap();
+        assert_eq!(loaded, defaults);
+    }
+}
