@@ -1,1 +1,26 @@
-//! placeholder
+//! Identities for korder: X.509 certificates, ECDSA signatures, MSP directories,
+//! MSP validation and a development PKI.
+//!
+//! What Fabric calls the X.509 "bccsp" MSP, reduced to what an orderer needs:
+//!
+//! - [`signature`]: ECDSA P-256 / SHA-256 verification (low-S only) and DER handling.
+//! - [`cert`]: certificate parsing into owned fields (names, validity, OUs, SKI/AKI).
+//! - [`identity`]: `SerializedIdentity` decoding and signature checks.
+//! - [`signer`]: the node's own signing identity, loaded from an MSP directory.
+//! - [`mspdir`]: reading Fabric's on-disk MSP layout and its `config.yaml`.
+//! - [`devpki`]: generating a CA, node and client certificates and MSP directories.
+//!
+//! This crate does no network I/O and keeps no global state. Every hashed or signed
+//! quantity is taken as bytes given by the caller; nothing is re-marshalled here
+//! before it is verified.
+
+pub mod cert;
+pub mod devpki;
+pub mod identity;
+pub mod mspdir;
+pub mod signature;
+pub mod signer;
+
+pub use cert::{CertError, Certificate, HasPublicKey};
+pub use identity::{Identity, IdentityError};
+pub use signature::{EcdsaSignature, KeyError, PublicKey, VerifyError, verify_ecdsa_p256_sha256};

@@ -1,0 +1,354 @@
+//! X.509 certificates: the fields an MSP looks at, extracted once into owned values.
+
+use crate::signature::{KeyError, PublicKey, VerifyError};
+use bytes::Bytes;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Why certificate bytes could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The input holds no `-----BEGIN ...-----` block.
+    #[error("no PEM block found")]
+    NoPem,
+    /// A PEM block is present but cannot be decoded.
+    #[error("invalid PEM: {reason}")]
+    Pem {
+        /// What the PEM decoder reported.
+        reason: String,
+    },
+    /// A PEM block carries a label other than `CERTIFICATE`.
+    #[error("PEM block is labelled {label:?}, expected \"CERTIFICATE\"")]
+    WrongPemLabel {
+        /// The label found.
+        label: String,
+    },
+    /// The DER is not an X.509 certificate.
+    #[error("invalid X.509 certificate: {reason}")]
+    X509 {
+        /// What the parser reported.
+        reason: String,
+    },
+    /// Bytes follow the DER certificate.
+    #[error("{len} bytes of trailing data after the DER certificate")]
+    TrailingData {
+        /// How many bytes follow.
+        len: usize,
+    },
+}
+
+/// The public key carried by a certificate, as far as korder can use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SubjectKey {
+    P256(PublicKey),
+    Unusable(KeyError),
+}
+
+/// Anything that holds a P-256 verification key.
+pub trait HasPublicKey {
+    /// The key, or why there is no usable one.
+    fn public_key(&self) -> Result<&PublicKey, KeyError>;
+}
+
+impl HasPublicKey for PublicKey {
+    fn public_key(&self) -> Result<&PublicKey, KeyError> {
+        Ok(self)
+    }
+}
+
+/// A parsed X.509 certificate.
+///
+/// Keeps the DER exactly as decoded from the input, and owned copies of the fields
+/// the MSP needs: names, validity, OUs, key identifiers, CA flag and the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certificate {
+    der: Bytes,
+    subject: String,
+    issuer: String,
+    subject_raw: Bytes,
+    issuer_raw: Bytes,
+    serial: Bytes,
+    not_before_unix_s: i64,
+    not_after_unix_s: i64,
+    organizational_units: Vec<String>,
+    common_name: Option<String>,
+    subject_key_id: Option<Bytes>,
+    authority_key_id: Option<Bytes>,
+    is_ca: bool,
+    key: SubjectKey,
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("subject", &self.subject)
+            .field("issuer", &self.issuer)
+            .field("serial", &hex::encode(&self.serial))
+            .field("not_after_unix_s", &self.not_after_unix_s)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificate {
+    /// Parses a certificate given as PEM (the first `CERTIFICATE` block) or as raw DER.
+    pub fn from_pem_or_der(input: &[u8]) -> Result<Self, CertError> {
+        if looks_like_pem(input) {
+            Self::from_pem(input)
+        } else {
+            Self::from_der(input)
+        }
+    }
+
+    /// Parses the first PEM block, which must be a `CERTIFICATE`; anything after it is ignored.
+    pub fn from_pem(input: &[u8]) -> Result<Self, CertError> {
+        let pem = first_pem(input)?;
+        if pem.tag() != "CERTIFICATE" {
+            return Err(CertError::WrongPemLabel {
+                label: pem.tag().to_owned(),
+            });
+        }
+        Self::from_der(pem.contents())
+    }
+
+    /// Parses every `CERTIFICATE` block of a PEM file (other labels are skipped).
+    pub fn all_from_pem(input: &[u8]) -> Result<Vec<Self>, CertError> {
+        let blocks = pem::parse_many(input).map_err(|e| CertError::Pem {
+            reason: e.to_string(),
+        })?;
+        let mut certs = Vec::new();
+        for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+            certs.push(Self::from_der(block.contents())?);
+        }
+        if certs.is_empty() {
+            return Err(CertError::NoPem);
+        }
+        Ok(certs)
+    }
+
+    /// Parses a DER certificate; trailing bytes are an error.
+    pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        let (rest, x509) = X509Certificate::from_der(der).map_err(|e| CertError::X509 {
+            reason: e.to_string(),
+        })?;
+        if !rest.is_empty() {
+            return Err(CertError::TrailingData { len: rest.len() });
+        }
+        Self::from_parsed(der, &x509)
+    }
+
+    fn from_parsed(der: &[u8], x509: &X509Certificate<'_>) -> Result<Self, CertError> {
+        let x509_err = |reason: String| CertError::X509 { reason };
+        let tbs = &x509.tbs_certificate;
+        let organizational_units = tbs
+            .subject
+            .iter_organizational_unit()
+            .map(|attr| attr.as_str().map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| x509_err(format!("subject OU is not a string: {e}")))?;
+        let common_name = tbs
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|attr| attr.as_str().ok())
+            .map(str::to_owned);
+        let mut subject_key_id = None;
+        let mut authority_key_id = None;
+        for ext in tbs.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(ki) => {
+                    subject_key_id = Some(Bytes::copy_from_slice(ki.0));
+                }
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    authority_key_id = aki
+                        .key_identifier
+                        .as_ref()
+                        .map(|ki| Bytes::copy_from_slice(ki.0));
+                }
+                _ => {}
+            }
+        }
+        let is_ca = x509
+            .basic_constraints()
+            .map_err(|e| x509_err(format!("basic constraints: {e}")))?
+            .is_some_and(|bc| bc.value.ca);
+        Ok(Self {
+            der: Bytes::copy_from_slice(der),
+            subject: tbs.subject.to_string(),
+            issuer: tbs.issuer.to_string(),
+            subject_raw: Bytes::copy_from_slice(tbs.subject.as_raw()),
+            issuer_raw: Bytes::copy_from_slice(tbs.issuer.as_raw()),
+            serial: Bytes::copy_from_slice(tbs.raw_serial()),
+            not_before_unix_s: tbs.validity.not_before.timestamp(),
+            not_after_unix_s: tbs.validity.not_after.timestamp(),
+            organizational_units,
+            common_name,
+            subject_key_id,
+            authority_key_id,
+            is_ca,
+            key: subject_key(x509),
+        })
+    }
+
+    /// The certificate's DER encoding, as it was decoded.
+    pub fn der(&self) -> &Bytes {
+        &self.der
+    }
+
+    /// The certificate as a PEM `CERTIFICATE` block (64-column base64, trailing newline).
+    pub fn to_pem(&self) -> String {
+        pem_encode("CERTIFICATE", &self.der)
+    }
+
+    /// The subject name, RFC 4514-style (`C=US, O=..., CN=...`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The issuer name, RFC 4514-style.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The DER of the subject name, for exact comparisons.
+    pub fn subject_raw(&self) -> &[u8] {
+        &self.subject_raw
+    }
+
+    /// The DER of the issuer name, for exact comparisons.
+    pub fn issuer_raw(&self) -> &[u8] {
+        &self.issuer_raw
+    }
+
+    /// The serial number's big-endian bytes, as encoded.
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
+    }
+
+    /// NotBefore, seconds since the Unix epoch.
+    pub fn not_before_unix_s(&self) -> i64 {
+        self.not_before_unix_s
+    }
+
+    /// NotAfter, seconds since the Unix epoch.
+    pub fn not_after_unix_s(&self) -> i64 {
+        self.not_after_unix_s
+    }
+
+    /// NotBefore as a system time.
+    pub fn not_before(&self) -> SystemTime {
+        unix_to_system_time(self.not_before_unix_s)
+    }
+
+    /// NotAfter as a system time: the moment the certificate expires.
+    pub fn not_after(&self) -> SystemTime {
+        unix_to_system_time(self.not_after_unix_s)
+    }
+
+    /// Whether `now` is after NotAfter.
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        now > self.not_after()
+    }
+
+    /// The subject's organizational units, in certificate order.
+    pub fn organizational_units(&self) -> &[String] {
+        &self.organizational_units
+    }
+
+    /// The subject's first common name, if any.
+    pub fn common_name(&self) -> Option<&str> {
+        self.common_name.as_deref()
+    }
+
+    /// The Subject Key Identifier extension, if present.
+    pub fn subject_key_id(&self) -> Option<&[u8]> {
+        self.subject_key_id.as_deref()
+    }
+
+    /// The key identifier of the Authority Key Identifier extension, if present.
+    pub fn authority_key_id(&self) -> Option<&[u8]> {
+        self.authority_key_id.as_deref()
+    }
+
+    /// Whether basic constraints mark this certificate as a CA.
+    pub fn is_ca(&self) -> bool {
+        self.is_ca
+    }
+
+    /// Verifies a DER ECDSA signature over `message` with this certificate's key.
+    pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> Result<(), VerifyError> {
+        crate::signature::verify_ecdsa_p256_sha256(self, message, der_signature)
+    }
+}
+
+impl HasPublicKey for Certificate {
+    fn public_key(&self) -> Result<&PublicKey, KeyError> {
+        match &self.key {
+            SubjectKey::P256(key) => Ok(key),
+            SubjectKey::Unusable(err) => Err(err.clone()),
+        }
+    }
+}
+
+fn subject_key(x509: &X509Certificate<'_>) -> SubjectKey {
+    let spki = x509.public_key();
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return SubjectKey::Unusable(KeyError::Unsupported {
+            algorithm: format!("key algorithm {}", spki.algorithm.algorithm),
+        });
+    }
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok());
+    match curve {
+        Some(oid) if oid == OID_EC_P256 => {
+            match PublicKey::from_sec1_point(&spki.subject_public_key.data) {
+                Ok(key) => SubjectKey::P256(key),
+                Err(err) => SubjectKey::Unusable(err),
+            }
+        }
+        Some(oid) => SubjectKey::Unusable(KeyError::Unsupported {
+            algorithm: format!("EC curve {oid}"),
+        }),
+        None => SubjectKey::Unusable(KeyError::Unsupported {
+            algorithm: "EC key without a named curve".to_owned(),
+        }),
+    }
+}
+
+fn unix_to_system_time(unix_s: i64) -> SystemTime {
+    if unix_s >= 0 {
+        UNIX_EPOCH + Duration::from_secs(unix_s.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(unix_s.unsigned_abs())
+    }
+}
+
+pub(crate) fn looks_like_pem(input: &[u8]) -> bool {
+    input
+        .windows(b"-----BEGIN ".len())
+        .any(|w| w == b"-----BEGIN ")
+}
+
+/// Decodes the first PEM block of `input`; anything after it is ignored.
+pub(crate) fn first_pem(input: &[u8]) -> Result<pem::Pem, CertError> {
+    if !looks_like_pem(input) {
+        return Err(CertError::NoPem);
+    }
+    pem::parse(input).map_err(|e| CertError::Pem {
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes `der` as a PEM block with the given label (64-column base64, LF line endings).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
