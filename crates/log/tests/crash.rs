@@ -2,6 +2,9 @@
 //! of concurrent, group-committed appends, rebuild the disk a restarted process would
 //! find (in every way unsynced data may survive), reopen, and check the invariants.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! Behaviour of the embedded file log on a real directory and on simulated storage.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Behaviour of the in-memory log.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
