@@ -262,7 +262,6 @@ impl KafkaConfig {
             // Backoff between reconnection attempts to a broker.
             ("reconnect.backoff.ms", "100".to_owned()),
             ("reconnect.backoff.max.ms", "10000".to_owned()),
-            ("api.version.request", "true".to_owned()),
             ("log_level", if self.verbose { "7" } else { "6" }.to_owned()),
             ("log.connection.close", "false".to_owned()),
             ("statistics.interval.ms", "0".to_owned()),
