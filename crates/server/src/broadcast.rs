@@ -1,0 +1,122 @@
+//! Broadcast: one response per envelope, in request order; the stream ends after
+//! the first response that is not SUCCESS.
+//!
+//! A stream is pipelined: while earlier envelopes wait for their log records to
+//! become durable, later ones are already validated and appended. Validation runs
+//! in request order and stops at the first refusal, so nothing after a refused
+//! envelope is ever ordered. A consenter failure (SERVICE_UNAVAILABLE) is only known
+//! once the append resolves; envelopes appended behind it may then be ordered
+//! without an answer, as with any client that loses its connection after sending.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use korder_consensus::MsgClass;
+use korder_proto::Message;
+use korder_proto::common::{Envelope, Status};
+use korder_proto::orderer::BroadcastResponse;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::chain::BoxFuture;
+use crate::msgprocessor::{parse, process_normal};
+use crate::registrar::Registrar;
+use crate::status::ProcessError;
+
+/// Most envelopes of one stream that may wait for their acknowledgement at once.
+pub const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
+
+fn response(status: Status, info: String) -> BroadcastResponse {
+    BroadcastResponse {
+        status: status as i32,
+        info,
+    }
+}
+
+fn refused(e: ProcessError) -> BroadcastResponse {
+    response(e.status(), e.to_string())
+}
+
+/// Validates one envelope and starts ordering it. Returns the future of its
+/// response, and whether the stream may continue (false after a refusal).
+pub async fn process(
+    registrar: &Registrar,
+    envelope: Envelope,
+) -> (BoxFuture<'static, BroadcastResponse>, bool) {
+    let done = |r: BroadcastResponse| -> BoxFuture<'static, BroadcastResponse> {
+        Box::pin(async move { r })
+    };
+    let parsed = match parse(envelope) {
+        Ok(p) => p,
+        Err(e) => return (done(refused(e)), false),
+    };
+    let channel = match registrar.broadcast_target(&parsed) {
+        Ok(c) => c,
+        Err(e) => return (done(refused(e)), false),
+    };
+    let class = parsed.class();
+    let bundle = channel.state.bundle();
+    if class == MsgClass::ConfigUpdate {
+        let e = ProcessError::bad(format!(
+            "channel configuration updates are not accepted by this node (channel '{}')",
+            parsed.channel_header.channel_id
+        ));
+        return (done(refused(e)), false);
+    }
+    let config_seq =
+        match process_normal(&parsed.envelope, &parsed.channel_header.channel_id, &bundle) {
+            Ok(seq) => seq,
+            Err(e) => return (done(refused(e)), false),
+        };
+    if let Err(e) = channel.chain.wait_ready().await {
+        return (done(response(e.status(), e.to_string())), false);
+    }
+    let bytes: Bytes = parsed.envelope.encode_to_vec().into();
+    let ordered = channel.chain.order(bytes, config_seq);
+    (
+        Box::pin(async move {
+            match ordered.await {
+                Ok(()) => response(Status::Success, String::new()),
+                Err(e) => response(e.status(), e.to_string()),
+            }
+        }),
+        true,
+    )
+}
+
+/// Serves one Broadcast stream.
+pub fn serve(
+    registrar: Registrar,
+    mut inbound: tonic::Streaming<Envelope>,
+) -> ReceiverStream<Result<BroadcastResponse, tonic::Status>> {
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let (pending_tx, mut pending_rx) =
+        mpsc::channel::<BoxFuture<'static, BroadcastResponse>>(MAX_IN_FLIGHT_PER_STREAM);
+    let registrar = Arc::new(registrar);
+    tokio::spawn(async move {
+        loop {
+            let envelope = match inbound.message().await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "broadcast stream ended by the client");
+                    break;
+                }
+            };
+            let (answer, go_on) = process(&registrar, envelope).await;
+            if pending_tx.send(answer).await.is_err() || !go_on {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(answer) = pending_rx.recv().await {
+            let r = answer.await;
+            let success = r.status == Status::Success as i32;
+            if out_tx.send(Ok(r)).await.is_err() || !success {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(out_rx)
+}

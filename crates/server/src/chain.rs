@@ -1,0 +1,543 @@
+//! The chain runtime: drives one channel's pure state machine
+//! ([`korder_consensus::Chain`]) over a [`Log`], and executes what it asks for.
+//!
+//! ```text
+//!  Broadcast ──order()/configure()──▶ log.append ─┐
+//!                                                 ▼
+//!   chain thread: reader.next() ─▶ Chain::on_record ─▶ commands
+//!                 batch timer ───▶ Chain::on_timer_fired   │
+//!      Append ──▶ log.append (TIMETOCUT, resubmissions) ◀──┤
+//!      WriteBlock / WriteConfigBlock ──▶ BlockWriter ──▶ ledger (one block in flight)
+//!      SetIngress / Stop ──▶ ChainStatus (WaitReady, Errored for Deliver)
+//! ```
+//!
+//! Each channel's state machine runs on a thread of its own: block building,
+//! hashing, signing and the wait for the previous block's fsync are synchronous
+//! work that must not stall the async runtime; the log is read through the runtime
+//! handle.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use korder_channelconfig::Bundle;
+use korder_consensus::{
+    Chain, Command, ConfigSeq, ConsenterSupport, Rejected, TimerId, configure_record,
+    connect_record, order_record,
+};
+use korder_ledger::BlockStore;
+use korder_ledger::block::consenter_metadata;
+use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::blockwriter::{BlockWriter, WriteError};
+use crate::channel::ChannelState;
+use crate::msgprocessor::revalidate_normal;
+use crate::signer::Signer;
+use crate::status::{ConsenterError, ProcessError};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What Broadcast and Deliver see of a chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// Start-up finished: the log is readable and records are being processed.
+    pub started: bool,
+    /// The chain was halted; it takes nothing more.
+    pub halted: bool,
+    /// Ingress is open (closed while a config resubmission is in flight).
+    pub ingress_open: bool,
+    /// The chain is not following its log (not started, stopped, or failed).
+    pub errored: bool,
+    /// Why the chain stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// Config-related work the chain hands back to the node.
+pub trait ConfigHooks: Send + Sync + 'static {
+    /// Re-proposes the config update behind a stale config envelope against the
+    /// channel's current config (resubmission): the rebuilt envelope and its sequence.
+    fn process_config(
+        &self,
+        channel: &ChannelState,
+        envelope: &Bytes,
+    ) -> Result<(Bytes, u64), ProcessError>;
+
+    /// Applies a config block's envelope before the block is written: a CONFIG swaps
+    /// the channel's bundle, an ORDERER_TRANSACTION creates a channel.
+    fn apply_config(&self, channel: &ChannelState, envelope: &Bytes) -> Result<(), String>;
+}
+
+/// Everything a chain needs besides its log.
+pub struct ChainParams {
+    pub state: Arc<ChannelState>,
+    pub store: BlockStore,
+    pub signer: Arc<dyn Signer>,
+    pub hooks: Arc<dyn ConfigHooks>,
+    pub runtime: Handle,
+}
+
+/// Why a chain could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("channel {channel}: cannot read the last block's consenter metadata: {reason}")]
+    Metadata { channel: String, reason: String },
+    #[error("channel {channel}: {source}")]
+    Writer {
+        channel: String,
+        #[source]
+        source: WriteError,
+    },
+    #[error("channel {channel}: cannot start its chain thread: {source}")]
+    Thread {
+        channel: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+trait Appender: Send + Sync {
+    fn append(&self, record: Bytes) -> BoxFuture<'static, Result<LogOffset, LogError>>;
+}
+
+struct LogAppender<L: Log>(Arc<L>);
+
+impl<L: Log> Appender for LogAppender<L> {
+    fn append(&self, record: Bytes) -> BoxFuture<'static, Result<LogOffset, LogError>> {
+        let log = self.0.clone();
+        Box::pin(async move { log.append(record).await })
+    }
+}
+
+struct Shared {
+    channel: String,
+    status: watch::Sender<ChainStatus>,
+    halt: watch::Sender<bool>,
+    appender: Box<dyn Appender>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A running chain: the ingress side (WaitReady, Order, Configure) and its status.
+#[derive(Clone)]
+pub struct ChainHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ChainHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainHandle")
+            .field("channel", &self.shared.channel)
+            .field("status", &*self.shared.status.borrow())
+            .finish()
+    }
+}
+
+impl ChainHandle {
+    /// Waits until ingress may proceed: refuses before start-up finished and after a
+    /// halt, waits while a config resubmission is in flight.
+    pub async fn wait_ready(&self) -> Result<(), ConsenterError> {
+        let mut rx = self.shared.status.subscribe();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.halted {
+                    return Err(ConsenterError::Halted);
+                }
+                if !s.started {
+                    return Err(ConsenterError::NotStarted);
+                }
+                if s.ingress_open {
+                    return Ok(());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(ConsenterError::Halted);
+            }
+        }
+    }
+
+    fn enqueue(&self, record: Bytes) -> BoxFuture<'static, Result<(), ConsenterError>> {
+        let refusal = {
+            let s = self.shared.status.borrow();
+            if s.halted {
+                Some(ConsenterError::Halted)
+            } else if !s.started {
+                Some(ConsenterError::NotStarted)
+            } else {
+                None
+            }
+        };
+        if let Some(e) = refusal {
+            return Box::pin(async move { Err(e) });
+        }
+        let append = self.shared.appender.append(record);
+        Box::pin(async move {
+            append
+                .await
+                .map(|_| ())
+                .map_err(|e| ConsenterError::CannotEnqueue(e.to_string()))
+        })
+    }
+
+    /// Orders a normal envelope validated at `config_seq`. Resolves once its record
+    /// is durable in the log.
+    pub fn order(
+        &self,
+        envelope: Bytes,
+        config_seq: u64,
+    ) -> BoxFuture<'static, Result<(), ConsenterError>> {
+        self.enqueue(order_record(envelope, ConfigSeq(config_seq)))
+    }
+
+    /// Orders a config envelope (CONFIG or ORDERER_TRANSACTION) built at `config_seq`.
+    pub fn configure(
+        &self,
+        envelope: Bytes,
+        config_seq: u64,
+    ) -> BoxFuture<'static, Result<(), ConsenterError>> {
+        self.enqueue(configure_record(envelope, ConfigSeq(config_seq)))
+    }
+
+    /// The chain's status, updated as it changes.
+    pub fn status(&self) -> watch::Receiver<ChainStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Stops the chain after the block in flight is written, and waits for it.
+    /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`).
+    pub fn halt(&self) {
+        self.shared.halt.send_replace(true);
+        let thread = match self.shared.thread.lock() {
+            Ok(mut t) => t.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!(channel = %self.shared.channel, "chain thread panicked");
+        }
+    }
+}
+
+/// Starts the chain of `params.state`'s channel over `log`.
+pub fn start_chain<L: Log>(log: Arc<L>, params: ChainParams) -> Result<ChainHandle, StartError> {
+    let channel = params.state.id().to_string();
+    let store = params.store.clone();
+    let height = store.height();
+    let metadata = match store.last_block_number() {
+        Some(n) => {
+            let block = store.block(n).map_err(|e| StartError::Metadata {
+                channel: channel.clone(),
+                reason: e.to_string(),
+            })?;
+            consenter_metadata(&block).map_err(|e| StartError::Metadata {
+                channel: channel.clone(),
+                reason: e.to_string(),
+            })?
+        }
+        None => None,
+    };
+    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
+        channel: channel.clone(),
+        reason: e.to_string(),
+    })?;
+    let writer = BlockWriter::new(store, params.signer.clone(), params.state.sequence()).map_err(
+        |source| StartError::Writer {
+            channel: channel.clone(),
+            source,
+        },
+    )?;
+    let (status, _) = watch::channel(ChainStatus {
+        errored: true,
+        ..Default::default()
+    });
+    let (halt, halt_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        channel: channel.clone(),
+        status,
+        halt,
+        appender: Box::new(LogAppender(log.clone())),
+        thread: Mutex::new(None),
+    });
+    let runner = Runner {
+        log,
+        chain,
+        writer: Some(writer),
+        state: params.state,
+        hooks: params.hooks,
+        rt: params.runtime,
+        shared: shared.clone(),
+        halt: halt_rx,
+        timer: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("chain-{channel}"))
+        .spawn(move || runner.run())
+        .map_err(|source| StartError::Thread {
+            channel: channel.clone(),
+            source,
+        })?;
+    match shared.thread.lock() {
+        Ok(mut t) => *t = Some(thread),
+        Err(p) => *p.into_inner() = Some(thread),
+    }
+    Ok(ChainHandle { shared })
+}
+
+struct Support<'a> {
+    bundle: Arc<Bundle>,
+    state: &'a ChannelState,
+    hooks: &'a dyn ConfigHooks,
+}
+
+impl ConsenterSupport for Support<'_> {
+    fn sequence(&self) -> ConfigSeq {
+        ConfigSeq(self.bundle.sequence)
+    }
+
+    fn batch_size(&self) -> Option<korder_proto::orderer::BatchSize> {
+        Some(self.bundle.orderer.batch_size)
+    }
+
+    fn batch_timeout(&self) -> Duration {
+        self.bundle.orderer.batch_timeout
+    }
+
+    fn resubmission_enabled(&self) -> bool {
+        self.bundle.orderer.resubmission()
+    }
+
+    fn process_normal(&self, envelope: &Bytes) -> Result<ConfigSeq, Rejected> {
+        revalidate_normal(envelope, &self.bundle)
+            .map(ConfigSeq)
+            .map_err(|e| Rejected::new(e.to_string()))
+    }
+
+    fn process_config(&self, envelope: &Bytes) -> Result<(Bytes, ConfigSeq), Rejected> {
+        self.hooks
+            .process_config(self.state, envelope)
+            .map(|(env, seq)| (env, ConfigSeq(seq)))
+            .map_err(|e| Rejected::new(e.to_string()))
+    }
+}
+
+enum Event {
+    Halt,
+    Record(Result<LogRecord, LogError>),
+    Timer(TimerId),
+}
+
+struct Runner<L: Log> {
+    log: Arc<L>,
+    chain: Chain,
+    writer: Option<BlockWriter>,
+    state: Arc<ChannelState>,
+    hooks: Arc<dyn ConfigHooks>,
+    rt: Handle,
+    shared: Arc<Shared>,
+    halt: watch::Receiver<bool>,
+    timer: Option<(TimerId, Instant)>,
+}
+
+/// Ends the chain's processing loop.
+enum Exit {
+    Halted,
+    Failed(String),
+}
+
+impl<L: Log> Runner<L> {
+    fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    fn run(mut self) {
+        let exit = self
+            .start()
+            .and_then(|mut reader| self.main_loop(&mut reader));
+        let error = match exit {
+            Err(Exit::Failed(e)) => {
+                tracing::error!(channel = %self.channel(), error = %e, "chain stopped");
+                Some(e)
+            }
+            _ => None,
+        };
+        if let Some(w) = self.writer.take()
+            && let Err(e) = w.close()
+        {
+            tracing::error!(channel = %self.shared.channel, error = %e, "closing the block writer");
+        }
+        let halted = *self.halt.borrow();
+        self.shared.status.send_modify(|s| {
+            s.errored = true;
+            s.halted = halted;
+            s.ingress_open = false;
+            if error.is_some() {
+                s.error = error;
+            }
+        });
+    }
+
+    /// Posts CONNECT and opens the reader where the ledger left off.
+    fn start(&mut self) -> Result<L::Reader, Exit> {
+        let log = self.log.clone();
+        let from = self.chain.read_from();
+        let mut halt = self.halt.clone();
+        let opened = self.rt.block_on(async move {
+            tokio::select! {
+                _ = halt.wait_for(|h| *h) => None,
+                r = async {
+                    log.append(connect_record()).await?;
+                    log.reader(from).await
+                } => Some(r),
+            }
+        });
+        let reader = match opened {
+            None => return Err(Exit::Halted),
+            Some(Err(e)) => {
+                return Err(Exit::Failed(format!(
+                    "cannot start reading the log from {from:?}: {e}"
+                )));
+            }
+            Some(Ok(r)) => r,
+        };
+        let ingress_open = self.chain.ingress_open();
+        self.shared.status.send_modify(|s| {
+            s.started = true;
+            s.errored = false;
+            s.ingress_open = ingress_open;
+            s.error = None;
+        });
+        tracing::info!(channel = %self.channel(), from = ?from, "chain started");
+        Ok(reader)
+    }
+
+    fn next_event(&mut self, reader: &mut L::Reader) -> Event {
+        let timer = self.timer;
+        let mut halt = self.halt.clone();
+        self.rt.block_on(async {
+            let sleep = async {
+                match timer {
+                    Some((id, at)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        id
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = halt.wait_for(|h| *h) => Event::Halt,
+                id = sleep => Event::Timer(id),
+                r = reader.next() => Event::Record(r),
+            }
+        })
+    }
+
+    fn main_loop(&mut self, reader: &mut L::Reader) -> Result<(), Exit> {
+        loop {
+            let commands = match self.next_event(reader) {
+                Event::Halt => return Err(Exit::Halted),
+                Event::Timer(id) => {
+                    self.timer = None;
+                    self.chain.on_timer_fired(id)
+                }
+                Event::Record(Ok(record)) => {
+                    let support = Support {
+                        bundle: self.state.bundle(),
+                        state: &self.state,
+                        hooks: self.hooks.as_ref(),
+                    };
+                    self.chain.on_record(&support, record.offset, record.value)
+                }
+                Event::Record(Err(e)) => {
+                    return Err(Exit::Failed(format!("reading the log: {e}")));
+                }
+            };
+            self.execute(commands)?;
+        }
+    }
+
+    fn execute(&mut self, commands: Vec<Command>) -> Result<(), Exit> {
+        for command in commands {
+            match command {
+                Command::Append { record, purpose } => {
+                    let log = self.log.clone();
+                    let appended = self.rt.block_on(async move { log.append(record).await });
+                    if let Err(e) = &appended {
+                        tracing::warn!(channel = %self.channel(), ?purpose, error = %e, "log append failed");
+                    }
+                    let more = self.chain.on_append_result(purpose, appended.is_ok());
+                    self.execute(more)?;
+                }
+                Command::WriteBlock {
+                    number,
+                    envelopes,
+                    metadata,
+                    fill: _,
+                } => {
+                    let sequence = self.state.sequence();
+                    let writer = self.writer_mut()?;
+                    let block = writer.create_next_block(envelopes);
+                    assert_eq!(
+                        block.header.as_ref().map(|h| h.number),
+                        Some(number.0),
+                        "the block writer and the chain disagree on the next block number"
+                    );
+                    writer
+                        .write_block(block, Some(&metadata), sequence)
+                        .map_err(|e| Exit::Failed(format!("writing block {number}: {e}")))?;
+                }
+                Command::WriteConfigBlock {
+                    number,
+                    envelope,
+                    metadata,
+                } => {
+                    // Let the previous block land before the config changes.
+                    if number.0 > 0 {
+                        self.writer_mut()?
+                            .wait_durable(number.0 - 1)
+                            .map_err(|e| Exit::Failed(e.to_string()))?;
+                    }
+                    self.hooks
+                        .apply_config(&self.state, &envelope)
+                        .map_err(|e| {
+                            Exit::Failed(format!("applying config block {number}: {e}"))
+                        })?;
+                    let sequence = self.state.sequence();
+                    let writer = self.writer_mut()?;
+                    let block = writer.create_next_block(vec![envelope]);
+                    writer
+                        .write_block(block, Some(&metadata), sequence)
+                        .map_err(|e| Exit::Failed(format!("writing config block {number}: {e}")))?;
+                    writer
+                        .wait_durable(number.0)
+                        .map_err(|e| Exit::Failed(format!("writing config block {number}: {e}")))?;
+                }
+                Command::StartTimer { id, timeout } => {
+                    self.timer = Some((id, Instant::now() + timeout));
+                }
+                Command::StopTimer { id } => {
+                    if self.timer.is_some_and(|(t, _)| t == id) {
+                        self.timer = None;
+                    }
+                }
+                Command::SetIngress { open } => {
+                    self.shared.status.send_modify(|s| s.ingress_open = open);
+                }
+                Command::Stop(e) => return Err(Exit::Failed(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    fn writer_mut(&mut self) -> Result<&mut BlockWriter, Exit> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Exit::Failed("the block writer is closed".into()))
+    }
+}

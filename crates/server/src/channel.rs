@@ -1,0 +1,65 @@
+//! One channel's shared state: its current config bundle, swapped atomically when a
+//! config block is written.
+
+use std::sync::{Arc, RwLock};
+
+use korder_channelconfig::Bundle;
+use tokio::sync::watch;
+
+/// The current config of one channel, readable from any thread.
+///
+/// The sequence is also published on a watch channel so that Deliver sessions can
+/// re-check access when the config changes.
+#[derive(Debug)]
+pub struct ChannelState {
+    id: String,
+    bundle: RwLock<Arc<Bundle>>,
+    sequence: watch::Sender<u64>,
+}
+
+impl ChannelState {
+    /// State for `bundle`'s channel.
+    pub fn new(bundle: Bundle) -> Self {
+        let (sequence, _) = watch::channel(bundle.sequence);
+        ChannelState {
+            id: bundle.channel_id.clone(),
+            bundle: RwLock::new(Arc::new(bundle)),
+            sequence,
+        }
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current bundle.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        match self.bundle.read() {
+            Ok(b) => b.clone(),
+            // A writer never panics while holding the lock; recover the value anyway.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current config sequence.
+    pub fn sequence(&self) -> u64 {
+        self.bundle().sequence
+    }
+
+    /// Replaces the bundle (a config block was applied).
+    pub fn swap(&self, bundle: Bundle) {
+        let seq = bundle.sequence;
+        let new = Arc::new(bundle);
+        match self.bundle.write() {
+            Ok(mut b) => *b = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        self.sequence.send_replace(seq);
+    }
+
+    /// Watches the config sequence.
+    pub fn watch_sequence(&self) -> watch::Receiver<u64> {
+        self.sequence.subscribe()
+    }
+}

@@ -1,0 +1,189 @@
+//! Deliver: blocks of a channel from a seek position, each request closed by one
+//! status; after SUCCESS the stream takes another request, after any other status
+//! it ends.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use korder_msp::Identity;
+use korder_proto::Message;
+use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
+use korder_proto::orderer::{
+    DeliverResponse, SeekInfo, deliver_response, seek_info, seek_position,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::registrar::Registrar;
+
+/// Deliver settings from `General.Authentication`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverConfig {
+    /// Largest accepted difference between a request's timestamp and the node's clock.
+    pub time_window: Duration,
+    /// Skip the client certificate expiry check.
+    pub no_expiration_checks: bool,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> Self {
+        DeliverConfig {
+            time_window: Duration::from_secs(15 * 60),
+            no_expiration_checks: false,
+        }
+    }
+}
+
+type Out = mpsc::Sender<Result<DeliverResponse, tonic::Status>>;
+
+fn status_msg(s: Status) -> DeliverResponse {
+    DeliverResponse {
+        r#type: Some(deliver_response::Type::Status(s as i32)),
+    }
+}
+
+/// Serves one Deliver stream.
+pub fn serve(
+    registrar: Registrar,
+    config: DeliverConfig,
+    mut inbound: tonic::Streaming<Envelope>,
+) -> ReceiverStream<Result<DeliverResponse, tonic::Status>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let envelope = match inbound.message().await {
+                Ok(Some(e)) => e,
+                Ok(None) | Err(_) => break,
+            };
+            let Some(status) = handle(&registrar, &config, envelope, &tx).await else {
+                break; // the client went away
+            };
+            if tx.send(Ok(status_msg(status))).await.is_err() || status != Status::Success {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn now_unix() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Processes one seek request; `None` when the client disconnected mid-way.
+async fn handle(
+    registrar: &Registrar,
+    config: &DeliverConfig,
+    envelope: Envelope,
+    out: &Out,
+) -> Option<Status> {
+    let Ok(payload) = Payload::decode(envelope.payload.as_ref()) else {
+        return Some(Status::BadRequest);
+    };
+    let Some(header) = payload.header.as_ref() else {
+        return Some(Status::BadRequest);
+    };
+    let Ok(ch) = ChannelHeader::decode(header.channel_header.as_ref()) else {
+        return Some(Status::BadRequest);
+    };
+    let Some(ts) = ch.timestamp.as_ref() else {
+        return Some(Status::BadRequest);
+    };
+    let now = now_unix().as_secs_f64();
+    let stamp = ts.seconds as f64 + f64::from(ts.nanos) / 1e9;
+    if (now - stamp).abs() > config.time_window.as_secs_f64() {
+        return Some(Status::BadRequest);
+    }
+    let Some(channel) = registrar.channel(&ch.channel_id) else {
+        tracing::debug!(channel = %ch.channel_id, "deliver for an unknown channel");
+        return Some(Status::NotFound);
+    };
+    let Ok(seek) = SeekInfo::decode(payload.data.as_ref()) else {
+        return Some(Status::BadRequest);
+    };
+    let strict = seek.error_response == seek_info::SeekErrorResponse::Strict as i32;
+    let mut status = channel.chain.status();
+    if strict && status.borrow().errored {
+        return Some(Status::ServiceUnavailable);
+    }
+    // Session expiry: the creator's certificate must not have expired.
+    let Ok(sig_header) = SignatureHeader::decode(header.signature_header.as_ref()) else {
+        return Some(Status::BadRequest);
+    };
+    let expires_at = if config.no_expiration_checks {
+        None
+    } else {
+        Identity::from_serialized(&sig_header.creator)
+            .ok()
+            .map(|id| id.expires_at())
+    };
+    let expired = || expires_at.is_some_and(|t| SystemTime::now() > t);
+    if expired() {
+        return Some(Status::Forbidden);
+    }
+    let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
+        return Some(Status::BadRequest);
+    };
+    let store = &channel.store;
+    let height = store.height();
+    let start_num = match &start.r#type {
+        Some(seek_position::Type::Oldest(_)) => 0,
+        Some(seek_position::Type::Newest(_)) => height.saturating_sub(1),
+        Some(seek_position::Type::Specified(s)) if s.number <= height => s.number,
+        Some(seek_position::Type::NextCommit(_)) => height,
+        Some(seek_position::Type::Specified(_)) | None => return Some(Status::NotFound),
+    };
+    let stop_num = match &stop.r#type {
+        Some(seek_position::Type::Oldest(_)) => start_num,
+        Some(seek_position::Type::Newest(_)) => {
+            if start == stop {
+                start_num
+            } else {
+                height.saturating_sub(1)
+            }
+        }
+        Some(seek_position::Type::Specified(s)) => {
+            if s.number < start_num {
+                return Some(Status::BadRequest);
+            }
+            s.number
+        }
+        Some(seek_position::Type::NextCommit(_)) => height,
+        None => 0,
+    };
+    let fail_if_not_ready = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
+    let mut iter = store.iter_from(start_num);
+    let closer = iter.closer();
+    let mut number = start_num;
+    loop {
+        if fail_if_not_ready && number >= store.height() {
+            return Some(Status::NotFound);
+        }
+        let next = tokio::select! {
+            r = iter.next_async() => r,
+            _ = out.closed() => { closer.close(); return None; }
+            _ = status.wait_for(|s| s.errored), if strict => {
+                closer.close();
+                return Some(Status::ServiceUnavailable);
+            }
+        };
+        let block = match next {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => return Some(Status::ServiceUnavailable),
+        };
+        if expired() {
+            return Some(Status::Forbidden);
+        }
+        let msg = DeliverResponse {
+            r#type: Some(deliver_response::Type::Block(block)),
+        };
+        if out.send(Ok(msg)).await.is_err() {
+            return None;
+        }
+        if number == stop_num {
+            return Some(Status::Success);
+        }
+        number += 1;
+    }
+}

@@ -1,0 +1,33 @@
+//! The korder ordering node.
+//!
+//! ```text
+//! gRPC ─▶ service ─▶ broadcast ─▶ msgprocessor (parse, classify, filters)
+//!                        │              │
+//!                        │         registrar (channels) ─▶ chain (per channel)
+//!                        │                                   │ Log: embedded or Kafka
+//!                        ▼                                   ▼
+//!                     deliver ◀── ledger ◀── blockwriter ◀── state machine
+//! ```
+//!
+//! The node owns the channels and their chains; it decides nothing about block
+//! boundaries (that is the pure state machine in `korder-consensus`) and knows no
+//! log implementation (that is behind `korder_log::Log` and [`registrar::LogFactory`]).
+
+pub mod blockwriter;
+pub mod broadcast;
+pub mod chain;
+pub mod channel;
+pub mod deliver;
+pub mod msgprocessor;
+pub mod registrar;
+pub mod service;
+pub mod signer;
+pub mod status;
+
+pub use chain::{ChainHandle, ChainParams, ChainStatus, ConfigHooks, start_chain};
+pub use channel::ChannelState;
+pub use deliver::DeliverConfig;
+pub use registrar::{Channel, LogFactory, Registrar, RegistrarError};
+pub use service::AtomicBroadcastService;
+pub use signer::{SignError, Signer};
+pub use status::{ConsenterError, ProcessError};
