@@ -41,6 +41,32 @@ pub enum CertError {
     },
 }
 
+/// Why a certificate is not issued by a candidate issuer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The certificate's issuer name is not the candidate's subject name.
+    #[error("certificate issuer {issuer:?} is not the candidate issuer {candidate:?}")]
+    NameMismatch {
+        /// The certificate's issuer.
+        issuer: String,
+        /// The candidate's subject.
+        candidate: String,
+    },
+    /// The certificate is signed with an algorithm other than ECDSA with SHA-256.
+    #[error("certificate signature algorithm {oid} is not supported (only ecdsa-with-SHA256)")]
+    UnsupportedAlgorithm {
+        /// The signature algorithm OID.
+        oid: String,
+    },
+    /// The signature does not verify with the candidate's key.
+    #[error("certificate signature: {0}")]
+    Signature(VerifyError),
+}
+
+/// `ecdsa-with-SHA256`.
+const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
+
 /// The public key carried by a certificate, as far as korder can use it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SubjectKey {
@@ -80,6 +106,9 @@ pub struct Certificate {
     authority_key_id: Option<Bytes>,
     is_ca: bool,
     key: SubjectKey,
+    tbs_raw: Bytes,
+    signature_algorithm: String,
+    signature_value: Bytes,
 }
 
 impl fmt::Debug for Certificate {
@@ -190,6 +219,9 @@ impl Certificate {
             authority_key_id,
             is_ca,
             key: subject_key(x509),
+            tbs_raw: Bytes::copy_from_slice(tbs.as_ref()),
+            signature_algorithm: x509.signature_algorithm.algorithm.to_id_string(),
+            signature_value: Bytes::copy_from_slice(&x509.signature_value.data),
         })
     }
 
@@ -276,6 +308,33 @@ impl Certificate {
     /// Whether basic constraints mark this certificate as a CA.
     pub fn is_ca(&self) -> bool {
         self.is_ca
+    }
+
+    /// Checks that `issuer` issued this certificate: names chain and the signature
+    /// (ECDSA with SHA-256) verifies with the issuer's key.
+    ///
+    /// Certificate signatures may be high-S (X.509 does not forbid it), so both forms
+    /// are accepted here, unlike for Fabric message signatures.
+    pub fn verify_issued_by(&self, issuer: &Certificate) -> Result<(), ChainError> {
+        if self.issuer_raw != issuer.subject_raw {
+            return Err(ChainError::NameMismatch {
+                issuer: self.issuer.clone(),
+                candidate: issuer.subject.clone(),
+            });
+        }
+        if self.signature_algorithm != OID_ECDSA_WITH_SHA256 {
+            return Err(ChainError::UnsupportedAlgorithm {
+                oid: self.signature_algorithm.clone(),
+            });
+        }
+        let sig = crate::signature::EcdsaSignature::from_der(&self.signature_value)
+            .map_err(ChainError::Signature)?
+            .to_low_s();
+        issuer
+            .public_key()
+            .map_err(|e| ChainError::Signature(e.into()))?
+            .verify(&self.tbs_raw, &sig.to_der())
+            .map_err(ChainError::Signature)
     }
 
     /// Verifies a DER ECDSA signature over `message` with this certificate's key.

@@ -21,6 +21,6 @@ pub mod mspdir;
 pub mod signature;
 pub mod signer;
 
-pub use cert::{CertError, Certificate, HasPublicKey};
+pub use cert::{CertError, Certificate, ChainError, HasPublicKey};
 pub use identity::{Identity, IdentityError};
 pub use signature::{EcdsaSignature, KeyError, PublicKey, VerifyError, verify_ecdsa_p256_sha256};

@@ -7,8 +7,9 @@ use korder_proto::Message;
 use korder_proto::common::{Block, Metadata, SignatureHeader};
 
 fn load_block3() -> Block {
-    let bytes = std::fs::read(common::testdata().join("blocks/common-cluster-block3.pb")).unwrap();
-    Block::decode(bytes.as_slice()).unwrap()
+    let bytes = std::fs::read(common::testdata().join("blocks/common-cluster-block3.pb"))
+        .expect("read block3 from the shared test data");
+    Block::decode(bytes.as_slice()).expect("block3 decodes")
 }
 
 /// The DER header helper encodes small and high-bit numbers minimally.
