@@ -374,6 +374,11 @@ impl EmbeddedLog {
         LogOffset(self.inner.shared.oldest())
     }
 
+    /// Appends queued for the writer thread and not yet taken into a commit.
+    pub fn queued_appends(&self) -> usize {
+        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+    }
+
     /// Counters of the writer thread so far.
     pub fn stats(&self) -> EmbeddedLogStats {
         let c = &self.inner.shared.counters;

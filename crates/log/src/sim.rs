@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::storage::{Storage, StorageFile};
 
@@ -54,6 +54,8 @@ struct SimState {
     crash_at_op: Option<u64>,
     crashed: bool,
     failing_writes: usize,
+    hold_syncs: bool,
+    syncs_waiting: usize,
 }
 
 impl SimState {
@@ -84,6 +86,8 @@ fn missing(name: &str) -> io::Error {
 #[derive(Clone, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<SimState>>,
+    /// Wakes syncs held by [`SimStorage::hold_syncs`].
+    released: Arc<Condvar>,
 }
 
 impl std::fmt::Debug for SimStorage {
@@ -123,6 +127,22 @@ impl SimStorage {
     /// The next `n` writes fail with `StorageFull` after writing half their bytes.
     pub fn fail_next_writes(&self, n: usize) {
         self.lock().failing_writes = n;
+    }
+
+    /// Makes every `sync_data` wait until [`SimStorage::release_syncs`].
+    pub fn hold_syncs(&self) {
+        self.lock().hold_syncs = true;
+    }
+
+    /// Lets held and future syncs proceed.
+    pub fn release_syncs(&self) {
+        self.lock().hold_syncs = false;
+        self.released.notify_all();
+    }
+
+    /// Syncs currently waiting for [`SimStorage::release_syncs`].
+    pub fn syncs_waiting(&self) -> usize {
+        self.lock().syncs_waiting
     }
 
     /// The bytes written to `name` so far (synced or not).
@@ -172,6 +192,7 @@ impl SimStorage {
                 durable_names,
                 ..SimState::default()
             })),
+            released: Arc::new(Condvar::new()),
         }
     }
 }
@@ -327,6 +348,17 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.storage.lock();
+        while st.hold_syncs {
+            st.syncs_waiting += 1;
+            st = self
+                .storage
+                .released
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+            st.syncs_waiting -= 1;
+        }
+        drop(st);
         self.with(|st| {
             st.op()?;
             let f = st

@@ -15,7 +15,7 @@ use korder_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogError, LogOffset, LogR
 
 const BOUND: Duration = Duration::from_secs(30);
 const TASKS: usize = 4;
-const PER_TASK: usize = 12;
+const PER_TASK: usize = 20;
 
 fn options() -> EmbeddedLogOptions {
     EmbeddedLogOptions {

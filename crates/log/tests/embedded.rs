@@ -108,6 +108,58 @@ async fn concurrent_appends_get_contiguous_offsets() {
     log.close().await;
 }
 
+/// Appends that queue up while an fsync is in progress are written by one commit with
+/// one fsync, each still getting its own offset.
+#[tokio::test]
+async fn queued_appends_share_one_fsync() {
+    let storage = SimStorage::new();
+    let log =
+        EmbeddedLog::open_with_storage(Arc::new(storage.clone()), EmbeddedLogOptions::default())
+            .unwrap();
+    let before = log.stats();
+    storage.hold_syncs();
+    let first = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(value(0, 3000)).await }
+    });
+    wait_until(|| storage.syncs_waiting() == 1).await;
+    let mut rest = Vec::new();
+    for i in 1..10 {
+        let log = log.clone();
+        rest.push(tokio::spawn(
+            async move { log.append(value(i, 3000)).await },
+        ));
+    }
+    wait_until(|| log.queued_appends() == 9).await;
+    storage.release_syncs();
+    assert_eq!(first.await.unwrap().unwrap(), LogOffset(0));
+    let mut offsets = BTreeSet::new();
+    for t in rest {
+        offsets.insert(t.await.unwrap().unwrap().0);
+    }
+    assert_eq!(offsets, (1..10).collect::<BTreeSet<_>>());
+    let stats = log.stats();
+    assert_eq!(stats.records - before.records, 10);
+    assert_eq!(
+        stats.commits - before.commits,
+        2,
+        "one commit for the first, one for the nine queued"
+    );
+    assert_eq!(stats.fsyncs - before.fsyncs, 2);
+    log.close().await;
+}
+
+/// Waits, within the bound, until `cond` holds (it is changed by another thread).
+async fn wait_until(cond: impl Fn() -> bool) {
+    tokio::time::timeout(BOUND, async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("condition within the bound");
+}
+
 /// A reader at the end waits, and wakes with the record once it is appended.
 #[tokio::test]
 async fn reader_waits_then_wakes() {

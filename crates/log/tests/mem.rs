@@ -136,3 +136,15 @@ async fn concurrent_appends() {
         assert_eq!(records[k].as_ref(), v.as_slice());
     }
 }
+
+/// A reader waiting at the end is woken by close and gets Closed.
+#[tokio::test]
+async fn close_wakes_waiting_reader() {
+    let log = MemLog::new();
+    let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
+    let mut next = Box::pin(reader.next());
+    assert!(is_pending(&mut next).await);
+    log.close();
+    let end = tokio::time::timeout(BOUND, next).await.unwrap();
+    assert!(matches!(end, Err(LogError::Closed)), "{end:?}");
+}
