@@ -5,6 +5,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
 
 /// Context shared by korder's producers, consumers and admin clients.
 #[derive(Clone, Debug)]
@@ -12,6 +14,30 @@ pub(crate) struct TracingContext {
     /// Which client this is (`producer`, `consumer`, `admin`), for the logs.
     pub(crate) client: &'static str,
     pub(crate) topic: String,
+    /// For a reader's consumer: raised when librdkafka reports that the fetch
+    /// position is out of range. librdkafka delivers that either on the message
+    /// queue or, when the partition's queue is no longer forwarded (for example
+    /// after the topic was deleted), through the error callback; the reader
+    /// watches both.
+    pub(crate) out_of_range: Option<watch::Sender<bool>>,
+}
+
+impl TracingContext {
+    pub(crate) fn new(client: &'static str, topic: &str) -> Self {
+        Self {
+            client,
+            topic: topic.to_owned(),
+            out_of_range: None,
+        }
+    }
+}
+
+/// Whether `e` says the consumer's position is not in the partition.
+pub(crate) fn is_out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    )
 }
 
 impl ClientContext for TracingContext {
@@ -37,6 +63,13 @@ impl ClientContext for TracingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(flag) = self
+            .out_of_range
+            .as_ref()
+            .filter(|_| is_out_of_range(&error))
+        {
+            flag.send_replace(true);
+        }
         // librdkafka retries connection-level failures by itself; these reports are
         // for the operator, the caller sees failures through results.
         tracing::warn!(

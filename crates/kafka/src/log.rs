@@ -15,9 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 
 use crate::config::{KafkaConfig, is_secret};
-use crate::context::TracingContext;
+use crate::context::{TracingContext, is_out_of_range};
 use crate::error::KafkaLogError;
 
 /// The only partition korder uses: the partition is the channel's total order.
@@ -72,10 +73,7 @@ impl KafkaLog {
         ensure_topic(&config, &topic).await?;
         let producer: Producer0 = build_client(
             &config.producer_properties(),
-            TracingContext {
-                client: "producer",
-                topic: topic.to_string(),
-            },
+            TracingContext::new("producer", &topic),
             &topic,
         )?;
         let log = Self {
@@ -195,12 +193,14 @@ impl KafkaLog {
             std::process::id(),
             READER_SEQ.fetch_add(1, Ordering::Relaxed)
         );
+        let (out_of_range_tx, out_of_range) = watch::channel(false);
+        let context = TracingContext {
+            out_of_range: Some(out_of_range_tx),
+            ..TracingContext::new("consumer", &self.topic)
+        };
         let consumer: StreamConsumer<TracingContext> = build_client(
             &self.config.consumer_properties(&group_id),
-            TracingContext {
-                client: "consumer",
-                topic: self.topic.to_string(),
-            },
+            context,
             &self.topic,
         )?;
         let mut assignment = TopicPartitionList::new();
@@ -225,6 +225,8 @@ impl KafkaLog {
             producer: self.producer.clone(),
             expected,
             oldest_at_open: oldest,
+            out_of_range,
+            failed: None,
         })
     }
 }
@@ -259,6 +261,12 @@ pub struct KafkaReader {
     /// The oldest offset when the reader was opened, reported if the very first
     /// fetch from the oldest record is out of range.
     oldest_at_open: i64,
+    /// Raised by the consumer's context when librdkafka reports the position out
+    /// of range through its error callback.
+    out_of_range: watch::Receiver<bool>,
+    /// Set once the position was found out of range: librdkafka stops fetching the
+    /// partition for good, so every later call reports the same error.
+    failed: Option<(i64, i64, i64)>,
 }
 
 impl std::fmt::Debug for KafkaReader {
@@ -272,27 +280,41 @@ impl std::fmt::Debug for KafkaReader {
 
 impl KafkaReader {
     async fn next_record(&mut self) -> Result<LogRecord, LogError> {
+        if let Some((requested, oldest, next)) = self.failed {
+            return Err(LogError::OffsetOutOfRange {
+                requested,
+                oldest,
+                next,
+            });
+        }
         loop {
-            let received = match self.consumer.recv().await {
-                Ok(m) => {
+            let topic = &self.topic;
+            let received = tokio::select! {
+                biased;
+                changed = self.out_of_range.wait_for(|raised| *raised) => {
+                    // The sender lives in the consumer's context, which outlives
+                    // this wait, so `changed` can only be Ok.
+                    assert!(changed.is_ok(), "topic {topic}: consumer context dropped");
+                    None
+                }
+                received = self.consumer.recv() => Some(received.map(|m| {
                     assert_eq!(
                         m.partition(),
                         PARTITION,
-                        "topic {}: consumer assigned to partition {PARTITION} got a record of \
-                         partition {}",
-                        self.topic,
+                        "topic {topic}: consumer assigned to partition {PARTITION} got a \
+                         record of partition {}",
                         m.partition()
                     );
-                    Ok(LogRecord {
+                    LogRecord {
                         offset: LogOffset(m.offset()),
                         value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                    })
-                }
-                Err(e) => Err(e),
+                    }
+                })),
             };
             let record = match received {
-                Ok(r) => r,
-                Err(e) => return Err(self.consumer_error(e).await),
+                None => return Err(self.out_of_range_error(None).await),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(self.consumer_error(e).await),
             };
             let offset = record.offset.0;
             match self.expected {
@@ -312,25 +334,39 @@ impl KafkaReader {
         }
     }
 
-    async fn consumer_error(&self, e: KafkaError) -> LogError {
-        let out_of_range = matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
-        );
-        if !out_of_range {
-            return unavailable(&self.topic, "consuming", &e);
+    async fn consumer_error(&mut self, e: KafkaError) -> LogError {
+        if is_out_of_range(&e) {
+            self.out_of_range_error(Some(e)).await
+        } else {
+            unavailable(&self.topic, "consuming", &e)
         }
+    }
+
+    /// Builds the out-of-range error with the partition's current range, and
+    /// remembers it for later calls.
+    async fn out_of_range_error(&mut self, cause: Option<KafkaError>) -> LogError {
         let requested = self.expected.unwrap_or(self.oldest_at_open);
         match fetch_watermarks(&self.producer, &self.topic, self.read_timeout).await {
-            Ok((oldest, next)) => LogError::OffsetOutOfRange {
-                requested,
-                oldest,
-                next,
-            },
+            Ok((oldest, next)) => {
+                tracing::error!(
+                    topic = %self.topic,
+                    requested,
+                    oldest,
+                    next,
+                    "reader position is out of range; the reader stops"
+                );
+                self.failed = Some((requested, oldest, next));
+                LogError::OffsetOutOfRange {
+                    requested,
+                    oldest,
+                    next,
+                }
+            }
             Err(w) => LogError::Unavailable(format!(
-                "topic {} partition {PARTITION}: offset {requested} is out of range ({e}) and \
+                "topic {} partition {PARTITION}: offset {requested} is out of range{} and \
                  the watermarks cannot be read: {w}",
-                self.topic
+                self.topic,
+                cause.map(|c| format!(" ({c})")).unwrap_or_default()
             )),
         }
     }
@@ -415,10 +451,7 @@ where
 async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogError> {
     let admin: AdminClient<TracingContext> = build_client(
         &config.admin_properties(),
-        TracingContext {
-            client: "admin",
-            topic: topic.to_owned(),
-        },
+        TracingContext::new("admin", topic),
         topic,
     )?;
     let admin = Arc::new(admin);
