@@ -502,7 +502,10 @@ async fn full_disk_fails_appends_and_log_recovers() {
         EmbeddedLog::open_with_storage(Arc::new(storage.clone()), EmbeddedLogOptions::default())
             .unwrap();
     assert_eq!(log.append(value(0, 100)).await.unwrap(), LogOffset(0));
-    let durable_len = storage.file_bytes("log_00000000000000000000").unwrap().len();
+    let durable_len = storage
+        .file_bytes("log_00000000000000000000")
+        .unwrap()
+        .len();
     storage.fail_next_writes(1);
     match log.append(value(1, 100)).await {
         Err(LogError::Io { path, source }) => {
@@ -512,8 +515,14 @@ async fn full_disk_fails_appends_and_log_recovers() {
         other => panic!("expected Io, got {other:?}"),
     }
     assert_eq!(log.next_offset(), LogOffset(1));
-    let after_failure = storage.file_bytes("log_00000000000000000000").unwrap().len();
-    assert_eq!(after_failure, durable_len, "the half-written batch is cut back");
+    let after_failure = storage
+        .file_bytes("log_00000000000000000000")
+        .unwrap()
+        .len();
+    assert_eq!(
+        after_failure, durable_len,
+        "the half-written batch is cut back"
+    );
     assert_eq!(log.append(value(2, 100)).await.unwrap(), LogOffset(1));
     let records = read_all(&log).await;
     assert_eq!(records.len(), 2);
