@@ -334,10 +334,10 @@ impl Storage for SimStorage {
         };
         let mut names = BTreeSet::new();
         for p in st.files.keys().chain(st.dirs.iter()) {
-            if let Some(rest) = p.strip_prefix(&prefix) {
-                if let Some(name) = rest.split('/').next().filter(|n| !n.is_empty()) {
-                    names.insert(name.to_owned());
-                }
+            if let Some(rest) = p.strip_prefix(&prefix)
+                && let Some(name) = rest.split('/').next().filter(|n| !n.is_empty())
+            {
+                names.insert(name.to_owned());
             }
         }
         Ok(names.into_iter().collect())

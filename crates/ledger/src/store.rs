@@ -859,15 +859,15 @@ fn check_link(
             ),
         });
     }
-    if let Some(p) = prev {
-        if header.previous_hash[..] != header_hash(p)[..] {
-            return Err(LedgerError::Corrupt {
-                file: path.to_owned(),
-                offset,
-                block: Some(expected),
-                reason: "previous_hash does not match the header hash of the block before".into(),
-            });
-        }
+    if let Some(p) = prev
+        && header.previous_hash[..] != header_hash(p)[..]
+    {
+        return Err(LedgerError::Corrupt {
+            file: path.to_owned(),
+            offset,
+            block: Some(expected),
+            reason: "previous_hash does not match the header hash of the block before".into(),
+        });
     }
     Ok(())
 }

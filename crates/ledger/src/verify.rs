@@ -151,27 +151,25 @@ pub fn verify(
                         report.first_bad = Some(bad(reason));
                         break 'files;
                     }
-                    if let Some(h) = hook.as_mut() {
-                        if let Err(reason) = h(&block) {
-                            report.first_bad = Some(bad(reason));
-                            break 'files;
-                        }
+                    if let Some(h) = hook.as_mut()
+                        && let Err(reason) = h(&block)
+                    {
+                        report.first_bad = Some(bad(reason));
+                        break 'files;
                     }
-                    if index_status.is_none() && last_indexed.is_some_and(|c| expected <= c) {
-                        if let Ok(ix) = &index {
-                            let got = ix.get(expected).map_err(LedgerError::index(&ix_path))?;
-                            let want = (suffix, off, rec_len);
-                            match got {
-                                Some(l) if (l.suffix, l.offset, l.len) == want => {}
-                                other => {
-                                    index_status = Some(IndexStatus::Mismatch {
-                                        number: expected,
-                                        reason: format!(
-                                            "index holds {other:?}, the record is in {p} at offset {off}, {rec_len} bytes"
-                                        ),
-                                    });
-                                }
-                            }
+                    if index_status.is_none()
+                        && last_indexed.is_some_and(|c| expected <= c)
+                        && let Ok(ix) = &index
+                    {
+                        let got = ix.get(expected).map_err(LedgerError::index(&ix_path))?;
+                        if got.is_none_or(|l| (l.suffix, l.offset, l.len) != (suffix, off, rec_len))
+                        {
+                            index_status = Some(IndexStatus::Mismatch {
+                                number: expected,
+                                reason: format!(
+                                    "index holds {got:?}, the record is in {p} at offset {off}, {rec_len} bytes"
+                                ),
+                            });
                         }
                     }
                     progress(expected);

@@ -130,10 +130,10 @@ impl PipelinedWriter {
 
     fn shutdown(&mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(channel = %self.store.channel(), "ledger writer thread panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!(channel = %self.store.channel(), "ledger writer thread panicked");
         }
     }
 }
