@@ -109,6 +109,13 @@ impl KafkaLog {
         Ok(replicas)
     }
 
+    /// The broker id of partition 0's current leader, `None` while none is elected.
+    pub async fn leader_id(&self) -> Result<Option<i32>, KafkaLogError> {
+        let (_replicas, leader) =
+            partition_metadata(&self.producer, &self.topic, self.config.retry.read_timeout).await?;
+        Ok((leader >= 0).then_some(leader))
+    }
+
     /// Waits, bounded by the read timeout, until partition 0 has a leader, so that
     /// the first append and the first read do not race a new topic's election.
     async fn wait_for_leader(&self) -> Result<(), KafkaLogError> {
