@@ -1,1 +1,71 @@
-fn main() {}
+//! The `korder` command: run an ordering node, set up a dev network, and the client
+//! and maintenance tools that go with it.
+
+mod cmd;
+mod network;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// korder: an ordering service for Hyperledger Fabric networks.
+#[derive(Parser, Debug)]
+#[command(name = "korder", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a ready-to-run dev network: CA, MSPs, genesis block, orderer.yaml.
+    Init(cmd::init::InitArgs),
+    /// Run the orderer (runs `init` first when the data directory is empty).
+    Start(cmd::start::StartArgs),
+    /// Measure Broadcast-to-Deliver throughput and latency against a running orderer.
+    Bench(cmd::bench::BenchArgs),
+    /// Inspect block files.
+    #[command(subcommand)]
+    Block(cmd::block::BlockCommand),
+    /// Check channel ledgers.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::LedgerCommand),
+    /// Fetch blocks of a channel to files (oldest, newest, a number, or the last config block).
+    Fetch(cmd::client::FetchArgs),
+    /// Broadcast the envelopes stored in files.
+    Broadcast(cmd::client::BroadcastArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KORDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Init(a) => cmd::init::run(a),
+        Command::Start(a) => cmd::start::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Block(c) => cmd::block::run(c),
+        Command::Ledger(c) => cmd::ledger::run(c),
+        Command::Fetch(a) => cmd::client::fetch(a),
+        Command::Broadcast(a) => cmd::client::broadcast(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("korder: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory of `init`, `start` and the client commands.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("korder-data")
+}

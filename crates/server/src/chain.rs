@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -79,7 +79,60 @@ pub struct ChainParams {
     pub signer: Arc<dyn Signer>,
     pub hooks: Arc<dyn ConfigHooks>,
     pub runtime: Handle,
+    /// How start-up retries opening the log and posting CONNECT.
+    pub retry: RetryPolicy,
 }
+
+/// Start-up retries: a short phase, then a long one (Fabric's `Kafka.Retry`).
+/// Each phase tries at once, then on every interval until its total has elapsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub short_interval: Duration,
+    pub short_total: Duration,
+    pub long_interval: Duration,
+    pub long_total: Duration,
+}
+
+impl RetryPolicy {
+    /// One attempt, no retry (the embedded log: a local failure does not heal by waiting).
+    pub const ONCE: RetryPolicy = RetryPolicy {
+        short_interval: Duration::from_secs(1),
+        short_total: Duration::ZERO,
+        long_interval: Duration::from_secs(1),
+        long_total: Duration::ZERO,
+    };
+
+    /// The attempt times of this policy, relative to the first attempt.
+    fn schedule(&self) -> Vec<Duration> {
+        fn phase(at: &mut Vec<Duration>, start: Duration, interval: Duration, total: Duration) {
+            let mut t = interval;
+            while !interval.is_zero() && t <= total {
+                at.push(start + t);
+                t += interval;
+            }
+        }
+        let mut at = vec![Duration::ZERO];
+        phase(
+            &mut at,
+            Duration::ZERO,
+            self.short_interval,
+            self.short_total,
+        );
+        if !self.long_total.is_zero() {
+            at.push(self.short_total);
+            phase(
+                &mut at,
+                self.short_total,
+                self.long_interval,
+                self.long_total,
+            );
+        }
+        at
+    }
+}
+
+/// Opens a channel's log; called again on failure, per the chain's [`RetryPolicy`].
+pub type LogOpener<L> = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<L>, String>> + Send>;
 
 /// Why a chain could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +146,8 @@ pub enum StartError {
         #[source]
         source: WriteError,
     },
+    #[error("channel {channel}: cannot open its log: {reason}")]
+    Log { channel: String, reason: String },
     #[error("channel {channel}: cannot start its chain thread: {source}")]
     Thread {
         channel: String,
@@ -118,7 +173,7 @@ struct Shared {
     channel: String,
     status: watch::Sender<ChainStatus>,
     halt: watch::Sender<bool>,
-    appender: Box<dyn Appender>,
+    appender: OnceLock<Box<dyn Appender>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -175,7 +230,10 @@ impl ChainHandle {
         if let Some(e) = refusal {
             return Box::pin(async move { Err(e) });
         }
-        let append = self.shared.appender.append(record);
+        let Some(appender) = self.shared.appender.get() else {
+            return Box::pin(async { Err(ConsenterError::NotStarted) });
+        };
+        let append = appender.append(record);
         Box::pin(async move {
             append
                 .await
@@ -224,8 +282,13 @@ impl ChainHandle {
     }
 }
 
-/// Starts the chain of `params.state`'s channel over `log`.
-pub fn start_chain<L: Log>(log: Arc<L>, params: ChainParams) -> Result<ChainHandle, StartError> {
+/// Starts the chain of `params.state`'s channel over the log `open` opens. The chain
+/// reports "not started" (SERVICE_UNAVAILABLE to Broadcast, errored to Deliver)
+/// until the log is open and CONNECT is posted.
+pub fn start_chain<L: Log>(
+    open: LogOpener<L>,
+    params: ChainParams,
+) -> Result<ChainHandle, StartError> {
     let channel = params.state.id().to_string();
     let store = params.store.clone();
     let height = store.height();
@@ -261,11 +324,13 @@ pub fn start_chain<L: Log>(log: Arc<L>, params: ChainParams) -> Result<ChainHand
         channel: channel.clone(),
         status,
         halt,
-        appender: Box::new(LogAppender(log.clone())),
+        appender: OnceLock::new(),
         thread: Mutex::new(None),
     });
     let runner = Runner {
-        log,
+        open,
+        retry: params.retry,
+        log: None,
         chain,
         writer: Some(writer),
         state: params.state,
@@ -333,7 +398,9 @@ enum Event {
 }
 
 struct Runner<L: Log> {
-    log: Arc<L>,
+    open: LogOpener<L>,
+    retry: RetryPolicy,
+    log: Option<Arc<L>>,
     chain: Chain,
     writer: Option<BlockWriter>,
     state: Arc<ChannelState>,
@@ -382,29 +449,60 @@ impl<L: Log> Runner<L> {
         });
     }
 
-    /// Posts CONNECT and opens the reader where the ledger left off.
+    /// Opens the log, posts CONNECT and opens the reader where the ledger left off,
+    /// retrying per the policy; a halt cuts the retries short.
     fn start(&mut self) -> Result<L::Reader, Exit> {
-        let log = self.log.clone();
         let from = self.chain.read_from();
-        let mut halt = self.halt.clone();
-        let opened = self.rt.block_on(async move {
-            tokio::select! {
-                _ = halt.wait_for(|h| *h) => None,
-                r = async {
-                    log.append(connect_record()).await?;
-                    log.reader(from).await
-                } => Some(r),
+        let began = Instant::now();
+        let mut last_error = String::new();
+        for (attempt, at) in self.retry.schedule().into_iter().enumerate() {
+            let mut halt = self.halt.clone();
+            let deadline = began + at;
+            let opener = (self.open)();
+            let existing = self.log.clone();
+            let outcome = self.rt.block_on(async move {
+                tokio::select! {
+                    _ = halt.wait_for(|h| *h) => None,
+                    r = async {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        let log = match existing {
+                            Some(l) => l,
+                            None => opener.await?,
+                        };
+                        let step = async {
+                            log.append(connect_record()).await?;
+                            log.reader(from).await
+                        };
+                        match step.await {
+                            Ok(reader) => Ok((log, reader)),
+                            Err(e) => Err(format!("{e}")),
+                        }
+                    } => Some(r),
+                }
+            });
+            match outcome {
+                None => return Err(Exit::Halted),
+                Some(Ok((log, reader))) => {
+                    let _ = self.shared.appender.set(Box::new(LogAppender(log.clone())));
+                    self.log = Some(log);
+                    return self.started(reader, from);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");
+                    last_error = e;
+                }
             }
-        });
-        let reader = match opened {
-            None => return Err(Exit::Halted),
-            Some(Err(e)) => {
-                return Err(Exit::Failed(format!(
-                    "cannot start reading the log from {from:?}: {e}"
-                )));
-            }
-            Some(Ok(r)) => r,
-        };
+        }
+        Err(Exit::Failed(format!(
+            "cannot start reading the log from {from:?}: {last_error}"
+        )))
+    }
+
+    fn started(
+        &mut self,
+        reader: L::Reader,
+        from: korder_log::ReadFrom,
+    ) -> Result<L::Reader, Exit> {
         let ingress_open = self.chain.ingress_open();
         self.shared.status.send_modify(|s| {
             s.started = true;
@@ -466,7 +564,10 @@ impl<L: Log> Runner<L> {
         for command in commands {
             match command {
                 Command::Append { record, purpose } => {
-                    let log = self.log.clone();
+                    let log = self
+                        .log
+                        .clone()
+                        .ok_or_else(|| Exit::Failed("the log is not open".into()))?;
                     let appended = self.rt.block_on(async move { log.append(record).await });
                     if let Err(e) = &appended {
                         tracing::warn!(channel = %self.channel(), ?purpose, error = %e, "log append failed");
@@ -539,5 +640,25 @@ impl<L: Log> Runner<L> {
         self.writer
             .as_mut()
             .ok_or_else(|| Exit::Failed("the block writer is closed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The retry schedule tries at once, then every short interval up to the short
+    /// total, then at once again and every long interval up to the long total.
+    #[test]
+    fn retry_schedule() {
+        let p = RetryPolicy {
+            short_interval: Duration::from_millis(50),
+            short_total: Duration::from_millis(100),
+            long_interval: Duration::from_millis(60),
+            long_total: Duration::from_millis(120),
+        };
+        let ms: Vec<u128> = p.schedule().iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![0, 50, 100, 100, 160, 220]);
+        assert_eq!(RetryPolicy::ONCE.schedule(), vec![Duration::ZERO]);
     }
 }

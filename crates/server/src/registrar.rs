@@ -23,7 +23,8 @@ use korder_consensus::MsgClass;
 /// Opens a channel's log and starts its chain over it. The node decides here which
 /// log backs which channel (the embedded log, or a Kafka topic).
 pub trait LogFactory: Send + Sync + 'static {
-    /// Starts the chain for `params.state`'s channel.
+    /// Starts the chain for `params.state`'s channel (with
+    /// [`crate::chain::start_chain`], choosing the log and the start-up retry policy).
     fn start_chain(&self, bundle: &Bundle, params: ChainParams) -> Result<ChainHandle, StartError>;
 }
 
@@ -193,6 +194,7 @@ impl Registrar {
                 registrar: self.inner.myself.clone(),
             }),
             runtime: self.inner.runtime.clone(),
+            retry: crate::chain::RetryPolicy::ONCE,
         };
         let chain = self.inner.logs.start_chain(&bundle, params)?;
         let channel = Arc::new(Channel {

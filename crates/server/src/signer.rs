@@ -29,3 +29,19 @@ pub trait Signer: Send + Sync + 'static {
         .into())
     }
 }
+
+impl Signer for korder_msp::signer::SigningIdentity {
+    fn serialized_identity(&self) -> Bytes {
+        self.serialized()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Bytes, SignError> {
+        korder_msp::signer::SigningIdentity::sign(self, message)
+            .map_err(|e| SignError(e.to_string()))
+    }
+
+    fn new_signature_header(&self) -> Result<Bytes, SignError> {
+        korder_msp::signer::SigningIdentity::new_signature_header(self)
+            .map_err(|e| SignError(e.to_string()))
+    }
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod block;
+pub mod client;
+pub mod init;
+pub mod ledger;
+pub mod start;

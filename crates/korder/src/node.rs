@@ -1,0 +1,253 @@
+//! Assembles and runs one ordering node from its configuration: signing identity,
+//! ledger, logs (embedded or Kafka per channel), registrar, gRPC server; shuts down
+//! cleanly on SIGINT/SIGTERM with every chain's block in flight written.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use korder_channelconfig::Bundle;
+use korder_config::{Bootstrap, Config, ResolvedLog};
+use korder_kafka::{KafkaConfig, KafkaLog};
+use korder_ledger::{Ledgers, StoreOptions};
+use korder_log::{EmbeddedLog, EmbeddedLogOptions};
+use korder_msp::signer::SigningIdentity;
+use korder_proto::Message;
+use korder_proto::common::Block;
+use korder_server::chain::{
+    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain,
+};
+use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Registrar};
+use tokio::runtime::Handle;
+
+/// Runs the node until SIGINT/SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("korder")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// Chooses each channel's log: the embedded log, or a Kafka topic, as
+/// `Korder.LogBackend` and the channel's ConsensusType say.
+struct NodeLogs {
+    config: Arc<Config>,
+}
+
+impl NodeLogs {
+    fn kafka_config(&self, brokers: &[String]) -> anyhow::Result<KafkaConfig> {
+        let k = &self.config.kafka;
+        let mut c = KafkaConfig::new(brokers.iter().cloned());
+        c.retry.short_interval = k.retry.short_interval;
+        c.retry.short_total = k.retry.short_total;
+        c.retry.long_interval = k.retry.long_interval;
+        c.retry.long_total = k.retry.long_total;
+        c.retry.dial_timeout = k.retry.dial_timeout;
+        c.retry.read_timeout = k.retry.read_timeout;
+        c.retry.write_timeout = k.retry.write_timeout;
+        c.retry.metadata_retry_backoff = k.retry.metadata_retry_backoff;
+        c.retry.metadata_retry_max = k.retry.metadata_retry_max;
+        c.retry.producer_retry_backoff = k.retry.producer_retry_backoff;
+        c.retry.producer_retry_max = k.retry.producer_retry_max;
+        c.retry.consumer_retry_backoff = k.retry.consumer_retry_backoff;
+        c.topic_replication_factor = i16::try_from(k.topic_replication_factor)
+            .context("Kafka.Topic.ReplicationFactor is too large")?;
+        c.verbose = k.verbose;
+        c.tls.enabled = k.tls.enabled;
+        if k.tls.enabled {
+            let read = |src: &Option<korder_config::PemSource>,
+                        key: &str|
+             -> anyhow::Result<Option<String>> {
+                match src {
+                    Some(s) => Ok(Some(String::from_utf8_lossy(&s.read(key)?).into_owned())),
+                    None => Ok(None),
+                }
+            };
+            c.tls.private_key_pem = read(&k.tls.private_key, "Kafka.TLS.PrivateKey")?;
+            c.tls.certificate_pem = read(&k.tls.certificate, "Kafka.TLS.Certificate")?;
+            c.tls.root_cas_pem = read(&k.tls.root_cas, "Kafka.TLS.RootCAs")?
+                .into_iter()
+                .collect();
+        }
+        c.sasl_plain.enabled = k.sasl_plain.enabled;
+        c.sasl_plain.user = k.sasl_plain.user.clone();
+        c.sasl_plain.password = k.sasl_plain.password.clone();
+        Ok(c)
+    }
+}
+
+impl LogFactory for NodeLogs {
+    fn start_chain(
+        &self,
+        bundle: &Bundle,
+        mut params: ChainParams,
+    ) -> Result<ChainHandle, StartError> {
+        let channel = bundle.channel_id.clone();
+        let backend = self
+            .config
+            .korder
+            .log_backend
+            .resolve(&bundle.orderer.consensus_type);
+        match backend {
+            ResolvedLog::Embedded => {
+                let dir = self.config.embedded_log_dir().join(&channel);
+                let options = EmbeddedLogOptions {
+                    segment_size_bytes: self.config.korder.embedded_log_segment_bytes,
+                    ..EmbeddedLogOptions::default()
+                };
+                let log =
+                    Arc::new(
+                        EmbeddedLog::open(&dir, options).map_err(|e| StartError::Log {
+                            channel: channel.clone(),
+                            reason: format!("{}: {e}", dir.display()),
+                        })?,
+                    );
+                params.retry = RetryPolicy::ONCE;
+                let opener = Box::new(
+                    move || -> BoxFuture<'static, Result<Arc<EmbeddedLog>, String>> {
+                        let log = log.clone();
+                        Box::pin(async move { Ok(log) })
+                    },
+                );
+                start_chain(opener, params)
+            }
+            ResolvedLog::Kafka => {
+                let config = self
+                    .kafka_config(&bundle.orderer.kafka_brokers)
+                    .map_err(|e| StartError::Log {
+                        channel: channel.clone(),
+                        reason: format!("{e:#}"),
+                    })?;
+                params.retry = RetryPolicy {
+                    short_interval: config.retry.short_interval,
+                    short_total: config.retry.short_total,
+                    long_interval: config.retry.long_interval,
+                    long_total: config.retry.long_total,
+                };
+                let topic = channel.clone();
+                let opener = Box::new(
+                    move || -> BoxFuture<'static, Result<Arc<KafkaLog>, String>> {
+                        let config = config.clone();
+                        let topic = topic.clone();
+                        Box::pin(async move {
+                            KafkaLog::open(config, &topic)
+                                .await
+                                .map(Arc::new)
+                                .map_err(|e| e.to_string())
+                        })
+                    },
+                );
+                start_chain(opener, params)
+            }
+        }
+    }
+}
+
+fn genesis_block(config: &Config, ledgers: &Ledgers) -> anyhow::Result<Option<Block>> {
+    if !ledgers.channels()?.is_empty() {
+        return Ok(None);
+    }
+    match config.general.bootstrap() {
+        Bootstrap::File(path) => {
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!(
+                    "the ledger is empty and the genesis block {} cannot be read (General.GenesisFile / General.BootstrapFile)",
+                    path.display()
+                )
+            })?;
+            let block = Block::decode(bytes.as_slice())
+                .with_context(|| format!("{} is not a block", path.display()))?;
+            Ok(Some(block))
+        }
+        Bootstrap::Provisional { profile, .. } => bail!(
+            "General.GenesisMethod provisional (profile {profile}) is not supported: make a genesis block (korder init, or configtxgen) and set General.GenesisFile"
+        ),
+        Bootstrap::None => bail!(
+            "the ledger is empty and General.BootstrapMethod is none: korder needs a system channel genesis block"
+        ),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let config = Arc::new(config);
+    let signer =
+        SigningIdentity::load_msp_dir(&config.general.local_msp_dir, &config.general.local_msp_id)
+            .with_context(|| {
+                format!(
+                    "loading the signing identity from {} (General.LocalMSPDir, MSP id {})",
+                    config.general.local_msp_dir.display(),
+                    config.general.local_msp_id
+                )
+            })?;
+    signer
+        .check_not_expired(SystemTime::now())
+        .context("the node's signing certificate")?;
+    let ledgers = Ledgers::open_dir(&config.file_ledger.location, StoreOptions::default())
+        .with_context(|| {
+            format!(
+                "opening the ledger at {}",
+                config.file_ledger.location.display()
+            )
+        })?;
+    let genesis = genesis_block(&config, &ledgers)?;
+    let logs = Arc::new(NodeLogs {
+        config: config.clone(),
+    });
+    let handle = Handle::current();
+    let registrar = tokio::task::spawn_blocking(move || {
+        Registrar::start(ledgers, genesis, logs, Arc::new(signer), handle)
+    })
+    .await
+    .context("registrar start-up")??;
+
+    let addr = format!(
+        "{}:{}",
+        config.general.listen_address, config.general.listen_port
+    );
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr} (General.ListenAddress/ListenPort)"))?;
+    let local = listener.local_addr()?;
+    let deliver = DeliverConfig {
+        time_window: config.general.authentication.time_window,
+        no_expiration_checks: config.general.authentication.no_expiration_checks,
+    };
+    let service = AtomicBroadcastService::new(registrar.clone(), deliver);
+    tracing::info!(
+        address = %local,
+        channels = ?registrar.channel_ids(),
+        startup_ms = began.elapsed().as_millis() as u64,
+        "korder is listening"
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await
+        .context("serving gRPC")?;
+    tracing::info!("shutting down: writing the blocks in flight");
+    tokio::task::spawn_blocking(move || registrar.halt_all())
+        .await
+        .context("halting the chains")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
