@@ -52,7 +52,7 @@ impl Default for EmbeddedLogOptions {
         Self {
             segment_size_bytes: 64 << 20,
             max_record_bytes: 100 << 20,
-            queue_capacity: 4096,
+            queue_capacity: 16384,
             max_batch_bytes: 8 << 20,
             max_batch_records: 4096,
             index_interval_bytes: 64 << 10,
@@ -364,6 +364,35 @@ impl EmbeddedLog {
         })
     }
 
+    /// Puts an append request on the writer's queue; the receiver yields its result.
+    fn queue(
+        &self,
+        record: Bytes,
+    ) -> Result<oneshot::Receiver<Result<LogOffset, LogError>>, LogError> {
+        let shared = &self.inner.shared;
+        if record.len() > shared.options.max_record_bytes {
+            return Err(LogError::RecordTooLarge {
+                size: record.len(),
+                max: shared.options.max_record_bytes,
+            });
+        }
+        if shared.closed.load(Ordering::SeqCst) {
+            return Err(LogError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.inner.tx.try_send(Request::Append {
+            value: record,
+            reply,
+        }) {
+            Ok(()) => Ok(answer),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(LogError::Unavailable(format!(
+                "the embedded log's append queue is full ({} records waiting)",
+                shared.options.queue_capacity
+            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(LogError::Closed),
+        }
+    }
+
     /// The offset the next append will get (everything below it is durable).
     pub fn next_offset(&self) -> LogOffset {
         LogOffset(self.inner.shared.durable.borrow().next)
@@ -416,29 +445,20 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     type Reader = EmbeddedReader;
 
-    /// Queues the record for the writer thread and resolves once it is on disk.
-    /// Dropping the future does not withdraw a record already queued.
-    async fn append(&self, record: Bytes) -> Result<LogOffset, LogError> {
-        let shared = &self.inner.shared;
-        if record.len() > shared.options.max_record_bytes {
-            return Err(LogError::RecordTooLarge {
-                size: record.len(),
-                max: shared.options.max_record_bytes,
-            });
+    /// Queues the record for the writer thread at once (so appends keep the order of
+    /// the calls) and resolves once it is on disk. A full queue is refused with
+    /// `Unavailable` rather than waited for. Dropping the future does not withdraw
+    /// the record.
+    #[allow(refining_impl_trait)]
+    fn append(
+        &self,
+        record: Bytes,
+    ) -> impl std::future::Future<Output = Result<LogOffset, LogError>> + Send + 'static {
+        let queued = self.queue(record);
+        async move {
+            let answer = queued?;
+            answer.await.map_err(|_| LogError::Closed)?
         }
-        if shared.closed.load(Ordering::SeqCst) {
-            return Err(LogError::Closed);
-        }
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Request::Append {
-                value: record,
-                reply,
-            })
-            .await
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
     }
 
     async fn reader(&self, from: ReadFrom) -> Result<EmbeddedReader, LogError> {

@@ -78,12 +78,8 @@ impl MemLog {
     pub fn records(&self) -> Vec<Bytes> {
         self.state().records.clone()
     }
-}
-
-impl Log for MemLog {
-    type Reader = MemReader;
-
-    async fn append(&self, record: Bytes) -> Result<LogOffset, LogError> {
+    /// Appends at once; the record is readable when this returns.
+    fn append_now(&self, record: Bytes) -> Result<LogOffset, LogError> {
         if record.len() > self.inner.max_record_bytes {
             return Err(LogError::RecordTooLarge {
                 size: record.len(),
@@ -107,6 +103,18 @@ impl Log for MemLog {
             .len
             .send_modify(|(len, _)| *len = (*len).max(next));
         Ok(LogOffset(next - 1))
+    }
+}
+
+impl Log for MemLog {
+    type Reader = MemReader;
+
+    #[allow(refining_impl_trait)]
+    fn append(
+        &self,
+        record: Bytes,
+    ) -> impl std::future::Future<Output = Result<LogOffset, LogError>> + Send + 'static {
+        std::future::ready(self.append_now(record))
     }
 
     async fn reader(&self, from: ReadFrom) -> Result<MemReader, LogError> {
