@@ -64,6 +64,30 @@ pub enum ChainError {
     Signature(VerifyError),
 }
 
+/// Checks an X.509 signature (certificate or CRL) made by `issuer` over `tbs`.
+///
+/// Accepts high-S: X.509 signatures are not subject to Fabric's low-S rule.
+pub(crate) fn verify_signed_by(
+    tbs: &[u8],
+    algorithm_oid: &str,
+    signature_value: &[u8],
+    issuer: &Certificate,
+) -> Result<(), ChainError> {
+    if algorithm_oid != OID_ECDSA_WITH_SHA256 {
+        return Err(ChainError::UnsupportedAlgorithm {
+            oid: algorithm_oid.to_owned(),
+        });
+    }
+    let sig = crate::signature::EcdsaSignature::from_der(signature_value)
+        .map_err(ChainError::Signature)?
+        .to_low_s();
+    issuer
+        .public_key()
+        .map_err(|e| ChainError::Signature(e.into()))?
+        .verify(tbs, &sig.to_der())
+        .map_err(ChainError::Signature)
+}
+
 /// `ecdsa-with-SHA256`.
 const OID_ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 
@@ -322,19 +346,12 @@ impl Certificate {
                 candidate: issuer.subject.clone(),
             });
         }
-        if self.signature_algorithm != OID_ECDSA_WITH_SHA256 {
-            return Err(ChainError::UnsupportedAlgorithm {
-                oid: self.signature_algorithm.clone(),
-            });
-        }
-        let sig = crate::signature::EcdsaSignature::from_der(&self.signature_value)
-            .map_err(ChainError::Signature)?
-            .to_low_s();
-        issuer
-            .public_key()
-            .map_err(|e| ChainError::Signature(e.into()))?
-            .verify(&self.tbs_raw, &sig.to_der())
-            .map_err(ChainError::Signature)
+        verify_signed_by(
+            &self.tbs_raw,
+            &self.signature_algorithm,
+            &self.signature_value,
+            issuer,
+        )
     }
 
     /// Verifies a DER ECDSA signature over `message` with this certificate's key.

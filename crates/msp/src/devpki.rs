@@ -191,6 +191,31 @@ impl DevPki {
         issue_from(&self.tls_ca, &params, common_name)
     }
 
+    /// A CRL from the identity CA revoking `revoked` (PEM `X509 CRL`), for `crls/` or a channel MSP.
+    pub fn crl_pem(&self, revoked: &[&crate::Certificate]) -> Result<String, DevPkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::seconds(DEV_CERT_BACKDATE_S),
+            next_update: now + Duration::days(DEV_CERT_VALIDITY_DAYS),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|cert| rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(cert.serial()),
+                    revocation_time: now,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.ca.issuer)
+            .and_then(|crl| crl.pem())
+            .map_err(gen_err("CRL"))
+    }
+
     /// Writes a complete MSP directory for `signer`, with `admin` in `admincerts/`.
     ///
     /// `config.yaml` enables NodeOUs with client/peer/admin/orderer OUs bound to the CA.

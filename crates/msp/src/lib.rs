@@ -8,6 +8,7 @@
 //! - [`identity`]: `SerializedIdentity` decoding and signature checks.
 //! - [`signer`]: the node's own signing identity, loaded from an MSP directory.
 //! - [`mspdir`]: reading Fabric's on-disk MSP layout and its `config.yaml`.
+//! - [`msp`]: a channel MSP built from `FabricMSPConfig`: validation and principals.
 //! - [`devpki`]: generating a CA, node and client certificates and MSP directories.
 //!
 //! This crate does no network I/O and keeps no global state. Every hashed or signed
@@ -17,10 +18,12 @@
 pub mod cert;
 pub mod devpki;
 pub mod identity;
+pub mod msp;
 pub mod mspdir;
 pub mod signature;
 pub mod signer;
 
 pub use cert::{CertError, Certificate, ChainError, HasPublicKey};
 pub use identity::{Identity, IdentityError};
+pub use msp::{Msp, MspError, MspVersion};
 pub use signature::{EcdsaSignature, KeyError, PublicKey, VerifyError, verify_ecdsa_p256_sha256};
