@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -234,6 +234,8 @@ struct Inner {
     cond: Condvar,
     watch: watch::Sender<Watched>,
     read_files: Mutex<BTreeMap<u32, Arc<dyn StorageFile>>>,
+    /// Suffix of the file being appended to (readers must not wait on the writer lock).
+    last_suffix: AtomicU32,
 }
 
 impl Drop for Inner {
@@ -271,9 +273,14 @@ impl Ledgers {
             "index_sync_every_blocks must be positive"
         );
         for dir in [CHAINS_DIR, INDEX_DIR] {
-            storage
-                .create_dir_all(dir)
-                .map_err(LedgerError::io("create directory", dir))?;
+            if !storage.is_dir(dir) {
+                storage
+                    .create_dir_all(dir)
+                    .map_err(LedgerError::io("create directory", dir))?;
+                storage
+                    .sync_dir("")
+                    .map_err(LedgerError::io("sync directory", "(ledger root)"))?;
+            }
         }
         Ok(Self { storage, opts })
     }
@@ -350,6 +357,10 @@ impl BlockStore {
             storage
                 .sync_dir(&dir)
                 .map_err(LedgerError::io("sync directory", &dir))?;
+            // The channel directory's own entry must survive a crash too.
+            storage
+                .sync_dir(CHAINS_DIR)
+                .map_err(LedgerError::io("sync directory", CHAINS_DIR))?;
             suffixes.push(0);
         }
         let last_suffix = suffixes.len() as u32 - 1;
@@ -386,6 +397,7 @@ impl BlockStore {
                 cond: Condvar::new(),
                 watch,
                 read_files: Mutex::new(BTreeMap::new()),
+                last_suffix: AtomicU32::new(last_suffix),
             }),
         })
     }
@@ -673,6 +685,7 @@ impl BlockStore {
         w.suffix = next;
         w.file = file;
         w.size = 0;
+        inner.last_suffix.store(next, Ordering::Release);
         Ok(())
     }
 
@@ -748,7 +761,7 @@ impl BlockStore {
     /// Reads the record at `*cursor` (moving to the next file at the end of one),
     /// checks it is block `expected`, and advances the cursor past it.
     fn read_next(&self, cursor: &mut (u32, u64), expected: u64) -> Result<Block, LedgerError> {
-        let last_suffix = lock(&self.inner.writer).suffix;
+        let last_suffix = self.inner.last_suffix.load(Ordering::Acquire);
         loop {
             let p = file_path(&self.inner.channel, cursor.0);
             let file = self.read_file(cursor.0)?;
