@@ -9,7 +9,7 @@
 //!   Fabric orderer's `chains/<channel>/blockfile_NNNNNN` files, with a redb index,
 //!   crash recovery, and blocking, async and non-blocking iterators.
 //! - [`writer`]: a pipelined writer thread, one block in flight.
-//! - [`verify`]: an end-to-end check of a channel's ledger for `korder ledger verify`.
+//! - [`mod@verify`]: an end-to-end check of a channel's ledger for `korder ledger verify`.
 //! - [`storage`] / [`sim`]: the file operations behind a trait, with a real file-system
 //!   implementation and a crash-simulating one for tests.
 //!
