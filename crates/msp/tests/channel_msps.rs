@@ -68,11 +68,13 @@ fn channel_msps(root: &ConfigGroup) -> Vec<Msp> {
             let Some(value) = group.values.get("MSP") else {
                 continue;
             };
-            let config = MspConfig::decode(value.value.as_ref()).unwrap();
+            let config = MspConfig::decode(value.value.as_ref()).expect("MSPConfig decodes");
             if config.r#type != 0 {
                 continue;
             }
-            msps.push(Msp::from_msp_config(&config, MspVersion::V1_4_3).unwrap());
+            msps.push(
+                Msp::from_msp_config(&config, MspVersion::V1_4_3).expect("channel MSP sets up"),
+            );
         }
     }
     msps
