@@ -9,7 +9,7 @@
 //! publish (height advances, waiters wake). A block is durable when `append` returns.
 //! Opening: the block files are the truth. The last file is scanned from the last
 //! indexed block on, a torn last record is cut off, the index is caught up, and the
-//! height is the last complete block + 1. See `FORMAT.md` for the bytes.
+//! height is the last complete block + 1. See `docs/ledger-format.md` for the bytes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
