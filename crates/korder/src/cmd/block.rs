@@ -1,6 +1,7 @@
 //! `korder block inspect`: decode one block file, recompute its hashes and verify its
 //! signatures, and print what it holds.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,11 +51,12 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let block = read_block(&args.file)?;
     let report = inspect_block(&block)
         .with_context(|| format!("{}: inconsistent block", args.file.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report.json)? + "\n"
     } else {
-        print_text(&args.file, &report.json);
-    }
+        render_text(&args.file, &report.json)
+    };
+    write_stdout(&text)?;
     if report.problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -249,8 +251,20 @@ fn plain(v: &Value) -> String {
     }
 }
 
-fn print_text(path: &Path, v: &Value) {
-    let line = |key: &str, value: String| println!("{:<20}{value}", format!("{key}:"));
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+fn render_text(path: &Path, v: &Value) -> String {
+    let mut text = String::new();
+    let mut line = |key: &str, value: String| {
+        text.push_str(&format!("{:<20}{value}\n", format!("{key}:")));
+    };
     line("file", path.display().to_string());
     for key in [
         "number",
@@ -313,4 +327,5 @@ fn print_text(path: &Path, v: &Value) {
             ),
         }
     }
+    text
 }
