@@ -405,3 +405,26 @@ fn bench_delivers_everything_once() {
     }
     assert!(v["latency_ms_p50"].as_f64() <= v["latency_ms_max"].as_f64());
 }
+
+/// bench on a channel the orderer does not serve fails with the orderer's status and a non-zero exit.
+#[test]
+fn bench_unknown_channel_fails() {
+    let node = start_node();
+    let work = tempfile::tempdir().unwrap();
+    let out = node.korder(
+        work.path(),
+        &[
+            "bench",
+            "--tx",
+            "10",
+            "--channel",
+            "nosuchchannel",
+            "--timeout-s",
+            "30",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NOT_FOUND"), "{stderr}");
+    assert!(stderr.contains("nosuchchannel"), "{stderr}");
+}

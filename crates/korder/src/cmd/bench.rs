@@ -532,3 +532,29 @@ fn print_text(v: &serde_json::Value) {
         v["ack_ms_p50"], v["ack_ms_p90"], v["ack_ms_p99"], v["ack_ms_max"]
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nearest-rank percentiles pick the expected element and cope with empty and single samples.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 90.0), 90.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 50.0), 2.0);
+    }
+
+    /// Filler data has the asked size and differs between envelopes.
+    #[test]
+    fn filler_has_size_and_varies() {
+        assert_eq!(filler(0, 100).len(), 100);
+        assert_eq!(filler(5, 0).len(), 0);
+        assert_ne!(filler(1, 32), filler(2, 32));
+    }
+}

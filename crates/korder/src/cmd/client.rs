@@ -544,3 +544,93 @@ pub fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use korder_msp::Identity;
+    use korder_msp::devpki::{DevPki, NodeRole};
+
+    use super::*;
+
+    fn signer() -> SigningIdentity {
+        let pki = DevPki::generate("ClientMSP", "client.example.com").unwrap();
+        let c = pki.issue("user1", NodeRole::Client).unwrap();
+        SigningIdentity::from_pem("ClientMSP", c.cert_pem.as_bytes(), c.key_pem.as_bytes()).unwrap()
+    }
+
+    /// Fetch targets parse from their names and numbers, print back the same, and refuse anything else.
+    #[test]
+    fn fetch_target_parses() {
+        for (s, t) in [
+            ("oldest", FetchTarget::Oldest),
+            ("newest", FetchTarget::Newest),
+            ("config", FetchTarget::Config),
+            ("42", FetchTarget::Number(42)),
+        ] {
+            assert_eq!(s.parse::<FetchTarget>().unwrap(), t);
+            assert_eq!(t.to_string(), s);
+        }
+        assert!("latest".parse::<FetchTarget>().is_err());
+        assert!("-1".parse::<FetchTarget>().is_err());
+    }
+
+    /// A signed envelope carries the channel header asked for, a tx id bound to its nonce and creator, and a signature that verifies.
+    #[test]
+    fn signed_envelope_is_well_formed() {
+        let s = signer();
+        let (env, tx_id) = signed_envelope(
+            &s,
+            HeaderType::EndorserTransaction,
+            "mychannel",
+            Bytes::from_static(b"data"),
+            true,
+        )
+        .unwrap();
+        let payload = Payload::decode(env.payload.clone()).unwrap();
+        let header = payload.header.unwrap();
+        let ch = ChannelHeader::decode(header.channel_header).unwrap();
+        let sh = SignatureHeader::decode(header.signature_header).unwrap();
+        assert_eq!(ch.r#type, HeaderType::EndorserTransaction as i32);
+        assert_eq!(ch.channel_id, "mychannel");
+        assert!(ch.timestamp.is_some());
+        assert_eq!(ch.tx_id, tx_id);
+        assert_eq!(tx_id, compute_tx_id(&sh.nonce, &sh.creator));
+        assert_eq!(tx_id.len(), 64);
+        assert_eq!(sh.creator, s.serialized());
+        assert_eq!(payload.data, Bytes::from_static(b"data"));
+        let id = Identity::from_serialized(&sh.creator).unwrap();
+        id.verify(&env.payload, &env.signature).unwrap();
+
+        let (_, other) = signed_envelope(
+            &s,
+            HeaderType::EndorserTransaction,
+            "mychannel",
+            Bytes::new(),
+            true,
+        )
+        .unwrap();
+        assert_ne!(other, tx_id, "fresh nonce, fresh tx id");
+    }
+
+    /// A seek envelope is a DELIVER_SEEK_INFO on the channel with the positions, behaviour and error response asked for.
+    #[test]
+    fn seek_envelope_is_well_formed() {
+        let s = signer();
+        let env = seek_envelope(&s, "ch", specified(7), specified(9), true).unwrap();
+        let payload = Payload::decode(env.payload).unwrap();
+        let ch = ChannelHeader::decode(payload.header.unwrap().channel_header).unwrap();
+        assert_eq!(ch.r#type, HeaderType::DeliverSeekInfo as i32);
+        assert_eq!(ch.channel_id, "ch");
+        let info = SeekInfo::decode(payload.data).unwrap();
+        assert_eq!(info.start, Some(specified(7)));
+        assert_eq!(info.stop, Some(specified(9)));
+        assert_eq!(
+            info.behavior,
+            seek_info::SeekBehavior::BlockUntilReady as i32
+        );
+        assert_eq!(
+            info.error_response,
+            seek_info::SeekErrorResponse::BestEffort as i32
+        );
+    }
+}
