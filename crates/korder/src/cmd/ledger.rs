@@ -176,7 +176,9 @@ fn summarize(root: &Path, r: &VerifyReport, stats: &SigStats) -> ChannelOutcome 
         IndexStatus::Behind { last_indexed } => summary.push_str(&format!(
             ", index behind (last indexed {last_indexed:?}; caught up at next open)"
         )),
-        IndexStatus::Unreadable(e) => summary.push_str(&format!(", index unreadable: {e}")),
+        IndexStatus::Unreadable(e) => summary.push_str(&format!(
+            ", index not checked (unreadable while a node holds it, or before the next open repairs it: {e})"
+        )),
         IndexStatus::Mismatch { number, reason } => {
             summary.push_str(&format!(", INDEX MISMATCH at block {number}: {reason}"));
         }
