@@ -17,7 +17,7 @@ use korder_proto::common::Block;
 use korder_server::chain::{
     BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain,
 };
-use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Registrar};
+use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
 use tokio::runtime::Handle;
 
 /// Runs the node until SIGINT/SIGTERM.
@@ -197,8 +197,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
     });
     let handle = Handle::current();
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let reg_metrics = metrics.clone();
     let registrar = tokio::task::spawn_blocking(move || {
-        Registrar::start(ledgers, genesis, logs, Arc::new(signer), handle)
+        Registrar::start(
+            ledgers,
+            genesis,
+            logs,
+            Arc::new(signer),
+            handle,
+            reg_metrics,
+        )
     })
     .await
     .context("registrar start-up")??;
@@ -216,6 +225,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         no_expiration_checks: config.general.authentication.no_expiration_checks,
     };
     let service = AtomicBroadcastService::new(registrar.clone(), deliver);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (ops_listener, ops_addr) =
+        korder_server::operations::bind(&config.operations.listen_address)
+            .await
+            .with_context(|| {
+                format!(
+                    "listening on {} (Operations.ListenAddress)",
+                    config.operations.listen_address
+                )
+            })?;
+    let ops = tokio::spawn(korder_server::operations::serve(
+        ops_listener,
+        registrar.clone(),
+        metrics.clone(),
+        stopped(),
+    ));
+    tracing::info!(address = %ops_addr, "operations endpoint: /healthz /metrics /version");
     tracing::info!(
         address = %local,
         channels = ?registrar.channel_ids(),
@@ -226,9 +258,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
         .await
         .context("serving gRPC")?;
+    if let Ok(Err(e)) = ops.await {
+        tracing::warn!(error = %e, "operations endpoint");
+    }
     tracing::info!("shutting down: writing the blocks in flight");
     tokio::task::spawn_blocking(move || registrar.halt_all())
         .await

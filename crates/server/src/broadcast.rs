@@ -9,16 +9,18 @@
 //! without an answer, as with any client that loses its connection after sending.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use korder_consensus::MsgClass;
 use korder_proto::Message;
-use korder_proto::common::{Envelope, Status};
+use korder_proto::common::{Envelope, HeaderType, Status};
 use korder_proto::orderer::BroadcastResponse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::chain::BoxFuture;
+use crate::metrics::Metrics;
 use crate::msgprocessor::{parse, process_normal};
 use crate::registrar::Registrar;
 use crate::status::ProcessError;
@@ -37,22 +39,68 @@ fn refused(e: ProcessError) -> BroadcastResponse {
     response(e.status(), e.to_string())
 }
 
+/// Labels and timings of one message, recorded with its final status.
+struct Tracker {
+    metrics: Arc<Metrics>,
+    channel: String,
+    kind: String,
+    began: Instant,
+    validated: Option<Duration>,
+}
+
+impl Tracker {
+    fn done(self, r: &BroadcastResponse) {
+        let status = Status::try_from(r.status)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| r.status.to_string());
+        let labels = [self.channel.as_str(), self.kind.as_str(), status.as_str()];
+        let total = self.began.elapsed();
+        let validate = self.validated.unwrap_or(total);
+        self.metrics
+            .broadcast_validate_duration
+            .with_label_values(&labels)
+            .observe(validate.as_secs_f64());
+        if self.validated.is_some() {
+            self.metrics
+                .broadcast_enqueue_duration
+                .with_label_values(&labels)
+                .observe(total.saturating_sub(validate).as_secs_f64());
+        }
+        self.metrics
+            .broadcast_processed_count
+            .with_label_values(&labels)
+            .inc();
+    }
+}
+
 /// Validates one envelope and starts ordering it. Returns the future of its
 /// response, and whether the stream may continue (false after a refusal).
 pub async fn process(
     registrar: &Registrar,
     envelope: Envelope,
 ) -> (BoxFuture<'static, BroadcastResponse>, bool) {
-    let done = |r: BroadcastResponse| -> BoxFuture<'static, BroadcastResponse> {
+    let mut tracker = Tracker {
+        metrics: registrar.metrics(),
+        channel: "unknown".into(),
+        kind: "unknown".into(),
+        began: Instant::now(),
+        validated: None,
+    };
+    let done = |tracker: Tracker, r: BroadcastResponse| -> BoxFuture<'static, BroadcastResponse> {
+        tracker.done(&r);
         Box::pin(async move { r })
     };
     let parsed = match parse(envelope) {
         Ok(p) => p,
-        Err(e) => return (done(refused(e)), false),
+        Err(e) => return (done(tracker, refused(e)), false),
     };
+    tracker.channel = parsed.channel_header.channel_id.clone();
+    tracker.kind = HeaderType::try_from(parsed.channel_header.r#type)
+        .map(|t| t.as_str_name().to_string())
+        .unwrap_or_else(|_| parsed.channel_header.r#type.to_string());
     let channel = match registrar.broadcast_target(&parsed) {
         Ok(c) => c,
-        Err(e) => return (done(refused(e)), false),
+        Err(e) => return (done(tracker, refused(e)), false),
     };
     let class = parsed.class();
     let bundle = channel.state.bundle();
@@ -61,24 +109,27 @@ pub async fn process(
             "channel configuration updates are not accepted by this node (channel '{}')",
             parsed.channel_header.channel_id
         ));
-        return (done(refused(e)), false);
+        return (done(tracker, refused(e)), false);
     }
     let config_seq =
         match process_normal(&parsed.envelope, &parsed.channel_header.channel_id, &bundle) {
             Ok(seq) => seq,
-            Err(e) => return (done(refused(e)), false),
+            Err(e) => return (done(tracker, refused(e)), false),
         };
+    tracker.validated = Some(tracker.began.elapsed());
     if let Err(e) = channel.chain.wait_ready().await {
-        return (done(response(e.status(), e.to_string())), false);
+        return (done(tracker, response(e.status(), e.to_string())), false);
     }
     let bytes: Bytes = parsed.envelope.encode_to_vec().into();
     let ordered = channel.chain.order(bytes, config_seq);
     (
         Box::pin(async move {
-            match ordered.await {
+            let r = match ordered.await {
                 Ok(()) => response(Status::Success, String::new()),
                 Err(e) => response(e.status(), e.to_string()),
-            }
+            };
+            tracker.done(&r);
+            r
         }),
         true,
     )

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::blockwriter::{BlockWriter, WriteError};
 use crate::channel::ChannelState;
+use crate::metrics::Metrics;
 use crate::msgprocessor::revalidate_normal;
 use crate::signer::Signer;
 use crate::status::{ConsenterError, ProcessError};
@@ -81,6 +82,7 @@ pub struct ChainParams {
     pub runtime: Handle,
     /// How start-up retries opening the log and posting CONNECT.
     pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Start-up retries: a short phase, then a long one (Fabric's `Kafka.Retry`).
@@ -339,6 +341,8 @@ pub fn start_chain<L: Log>(
         shared: shared.clone(),
         halt: halt_rx,
         timer: None,
+        metrics: params.metrics,
+        pending_since: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("chain-{channel}"))
@@ -409,6 +413,9 @@ struct Runner<L: Log> {
     shared: Arc<Shared>,
     halt: watch::Receiver<bool>,
     timer: Option<(TimerId, Instant)>,
+    metrics: Arc<Metrics>,
+    /// When the pending batch got its first envelope (block fill duration).
+    pending_since: Option<Instant>,
 }
 
 /// Ends the chain's processing loop.
@@ -550,7 +557,13 @@ impl<L: Log> Runner<L> {
                         state: &self.state,
                         hooks: self.hooks.as_ref(),
                     };
-                    self.chain.on_record(&support, record.offset, record.value)
+                    let commands = self.chain.on_record(&support, record.offset, record.value);
+                    let started = self.chain.started_pending_batch();
+                    self.execute(commands)?;
+                    if started {
+                        self.pending_since = Some(Instant::now());
+                    }
+                    continue;
                 }
                 Event::Record(Err(e)) => {
                     return Err(Exit::Failed(format!("reading the log: {e}")));
@@ -579,8 +592,20 @@ impl<L: Log> Runner<L> {
                     number,
                     envelopes,
                     metadata,
-                    fill: _,
+                    fill,
                 } => {
+                    let filled_s = match fill {
+                        korder_consensus::Fill::Isolated => 0.0,
+                        korder_consensus::Fill::Accumulated => self
+                            .pending_since
+                            .take()
+                            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                    };
+                    self.metrics
+                        .block_fill_duration
+                        .with_label_values(&[self.shared.channel.as_str()])
+                        .observe(filled_s);
+                    self.record_block(number.0, &metadata);
                     let sequence = self.state.sequence();
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(envelopes);
@@ -598,6 +623,7 @@ impl<L: Log> Runner<L> {
                     envelope,
                     metadata,
                 } => {
+                    self.record_block(number.0, &metadata);
                     // Let the previous block land before the config changes.
                     if number.0 > 0 {
                         self.writer_mut()?
@@ -634,6 +660,18 @@ impl<L: Log> Runner<L> {
             }
         }
         Ok(())
+    }
+
+    fn record_block(&self, number: u64, metadata: &korder_proto::orderer::KafkaMetadata) {
+        let ch = [self.shared.channel.as_str()];
+        self.metrics
+            .kafka_last_offset_persisted
+            .with_label_values(&ch)
+            .set(metadata.last_offset_persisted);
+        self.metrics
+            .ledger_height
+            .with_label_values(&ch)
+            .set(i64::try_from(number + 1).unwrap_or(i64::MAX));
     }
 
     fn writer_mut(&mut self) -> Result<&mut BlockWriter, Exit> {

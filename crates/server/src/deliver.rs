@@ -48,6 +48,8 @@ pub fn serve(
     mut inbound: tonic::Streaming<Envelope>,
 ) -> ReceiverStream<Result<DeliverResponse, tonic::Status>> {
     let (tx, rx) = mpsc::channel(16);
+    let metrics = registrar.metrics();
+    metrics.deliver_streams_opened.inc();
     tokio::spawn(async move {
         loop {
             let envelope = match inbound.message().await {
@@ -61,6 +63,7 @@ pub fn serve(
                 break;
             }
         }
+        metrics.deliver_streams_closed.inc();
     });
     ReceiverStream::new(rx)
 }
@@ -99,6 +102,36 @@ async fn handle(
         tracing::debug!(channel = %ch.channel_id, "deliver for an unknown channel");
         return Some(Status::NotFound);
     };
+    let metrics = registrar.metrics();
+    metrics
+        .deliver_requests_received
+        .with_label_values(&[ch.channel_id.as_str(), "false"])
+        .inc();
+    let status = serve_request(&channel, &ch, header, &payload, config, out, &metrics).await;
+    if let Some(s) = status {
+        let success = if s == Status::Success {
+            "true"
+        } else {
+            "false"
+        };
+        metrics
+            .deliver_requests_completed
+            .with_label_values(&[ch.channel_id.as_str(), "false", success])
+            .inc();
+    }
+    status
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_request(
+    channel: &crate::registrar::Channel,
+    ch: &ChannelHeader,
+    header: &korder_proto::common::Header,
+    payload: &Payload,
+    config: &DeliverConfig,
+    out: &Out,
+    metrics: &crate::metrics::Metrics,
+) -> Option<Status> {
     let Ok(seek) = SeekInfo::decode(payload.data.as_ref()) else {
         return Some(Status::BadRequest);
     };
@@ -181,6 +214,10 @@ async fn handle(
         if out.send(Ok(msg)).await.is_err() {
             return None;
         }
+        metrics
+            .deliver_blocks_sent
+            .with_label_values(&[ch.channel_id.as_str(), "false"])
+            .inc();
         if number == stop_num {
             return Some(Status::Success);
         }

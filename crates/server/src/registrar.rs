@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 
 use crate::chain::{ChainHandle, ChainParams, ConfigHooks, StartError};
 use crate::channel::ChannelState;
+use crate::metrics::Metrics;
 use crate::msgprocessor::Parsed;
 use crate::signer::Signer;
 use crate::status::ProcessError;
@@ -61,6 +62,7 @@ struct Inner {
     logs: Arc<dyn LogFactory>,
     signer: Arc<dyn Signer>,
     runtime: Handle,
+    metrics: Arc<Metrics>,
     myself: Weak<Inner>,
 }
 
@@ -105,6 +107,7 @@ impl Registrar {
         logs: Arc<dyn LogFactory>,
         signer: Arc<dyn Signer>,
         runtime: Handle,
+        metrics: Arc<Metrics>,
     ) -> Result<Registrar, RegistrarError> {
         let mut names = ledgers.channels()?;
         if names.is_empty() {
@@ -128,6 +131,7 @@ impl Registrar {
             logs,
             signer,
             runtime,
+            metrics,
             myself: me.clone(),
         });
         let registrar = Registrar { inner };
@@ -195,6 +199,7 @@ impl Registrar {
             }),
             runtime: self.inner.runtime.clone(),
             retry: crate::chain::RetryPolicy::ONCE,
+            metrics: self.inner.metrics.clone(),
         };
         let chain = self.inner.logs.start_chain(&bundle, params)?;
         let channel = Arc::new(Channel {
@@ -205,6 +210,11 @@ impl Registrar {
         write_lock(&self.inner.channels).insert(name.clone(), channel.clone());
         tracing::info!(channel = %name, height = channel.store.height(), "channel loaded");
         Ok(channel)
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
     }
 
     /// The channel called `id`.

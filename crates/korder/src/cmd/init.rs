@@ -62,6 +62,10 @@ pub struct InitArgs {
     /// operations endpoint on that port + 1393 (7050 → 8443).
     #[arg(long, default_value_t = 7050)]
     pub port: u16,
+    /// Operations (/healthz, /metrics) port of node 1, next ones +10; 0 picks a free
+    /// port at start. Default: the Broadcast port + 1393 (7050 → 8443).
+    #[arg(long)]
+    pub ops_port: Option<u16>,
     /// BatchTimeout of both channels (Go duration).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub batch_timeout: Duration,
@@ -91,6 +95,7 @@ impl InitArgs {
             system_channel: "system-channel".into(),
             host: "127.0.0.1".into(),
             port: 7050,
+            ops_port: None,
             batch_timeout: Duration::from_secs(2),
             max_message_count: 500,
             replication_factor: 1,
@@ -285,7 +290,12 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Network> {
         config.general.genesis_file = dir.join("genesis.block");
         config.general.local_msp_id = ORDERER_MSP_ID.into();
         config.general.system_channel = args.system_channel.clone();
-        config.operations.listen_address = format!("{}:{}", args.host, port.saturating_add(1393));
+        let ops_port = match args.ops_port {
+            Some(0) => 0,
+            Some(p) => p.saturating_add(port - args.port),
+            None => port.saturating_add(1393),
+        };
+        config.operations.listen_address = format!("{}:{ops_port}", args.host);
         config.korder.log_backend = LogBackend::Auto;
         config.kafka.topic_replication_factor = args.replication_factor;
         let yaml = config.to_yaml()?;

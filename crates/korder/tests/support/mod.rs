@@ -10,9 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use korder_msp::signer::SigningIdentity;
-use korder_proto::common::{
-    Block, ChannelHeader, Envelope, Header, HeaderType, Payload, Status,
-};
+use korder_proto::common::{Block, ChannelHeader, Envelope, Header, HeaderType, Payload, Status};
 use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use korder_proto::orderer::{
     DeliverResponse, SeekInfo, SeekNewest, SeekPosition, SeekSpecified, deliver_response,
@@ -36,7 +34,10 @@ pub fn free_port() -> u16 {
 
 /// Runs `korder` with `args`, panicking with its output if it fails.
 pub fn korder(args: &[&str]) -> std::process::Output {
-    let out = Command::new(KORDER).args(args).output().expect("korder runs");
+    let out = Command::new(KORDER)
+        .args(args)
+        .output()
+        .expect("korder runs");
     assert!(
         out.status.success(),
         "korder {args:?} failed: {}\n{}",
@@ -59,7 +60,15 @@ impl Net {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let port_s = port.to_string();
-        let mut args = vec!["init", "--data-dir", dir.path().to_str().expect("utf-8 path"), "--port", &port_s];
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--port",
+            &port_s,
+            "--ops-port",
+            "0",
+        ];
         args.extend_from_slice(extra);
         korder(&args);
         Net {
@@ -96,10 +105,18 @@ impl Net {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP_LIMIT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("korder start exited with {status}; log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "node did not listen in time; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "node did not listen in time; log:\n{}",
+                self.log()
+            );
             std::thread::yield_now();
         }
     }
@@ -117,7 +134,11 @@ impl Net {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let status = c.wait().expect("wait");
-            assert!(status.success(), "korder exited with {status}; log:\n{}", self.log());
+            assert!(
+                status.success(),
+                "korder exited with {status}; log:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -139,7 +160,9 @@ impl Drop for Net {
 }
 
 fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Timestamp {
         seconds: d.as_secs() as i64,
         nanos: 0,
@@ -147,7 +170,13 @@ fn now() -> Timestamp {
 }
 
 /// A signed envelope of `kind` for `channel` with `tx_id` and `data`.
-pub fn envelope(signer: &SigningIdentity, channel: &str, kind: HeaderType, tx_id: &str, data: Bytes) -> Envelope {
+pub fn envelope(
+    signer: &SigningIdentity,
+    channel: &str,
+    kind: HeaderType,
+    tx_id: &str,
+    data: Bytes,
+) -> Envelope {
     let ch = ChannelHeader {
         r#type: kind as i32,
         channel_id: channel.into(),
@@ -206,14 +235,28 @@ pub async fn broadcast_all(address: &str, envelopes: Vec<Envelope>) -> Vec<(i32,
 }
 
 /// A signed seek request for `channel` from `start` to `stop`.
-pub fn seek(signer: &SigningIdentity, channel: &str, start: seek_position::Type, stop: seek_position::Type, behavior: i32) -> Envelope {
+pub fn seek(
+    signer: &SigningIdentity,
+    channel: &str,
+    start: seek_position::Type,
+    stop: seek_position::Type,
+    behavior: i32,
+) -> Envelope {
     let info = SeekInfo {
-        start: Some(SeekPosition { r#type: Some(start) }),
+        start: Some(SeekPosition {
+            r#type: Some(start),
+        }),
         stop: Some(SeekPosition { r#type: Some(stop) }),
         behavior,
         error_response: 0,
     };
-    envelope(signer, channel, HeaderType::DeliverSeekInfo, "", info.encode_to_vec().into())
+    envelope(
+        signer,
+        channel,
+        HeaderType::DeliverSeekInfo,
+        "",
+        info.encode_to_vec().into(),
+    )
 }
 
 /// Runs one Deliver request; returns the blocks and the final status.
@@ -223,7 +266,10 @@ pub async fn deliver(address: &str, request: Envelope) -> (Vec<Block>, Option<i3
     tx.send(request).await.expect("queued");
     let mut blocks = Vec::new();
     let mut status = None;
-    let resp = client.deliver(ReceiverStream::new(rx)).await.expect("deliver");
+    let resp = client
+        .deliver(ReceiverStream::new(rx))
+        .await
+        .expect("deliver");
     let mut stream = resp.into_inner();
     while let Ok(Some(DeliverResponse { r#type })) = stream.message().await {
         match r#type {
@@ -243,7 +289,13 @@ pub async fn deliver(address: &str, request: Envelope) -> (Vec<Block>, Option<i3
 pub async fn all_blocks(address: &str, signer: &SigningIdentity, channel: &str) -> Vec<Block> {
     let (newest, status) = deliver(
         address,
-        seek(signer, channel, seek_position::Type::Newest(SeekNewest {}), seek_position::Type::Newest(SeekNewest {}), 0),
+        seek(
+            signer,
+            channel,
+            seek_position::Type::Newest(SeekNewest {}),
+            seek_position::Type::Newest(SeekNewest {}),
+            0,
+        ),
     )
     .await;
     assert_eq!(status, Some(Status::Success as i32));
@@ -264,5 +316,8 @@ pub async fn all_blocks(address: &str, signer: &SigningIdentity, channel: &str) 
 }
 
 pub fn target_dir() -> PathBuf {
-    PathBuf::from(KORDER).parent().map(Path::to_path_buf).unwrap_or_default()
+    PathBuf::from(KORDER)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
