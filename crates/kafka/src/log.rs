@@ -297,13 +297,9 @@ impl KafkaReader {
         loop {
             let topic = &self.topic;
             let received = tokio::select! {
+                // Records already fetched come first: they precede the position
+                // that fell out of range.
                 biased;
-                changed = self.out_of_range.wait_for(|raised| *raised) => {
-                    // The sender lives in the consumer's context, which outlives
-                    // this wait, so `changed` can only be Ok.
-                    assert!(changed.is_ok(), "topic {topic}: consumer context dropped");
-                    None
-                }
                 received = self.consumer.recv() => Some(received.map(|m| {
                     assert_eq!(
                         m.partition(),
@@ -317,6 +313,12 @@ impl KafkaReader {
                         value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                     }
                 })),
+                changed = self.out_of_range.wait_for(|raised| *raised) => {
+                    // The sender lives in the consumer's context, which outlives
+                    // this wait, so `changed` can only be Ok.
+                    assert!(changed.is_ok(), "topic {topic}: consumer context dropped");
+                    None
+                }
             };
             let record = match received {
                 None => return Err(self.out_of_range_error(None).await),
