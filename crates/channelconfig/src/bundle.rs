@@ -5,6 +5,7 @@
 //! empty message which then fails validation (a zero `BatchSize`, say).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +20,8 @@ use korder_proto::orderer::{
 };
 
 use crate::duration::parse_go_duration;
+use crate::policies::{MspManager, PolicyError, PolicyManager, SignedData};
+use korder_msp::MspVersion;
 
 /// Name of the root group.
 pub const CHANNEL_GROUP: &str = "Channel";
@@ -52,6 +55,15 @@ pub enum ConfigError {
     Invalid(String),
     #[error("capability {0} is required but not supported")]
     UnsupportedCapability(String),
+    /// The channel id breaks the naming rule (`[a-z][a-z0-9.-]{0,248}`).
+    #[error("initializing configtx manager failed: bad channel ID: {0}")]
+    BadChannelId(String),
+    /// An organisation's MSP cannot be set up.
+    #[error("{0}")]
+    Msp(String),
+    /// A policy cannot be compiled.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// The ordering values of `/Channel/Orderer`.
@@ -115,11 +127,33 @@ pub struct Bundle {
     pub consortiums: Option<Vec<String>>,
     /// The consortium an application channel was created under.
     pub consortium: Option<String>,
+    /// MSPs and policies, built from `config` once per bundle.
+    derived: Derived,
+}
+
+/// What a bundle builds from its config: the channel's MSPs and policy tree.
+#[derive(Debug, Clone)]
+struct Derived {
+    msps: Arc<MspManager>,
+    policies: Arc<PolicyManager>,
+}
+
+impl PartialEq for Derived {
+    /// Always equal: both parts are a pure function of the config tree and the
+    /// channel capabilities, which [`Bundle`]'s equality already compares.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl Bundle {
     /// Decodes and validates a config tree.
+    ///
+    /// Besides the values, this sets up every organisation's MSP (orderer,
+    /// application and consortium members) at the MSP version the channel
+    /// capabilities select, and compiles every policy of the tree.
     pub fn new(channel_id: &str, config: Config) -> Result<Self, ConfigError> {
+        validate_channel_id(channel_id).map_err(ConfigError::BadChannelId)?;
         let root = config
             .channel_group
             .as_ref()
@@ -212,6 +246,7 @@ impl Bundle {
             .groups
             .get(CONSORTIUMS_GROUP)
             .map(|g| g.groups.keys().cloned().collect());
+        let derived = derive(root, &channel_capabilities)?;
         Ok(Bundle {
             channel_id: channel_id.to_string(),
             sequence: config.sequence,
@@ -224,7 +259,38 @@ impl Bundle {
             application_orgs,
             consortiums,
             consortium,
+            derived,
         })
+    }
+
+    /// The root policy manager (`Channel`) of this config.
+    pub fn policies(&self) -> &PolicyManager {
+        &self.derived.policies
+    }
+
+    /// The channel's MSPs, keyed by MSP id.
+    pub fn msp_manager(&self) -> &MspManager {
+        &self.derived.msps
+    }
+
+    /// Evaluates a policy by name (`/Channel/Writers`, `Orderer/BlockValidation`, ...)
+    /// against a signature set; unknown names fail with `No such policy`.
+    pub fn evaluate(&self, path: &str, signed: &[SignedData]) -> Result<(), PolicyError> {
+        self.derived.policies.evaluate(path, signed)
+    }
+
+    /// The MSP version this channel's capabilities select.
+    pub fn msp_version(&self) -> MspVersion {
+        MspVersion::from_channel_capabilities(self.channel_capabilities.iter().map(String::as_str))
+    }
+
+    /// The root group of the config tree.
+    pub fn channel_group(&self) -> &ConfigGroup {
+        // Bundle::new refuses a config without a channel group.
+        self.config
+            .channel_group
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("bundle without a channel group"))
     }
 
     /// Decodes the config carried by a CONFIG envelope (the single envelope of a
@@ -263,6 +329,71 @@ pub fn config_from_envelope(envelope: &[u8]) -> Result<(String, ConfigEnvelope),
     let cfg = ConfigEnvelope::decode(payload.data.as_ref())
         .map_err(|e| ConfigError::Malformed(format!("config envelope: {e}")))?;
     Ok((ch.channel_id, cfg))
+}
+
+/// Longest channel id or config key.
+pub const NAME_LEN_MAX: usize = 249;
+
+/// Checks a channel id: 1–249 characters, `[a-z]` first, then `[a-z0-9.-]`.
+pub fn validate_channel_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("channel ID illegal, cannot be empty".into());
+    }
+    if id.len() > NAME_LEN_MAX {
+        return Err(format!(
+            "channel ID illegal, cannot be longer than {NAME_LEN_MAX}"
+        ));
+    }
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if !first_ok || !rest_ok {
+        return Err(format!("channel ID '{id}' contains illegal characters"));
+    }
+    Ok(())
+}
+
+fn derive(
+    root: &ConfigGroup,
+    channel_capabilities: &BTreeSet<String>,
+) -> Result<Derived, ConfigError> {
+    let version =
+        MspVersion::from_channel_capabilities(channel_capabilities.iter().map(String::as_str));
+    let mut configs = Vec::new();
+    let mut collect = |path: String, org: &ConfigGroup| -> Result<(), ConfigError> {
+        let raw = org
+            .values
+            .get("MSP")
+            .map(|v| v.value.clone())
+            .unwrap_or_default();
+        let cfg: MspConfig = decode(&format!("{path}/MSP"), &raw)?;
+        configs.push((path, cfg));
+        Ok(())
+    };
+    for section in [ORDERER_GROUP, APPLICATION_GROUP] {
+        if let Some(g) = root.groups.get(section) {
+            for (name, org) in &g.groups {
+                collect(format!("/Channel/{section}/{name}"), org)?;
+            }
+        }
+    }
+    if let Some(cs) = root.groups.get(CONSORTIUMS_GROUP) {
+        for (cname, c) in &cs.groups {
+            for (name, org) in &c.groups {
+                collect(format!("/Channel/{CONSORTIUMS_GROUP}/{cname}/{name}"), org)?;
+            }
+        }
+    }
+    let msps = MspManager::new(configs.iter().map(|(p, c)| (p.clone(), c)), version)
+        .map_err(|e| ConfigError::Msp(e.to_string()))?;
+    let msps = Arc::new(msps);
+    let policies = PolicyManager::new(CHANNEL_GROUP, root, &msps)
+        .map_err(|e| ConfigError::Policy(e.to_string()))?;
+    Ok(Derived {
+        msps,
+        policies: Arc::new(policies),
+    })
 }
 
 fn decode<M: Message + Default>(path: &str, bytes: &[u8]) -> Result<M, ConfigError> {

@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod duration;
 pub mod genesis;
+pub mod policies;
 
 pub use bundle::{Bundle, ConfigError, OrdererValues, OrgValues, config_from_envelope};
 pub use duration::{DurationError, format_go_duration, parse_go_duration};

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,13 +63,66 @@ fn every_testdata_genesis_loads() {
 }
 
 fn org(name: &str) -> OrgProfile {
-    OrgProfile {
-        name: name.into(),
+    common::DevOrg::new(name).profile()
+}
+
+/// An organisation whose MSP config cannot be set up makes the whole config unusable.
+#[test]
+fn unusable_org_msp_is_refused() {
+    let mut p = ChannelProfile::sample("solo");
+    p.orderer_orgs = vec![OrgProfile {
+        name: "OrdererMSP".into(),
         msp: FabricMspConfig {
-            name: name.into(),
+            name: "OrdererMSP".into(),
             ..Default::default()
         },
-        endpoints: vec!["127.0.0.1:7050".into()],
+        endpoints: Vec::new(),
+    }];
+    let env = genesis_envelope("ch", p.channel_group(), &common::stamp());
+    let err = Bundle::from_config_envelope(&env).unwrap_err();
+    assert!(matches!(err, ConfigError::Msp(_)), "{err}");
+    assert!(
+        err.to_string().contains("/Channel/Orderer/OrdererMSP"),
+        "{err}"
+    );
+}
+
+/// Two orgs declaring one MSP id with different MSP configs are refused.
+#[test]
+fn conflicting_msp_definitions_are_refused() {
+    let mut p = ChannelProfile::sample("solo");
+    let a = common::DevOrg::new("OrdererMSP");
+    let b = common::DevOrg::new("OrdererMSP");
+    let mut other = b.profile();
+    other.name = "Other".into();
+    p.orderer_orgs = vec![a.profile(), other];
+    let env = genesis_envelope("ch", p.channel_group(), &common::stamp());
+    let err = Bundle::from_config_envelope(&env).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Attempted to define two different versions of MSP: OrdererMSP"
+    );
+}
+
+/// Channel ids follow Fabric's rule: lower case first, then `[a-z0-9.-]`.
+#[test]
+fn illegal_channel_ids_are_refused() {
+    let p = ChannelProfile::sample("solo");
+    for bad in ["", "MyChannel", "my_channel", "1ch", &"a".repeat(250)] {
+        let env = genesis_envelope(bad, p.channel_group(), &common::stamp());
+        let err = Bundle::from_config_envelope(&env).unwrap_err();
+        assert!(matches!(err, ConfigError::BadChannelId(_)), "{bad}: {err}");
+    }
+    let err =
+        Bundle::from_config_envelope(&genesis_envelope("My", p.channel_group(), &common::stamp()))
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "initializing configtx manager failed: bad channel ID: channel ID 'My' contains illegal characters"
+    );
+    for good in ["a", "my-channel.2", &"a".repeat(249)] {
+        let env = genesis_envelope(good, p.channel_group(), &common::stamp());
+        Bundle::from_config_envelope(&env).unwrap();
     }
 }
 
