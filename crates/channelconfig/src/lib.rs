@@ -5,7 +5,9 @@
 //! nothing of logs, ledgers or gRPC.
 
 pub mod bundle;
+pub mod configtx;
 pub mod duration;
+pub mod envelope;
 pub mod genesis;
 pub mod policies;
 
