@@ -11,7 +11,7 @@ use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -137,7 +137,9 @@ impl KafkaLog {
         }
     }
 
-    async fn produce(&self, record: Bytes) -> Result<LogOffset, LogError> {
+    /// Hands the record to the producer at once (librdkafka keeps the order of the
+    /// calls); the returned future resolves with the delivery report.
+    fn queue(&self, record: Bytes) -> Result<DeliveryFuture, LogError> {
         let size = record.len();
         if size > self.config.max_record_bytes {
             return Err(LogError::RecordTooLarge {
@@ -145,39 +147,21 @@ impl KafkaLog {
                 max: self.config.max_record_bytes,
             });
         }
-        let queue_timeout = self.config.retry.write_timeout;
-        let sent = self
-            .producer
-            .send(
-                FutureRecord::to(&self.topic)
-                    .partition(PARTITION)
-                    .key(RECORD_KEY)
-                    .payload(record.as_ref()),
-                Timeout::After(queue_timeout),
-            )
-            .await;
-        match sent {
-            Ok(delivery) => {
-                assert_eq!(
-                    delivery.partition, PARTITION,
-                    "topic {}: record delivered to a partition other than {PARTITION}",
-                    self.topic
-                );
-                Ok(LogOffset(delivery.offset))
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+        let queued = self.producer.send_result(
+            FutureRecord::to(&self.topic)
+                .partition(PARTITION)
+                .key(RECORD_KEY)
+                .payload(record.as_ref()),
+        );
+        match queued {
+            Ok(delivery) => Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(LogError::Unavailable(format!(
-                    "topic {} partition {PARTITION}: the brokers refused a record of {size} bytes \
-                     as too large (MESSAGE_SIZE_TOO_LARGE); their message.max.bytes (or the \
-                     topic's max.message.bytes) must exceed the channel's AbsoluteMaxBytes",
+                    "topic {} partition {PARTITION}: the producer's queue is full",
                     self.topic
                 )))
             }
-            Err((e, _)) => Err(LogError::Unavailable(format!(
-                "topic {} partition {PARTITION}: record of {size} bytes not acknowledged by \
-                 the in-sync replicas: {e}",
-                self.topic
-            ))),
+            Err((e, _)) => Err(produce_error(&self.topic, size, e)),
         }
     }
 
@@ -241,8 +225,30 @@ impl KafkaLog {
 impl Log for KafkaLog {
     type Reader = KafkaReader;
 
-    fn append(&self, record: Bytes) -> impl Future<Output = Result<LogOffset, LogError>> + Send {
-        self.produce(record)
+    fn append(
+        &self,
+        record: Bytes,
+    ) -> impl Future<Output = Result<LogOffset, LogError>> + Send + 'static {
+        let size = record.len();
+        let topic = self.topic.clone();
+        let queued = self.queue(record);
+        async move {
+            let report = queued?.await.map_err(|_| {
+                LogError::Unavailable(format!(
+                    "topic {topic} partition {PARTITION}: the producer closed before delivering the record"
+                ))
+            })?;
+            match report {
+                Ok(delivery) => {
+                    assert_eq!(
+                        delivery.partition, PARTITION,
+                        "topic {topic}: record delivered to a partition other than {PARTITION}"
+                    );
+                    Ok(LogOffset(delivery.offset))
+                }
+                Err((e, _)) => Err(produce_error(&topic, size, e)),
+            }
+        }
     }
 
     fn reader(&self, from: ReadFrom) -> impl Future<Output = Result<KafkaReader, LogError>> + Send {
@@ -594,6 +600,23 @@ async fn fetch_watermarks(
         topic: topic.to_owned(),
         source,
     })
+}
+
+/// The error a refused or unacknowledged record is reported with.
+fn produce_error(topic: &str, size: usize, e: KafkaError) -> LogError {
+    match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            LogError::Unavailable(format!(
+                "topic {topic} partition {PARTITION}: the brokers refused a record of {size} bytes \
+                 as too large (MESSAGE_SIZE_TOO_LARGE); their message.max.bytes (or the \
+                 topic's max.message.bytes) must exceed the channel's AbsoluteMaxBytes"
+            ))
+        }
+        e => LogError::Unavailable(format!(
+            "topic {topic} partition {PARTITION}: record of {size} bytes not acknowledged by \
+             the in-sync replicas: {e}"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -449,7 +449,6 @@ impl Log for EmbeddedLog {
     /// the calls) and resolves once it is on disk. A full queue is refused with
     /// `Unavailable` rather than waited for. Dropping the future does not withdraw
     /// the record.
-    #[allow(refining_impl_trait)]
     fn append(
         &self,
         record: Bytes,

@@ -145,7 +145,17 @@ pub trait Log: Send + Sync + 'static {
     type Reader: LogReader;
 
     /// Appends one record and resolves with its offset once the record is durable.
-    fn append(&self, record: Bytes) -> impl Future<Output = Result<LogOffset, LogError>> + Send;
+    ///
+    /// The record is queued by the call itself, before the returned future is first
+    /// polled: records appended one after another by one caller reach the log in the
+    /// order of the calls, while their futures are awaited together (pipelining).
+    /// If the record cannot be queued (too large, closed, queue full) the future
+    /// resolves to that error and nothing is written. Dropping the future does not
+    /// withdraw a queued record.
+    fn append(
+        &self,
+        record: Bytes,
+    ) -> impl Future<Output = Result<LogOffset, LogError>> + Send + 'static;
 
     /// Opens a reader positioned at `from`.
     fn reader(&self, from: ReadFrom)

@@ -109,7 +109,6 @@ impl MemLog {
 impl Log for MemLog {
     type Reader = MemReader;
 
-    #[allow(refining_impl_trait)]
     fn append(
         &self,
         record: Bytes,

@@ -166,8 +166,7 @@ struct LogAppender<L: Log>(Arc<L>);
 
 impl<L: Log> Appender for LogAppender<L> {
     fn append(&self, record: Bytes) -> BoxFuture<'static, Result<LogOffset, LogError>> {
-        let log = self.0.clone();
-        Box::pin(async move { log.append(record).await })
+        Box::pin(self.0.append(record))
     }
 }
 
