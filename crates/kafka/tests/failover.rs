@@ -1,8 +1,9 @@
 //! KafkaLog across the loss of the partition leader, on a real 3-broker cluster.
 //!
-//! Kills and restarts brokers through `scripts/kafka`, so it runs only on request:
-//! `scripts/kafka start --brokers 3`, then
-//! `KORDER_KAFKA_BOOTSTRAP=$(scripts/kafka bootstrap) cargo test -p korder-kafka --test failover -- --ignored`.
+//! Kills and restarts brokers of the three-broker cluster that `scripts/test` starts
+//! (`KORDER_KAFKA3_BOOTSTRAP`, with its state directory in `KORDER_KAFKA3_STATE`).
+//! By hand: `KORDER_KAFKA_STATE=/tmp/k3 scripts/kafka start --brokers 3`, then
+//! `KORDER_KAFKA3_STATE=/tmp/k3 KORDER_KAFKA3_BOOTSTRAP=$(KORDER_KAFKA_STATE=/tmp/k3 scripts/kafka bootstrap) cargo test -p korder-kafka --test failover`.
 #![allow(clippy::unwrap_used)] // test helpers; failures should panic
 
 use std::collections::HashMap;
@@ -17,10 +18,10 @@ use korder_log::{Log, LogError, LogOffset, LogReader, ReadFrom};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn bootstrap() -> Vec<String> {
-    let list = std::env::var("KORDER_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+    let list = std::env::var("KORDER_KAFKA3_BOOTSTRAP").unwrap_or_else(|_| {
         panic!(
-            "KORDER_KAFKA_BOOTSTRAP is not set: run `scripts/kafka start --brokers 3` and \
-             export KORDER_KAFKA_BOOTSTRAP=$(scripts/kafka bootstrap)"
+            "KORDER_KAFKA3_BOOTSTRAP is not set: run the suite with scripts/test, which starts \
+             a three-broker Kafka (see this file's header to run it by hand)"
         )
     });
     let brokers: Vec<String> = list.split(',').map(str::to_owned).collect();
@@ -36,10 +37,17 @@ fn bootstrap() -> Vec<String> {
 async fn script(args: &[&str]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka");
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let out = tokio::task::spawn_blocking(move || Command::new(&path).args(&args).output())
-        .await
-        .unwrap()
-        .unwrap();
+    let state = std::env::var("KORDER_KAFKA3_STATE")
+        .expect("KORDER_KAFKA3_STATE names the three-broker cluster's state directory");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&path)
+            .args(&args)
+            .env("KORDER_KAFKA_STATE", state)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert!(
         out.status.success(),
         "scripts/kafka failed: {}",
@@ -52,7 +60,6 @@ async fn script(args: &[&str]) {
 /// either fails or is readable afterwards exactly once at its acknowledged offset,
 /// and appends succeed again under the new leader without reopening the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kills brokers: needs `scripts/kafka start --brokers 3`; run with --ignored"]
 async fn leader_loss_keeps_every_acknowledged_record() {
     let mut cfg = KafkaConfig::new(bootstrap());
     cfg.topic_replication_factor = 3;
