@@ -1,8 +1,32 @@
-//! Channel configuration: the config tree of a channel decoded into a [`Bundle`] of
-//! the values the orderer acts on, and genesis configs built from a profile.
+//! Channel configuration for korder: a channel's config tree decoded into a
+//! [`Bundle`], the channel's policies, config-update validation, channel creation
+//! through the system channel, and genesis configs built from a profile.
 //!
-//! This crate decodes and validates configuration; it performs no I/O and knows
-//! nothing of logs, ledgers or gRPC.
+//! ```text
+//! Config ──Bundle::new──▶ Bundle { values, MspManager, PolicyManager }
+//!                              │
+//!   Broadcast signature filter ├─ bundle.evaluate("/Channel/Writers", &signed)
+//!   Deliver access control     ├─ bundle.evaluate("/Channel/Readers", &signed)
+//!   CONFIG_UPDATE, existing    ├─ configtx::propose_config_update(&bundle, &env) → ConfigEnvelope
+//!   CONFIG_UPDATE, new channel ├─ configtx::new_channel_config(&system, &env) → ConfigEnvelope
+//!                              │    then envelope::config_tx / orderer_tx, configtx::check_channel_creation
+//!   block writer, CONFIG       └─ configtx::validate_config_envelope(&bundle, &ce) → next Bundle
+//! ```
+//!
+//! - [`bundle`]: values by key name, structural rules, capabilities, MSP setup and
+//!   policy compilation of one config.
+//! - [`policies`]: signed data, the channel MSP manager, signature and
+//!   implicit-meta policies, the policy manager tree and its path rules.
+//! - [`configtx`]: read set / delta / mod_policy checks, rebuilding the tree, commit
+//!   re-validation, `validate_new`, the channel-creation template.
+//! - [`envelope`]: CONFIG and ORDERER_TRANSACTION envelopes signed by the orderer.
+//! - [`genesis`]: configtxgen-like profiles and genesis envelopes.
+//!
+//! This crate must never do I/O: no files, sockets, logs of its own or global
+//! state; time and randomness enter only through the caller (timestamps, signers)
+//! or the explicit `EnvelopeStamp::now` convenience. Every result is a function of the
+//! config and the messages given; nothing is cached across bundles. Signature
+//! checks are CPU work: callers on an async runtime run them on a blocking pool.
 
 pub mod bundle;
 pub mod configtx;
@@ -12,5 +36,11 @@ pub mod genesis;
 pub mod policies;
 
 pub use bundle::{Bundle, ConfigError, OrdererValues, OrgValues, config_from_envelope};
+pub use configtx::{
+    ConfigTxError, check_channel_creation, check_channel_limit, new_channel_config,
+    propose_config_update, validate_config_envelope, validate_new,
+};
 pub use duration::{DurationError, format_go_duration, parse_go_duration};
+pub use envelope::{EnvelopeSigner, config_tx, orderer_tx};
 pub use genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
+pub use policies::{MspManager, PolicyError, PolicyManager, SignedData};
