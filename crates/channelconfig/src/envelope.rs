@@ -65,7 +65,7 @@ fn timestamp(at: SystemTime) -> korder_proto::Timestamp {
 }
 
 /// A signed envelope of header type `kind` for `channel_id` whose payload data is `data`.
-pub fn signed_envelope<S: EnvelopeSigner>(
+pub fn signed_envelope<S: EnvelopeSigner + ?Sized>(
     kind: HeaderType,
     channel_id: &str,
     data: Bytes,
@@ -95,7 +95,7 @@ pub fn signed_envelope<S: EnvelopeSigner>(
 }
 
 /// The CONFIG transaction for `channel_id` carrying `config`, signed by the orderer.
-pub fn config_tx<S: EnvelopeSigner>(
+pub fn config_tx<S: EnvelopeSigner + ?Sized>(
     channel_id: &str,
     config: &ConfigEnvelope,
     at: SystemTime,
@@ -112,7 +112,7 @@ pub fn config_tx<S: EnvelopeSigner>(
 
 /// The ORDERER_TRANSACTION for the system channel wrapping `inner` (the new
 /// channel's CONFIG transaction, serialized as the payload data), signed by the orderer.
-pub fn orderer_tx<S: EnvelopeSigner>(
+pub fn orderer_tx<S: EnvelopeSigner + ?Sized>(
     system_channel_id: &str,
     inner: &Envelope,
     at: SystemTime,

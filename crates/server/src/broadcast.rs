@@ -103,25 +103,46 @@ pub async fn process(
         Err(e) => return (done(tracker, refused(e)), false),
     };
     let class = parsed.class();
-    let bundle = channel.state.bundle();
-    if class == MsgClass::ConfigUpdate {
-        let e = ProcessError::bad(format!(
-            "channel configuration updates are not accepted by this node (channel '{}')",
-            parsed.channel_header.channel_id
-        ));
-        return (done(tracker, refused(e)), false);
-    }
-    let config_seq =
-        match process_normal(&parsed.envelope, &parsed.channel_header.channel_id, &bundle) {
-            Ok(seq) => seq,
-            Err(e) => return (done(tracker, refused(e)), false),
-        };
+    let filters = registrar.filters();
+    // Validation verifies signatures: CPU work kept off the async workers.
+    let validated = {
+        let registrar = registrar.clone();
+        let channel = channel.clone();
+        tokio::task::spawn_blocking(move || {
+            let id = &parsed.channel_header.channel_id;
+            if class == MsgClass::ConfigUpdate {
+                registrar
+                    .process_config_update(&channel, &parsed.envelope, id)
+                    .map(|(env, seq)| (env.encode_to_vec().into(), seq, true))
+            } else {
+                process_normal(&parsed.envelope, id, &channel.state.bundle(), &filters)
+                    .map(|seq| (parsed.envelope.encode_to_vec().into(), seq, false))
+            }
+        })
+        .await
+    };
+    let (bytes, config_seq, is_config): (Bytes, u64, bool) = match validated {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return (done(tracker, refused(e)), false),
+        Err(e) => {
+            return (
+                done(
+                    tracker,
+                    response(Status::InternalServerError, e.to_string()),
+                ),
+                false,
+            );
+        }
+    };
     tracker.validated = Some(tracker.began.elapsed());
     if let Err(e) = channel.chain.wait_ready().await {
         return (done(tracker, response(e.status(), e.to_string())), false);
     }
-    let bytes: Bytes = parsed.envelope.encode_to_vec().into();
-    let ordered = channel.chain.order(bytes, config_seq);
+    let ordered = if is_config {
+        channel.chain.configure(bytes, config_seq)
+    } else {
+        channel.chain.order(bytes, config_seq)
+    };
     (
         Box::pin(async move {
             let r = match ordered.await {

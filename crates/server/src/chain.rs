@@ -36,7 +36,6 @@ use tokio::sync::watch;
 use crate::blockwriter::{BlockWriter, WriteError};
 use crate::channel::ChannelState;
 use crate::metrics::Metrics;
-use crate::msgprocessor::revalidate_normal;
 use crate::signer::Signer;
 use crate::status::{ConsenterError, ProcessError};
 
@@ -60,6 +59,11 @@ pub struct ChainStatus {
 
 /// Config-related work the chain hands back to the node.
 pub trait ConfigHooks: Send + Sync + 'static {
+    /// Re-runs the channel's filters on a normal envelope validated under an older
+    /// config; the sequence it is valid at.
+    fn process_normal(&self, channel: &ChannelState, envelope: &Bytes)
+    -> Result<u64, ProcessError>;
+
     /// Re-proposes the config update behind a stale config envelope against the
     /// channel's current config (resubmission): the rebuilt envelope and its sequence.
     fn process_config(
@@ -381,7 +385,8 @@ impl ConsenterSupport for Support<'_> {
     }
 
     fn process_normal(&self, envelope: &Bytes) -> Result<ConfigSeq, Rejected> {
-        revalidate_normal(envelope, &self.bundle)
+        self.hooks
+            .process_normal(self.state, envelope)
             .map(ConfigSeq)
             .map_err(|e| Rejected::new(e.to_string()))
     }

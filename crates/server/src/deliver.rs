@@ -4,9 +4,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use korder_channelconfig::policies::{CHANNEL_READERS, ORDERER_READERS, SignedData};
 use korder_msp::Identity;
 use korder_proto::Message;
-use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
+use korder_proto::common::{ChannelHeader, Envelope, Payload, Status};
 use korder_proto::orderer::{
     DeliverResponse, SeekInfo, deliver_response, seek_info, seek_position,
 };
@@ -107,7 +108,7 @@ async fn handle(
         .deliver_requests_received
         .with_label_values(&[ch.channel_id.as_str(), "false"])
         .inc();
-    let status = serve_request(&channel, &ch, header, &payload, config, out, &metrics).await;
+    let status = serve_request(&channel, &ch, &envelope, &payload, config, out, &metrics).await;
     if let Some(s) = status {
         let success = if s == Status::Success {
             "true"
@@ -126,7 +127,7 @@ async fn handle(
 async fn serve_request(
     channel: &crate::registrar::Channel,
     ch: &ChannelHeader,
-    header: &korder_proto::common::Header,
+    envelope: &Envelope,
     payload: &Payload,
     config: &DeliverConfig,
     out: &Out,
@@ -140,19 +141,27 @@ async fn serve_request(
     if strict && status.borrow().errored {
         return Some(Status::ServiceUnavailable);
     }
-    // Session expiry: the creator's certificate must not have expired.
-    let Ok(sig_header) = SignatureHeader::decode(header.signature_header.as_ref()) else {
+    // Session: the creator's certificate must not have expired, and the channel's
+    // Readers policy must accept the request; re-checked before every block, the
+    // policy again whenever the config changed.
+    let Ok(signed) = SignedData::from_envelope(envelope) else {
         return Some(Status::BadRequest);
     };
     let expires_at = if config.no_expiration_checks {
         None
     } else {
-        Identity::from_serialized(&sig_header.creator)
-            .ok()
+        signed
+            .first()
+            .and_then(|sd| Identity::from_serialized(&sd.identity).ok())
             .map(|id| id.expires_at())
     };
-    let expired = || expires_at.is_some_and(|t| SystemTime::now() > t);
-    if expired() {
+    let mut sequence = channel.state.watch_sequence();
+    let mut session = Session {
+        signed,
+        expires_at,
+        checked_at: None,
+    };
+    if !session.allowed(&channel.state, &mut sequence) {
         return Some(Status::Forbidden);
     }
     let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
@@ -205,7 +214,7 @@ async fn serve_request(
             Ok(Some(b)) => b,
             Ok(None) | Err(_) => return Some(Status::ServiceUnavailable),
         };
-        if expired() {
+        if !session.allowed(&channel.state, &mut sequence) {
             return Some(Status::Forbidden);
         }
         let msg = DeliverResponse {
@@ -222,5 +231,45 @@ async fn serve_request(
             return Some(Status::Success);
         }
         number += 1;
+    }
+}
+
+/// Access control of one Deliver request.
+struct Session {
+    signed: Vec<SignedData>,
+    expires_at: Option<SystemTime>,
+    /// The config sequence the Readers policy last accepted the request at.
+    checked_at: Option<u64>,
+}
+
+impl Session {
+    fn allowed(
+        &mut self,
+        state: &crate::channel::ChannelState,
+        sequence: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> bool {
+        if self.expires_at.is_some_and(|t| SystemTime::now() > t) {
+            return false;
+        }
+        let seq = *sequence.borrow_and_update();
+        if self.checked_at == Some(seq) {
+            return true;
+        }
+        let bundle = state.bundle();
+        let policy = if bundle.orderer.maintenance {
+            ORDERER_READERS
+        } else {
+            CHANNEL_READERS
+        };
+        match bundle.evaluate(policy, &self.signed) {
+            Ok(()) => {
+                self.checked_at = Some(bundle.sequence);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(channel = %bundle.channel_id, error = %e, "deliver request refused by {policy}");
+                false
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
 
 use bytes::Bytes;
+use korder_channelconfig::configtx::validate_config_envelope;
 use korder_channelconfig::{Bundle, config_from_envelope};
 use korder_ledger::block::{last_config_index, next_block};
 use korder_ledger::{BlockStore, Ledgers};
@@ -16,7 +17,10 @@ use tokio::runtime::Handle;
 use crate::chain::{ChainHandle, ChainParams, ConfigHooks, StartError};
 use crate::channel::ChannelState;
 use crate::metrics::Metrics;
-use crate::msgprocessor::Parsed;
+use crate::msgprocessor::{
+    FilterOptions, Parsed, last_update_of, process_channel_creation, process_config_update,
+    revalidate_normal,
+};
 use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
@@ -63,6 +67,7 @@ struct Inner {
     signer: Arc<dyn Signer>,
     runtime: Handle,
     metrics: Arc<Metrics>,
+    filters: FilterOptions,
     myself: Weak<Inner>,
 }
 
@@ -108,6 +113,7 @@ impl Registrar {
         signer: Arc<dyn Signer>,
         runtime: Handle,
         metrics: Arc<Metrics>,
+        filters: FilterOptions,
     ) -> Result<Registrar, RegistrarError> {
         let mut names = ledgers.channels()?;
         if names.is_empty() {
@@ -132,6 +138,7 @@ impl Registrar {
             signer,
             runtime,
             metrics,
+            filters,
             myself: me.clone(),
         });
         let registrar = Registrar { inner };
@@ -217,6 +224,50 @@ impl Registrar {
         self.inner.metrics.clone()
     }
 
+    /// The node's signing identity.
+    pub fn signer(&self) -> Arc<dyn Signer> {
+        self.inner.signer.clone()
+    }
+
+    /// The filter settings.
+    pub fn filters(&self) -> FilterOptions {
+        self.inner.filters
+    }
+
+    /// Number of channels, the system channel included.
+    pub fn channel_count(&self) -> u64 {
+        read_lock(&self.inner.channels).len() as u64
+    }
+
+    /// Validates a CONFIG_UPDATE routed to `channel` (see
+    /// [`Registrar::broadcast_target`]): an update of that channel, or — on the
+    /// system channel for an unknown channel id — a channel creation. Returns the
+    /// orderer-built envelope to order on `channel` and its config sequence.
+    pub fn process_config_update(
+        &self,
+        channel: &Channel,
+        update: &Envelope,
+        update_channel_id: &str,
+    ) -> Result<(Envelope, u64), ProcessError> {
+        let bundle = channel.state.bundle();
+        if update_channel_id == bundle.channel_id {
+            process_config_update(
+                update,
+                &bundle,
+                self.inner.signer.as_ref(),
+                &self.inner.filters,
+            )
+        } else {
+            process_channel_creation(
+                update,
+                &bundle,
+                self.channel_count(),
+                self.inner.signer.as_ref(),
+                &self.inner.filters,
+            )
+        }
+    }
+
     /// The channel called `id`.
     pub fn channel(&self, id: &str) -> Option<Arc<Channel>> {
         read_lock(&self.inner.channels).get(id).cloned()
@@ -291,15 +342,53 @@ struct Hooks {
     registrar: Weak<Inner>,
 }
 
+impl Hooks {
+    fn registrar(&self) -> Result<Registrar, ProcessError> {
+        self.registrar
+            .upgrade()
+            .map(|inner| Registrar { inner })
+            .ok_or_else(|| ProcessError::bad("the node is shutting down"))
+    }
+}
+
 impl ConfigHooks for Hooks {
+    fn process_normal(
+        &self,
+        channel: &ChannelState,
+        envelope: &Bytes,
+    ) -> Result<u64, ProcessError> {
+        let registrar = self.registrar()?;
+        revalidate_normal(envelope, &channel.bundle(), &registrar.inner.filters)
+    }
+
     fn process_config(
         &self,
-        _channel: &ChannelState,
-        _envelope: &Bytes,
+        channel: &ChannelState,
+        envelope: &Bytes,
     ) -> Result<(Bytes, u64), ProcessError> {
-        Err(ProcessError::bad(
-            "re-validating config messages requires config update processing, which this node does not perform",
-        ))
+        let registrar = self.registrar()?;
+        let update = last_update_of(envelope)?;
+        let update_channel = crate::msgprocessor::parse(update.clone())?
+            .channel_header
+            .channel_id;
+        let bundle = channel.bundle();
+        let (tx, seq) = if update_channel == bundle.channel_id {
+            process_config_update(
+                &update,
+                &bundle,
+                registrar.inner.signer.as_ref(),
+                &registrar.inner.filters,
+            )?
+        } else {
+            process_channel_creation(
+                &update,
+                &bundle,
+                registrar.channel_count(),
+                registrar.inner.signer.as_ref(),
+                &registrar.inner.filters,
+            )?
+        };
+        Ok((tx.encode_to_vec().into(), seq))
     }
 
     fn apply_config(&self, channel: &ChannelState, envelope: &Bytes) -> Result<(), String> {
@@ -321,21 +410,15 @@ impl ConfigHooks for Hooks {
                 ch.r#type
             ));
         }
-        let bundle = Bundle::from_config_envelope(envelope).map_err(|e| e.to_string())?;
-        if bundle.channel_id != channel.id() {
+        let (id, config) = config_from_envelope(envelope).map_err(|e| e.to_string())?;
+        if id != channel.id() {
             return Err(format!(
-                "config for channel {} in channel {}",
-                bundle.channel_id,
+                "config for channel {id} in channel {}",
                 channel.id()
             ));
         }
-        let current = channel.sequence();
-        if bundle.sequence != current + 1 {
-            return Err(format!(
-                "config sequence {} does not follow the current sequence {current}",
-                bundle.sequence
-            ));
-        }
+        let bundle =
+            validate_config_envelope(&channel.bundle(), &config).map_err(|e| e.to_string())?;
         channel.swap(bundle);
         Ok(())
     }
