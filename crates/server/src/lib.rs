@@ -25,6 +25,7 @@ pub mod registrar;
 pub mod service;
 pub mod signer;
 pub mod status;
+pub mod tls;
 
 pub use chain::{ChainHandle, ChainParams, ChainStatus, ConfigHooks, start_chain};
 pub use channel::ChannelState;
