@@ -101,7 +101,23 @@ impl std::fmt::Debug for IssuedCert {
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    key_pem: String,
 }
+
+impl Ca {
+    fn load(cert_pem: String, key_pem: String, what: &str) -> Result<Ca, DevPkiError> {
+        let key = KeyPair::from_pem(&key_pem).map_err(gen_err(what))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(gen_err(what))?;
+        Ok(Ca {
+            issuer,
+            cert_pem,
+            key_pem,
+        })
+    }
+}
+
+/// Files of a saved [`DevPki`] inside its directory.
+const CA_FILES: [&str; 4] = ["ca.pem", "ca.key", "tlsca.pem", "tlsca.key"];
 
 /// An organisation's development CAs: one for identities, one for TLS.
 pub struct DevPki {
@@ -131,6 +147,71 @@ impl DevPki {
         })
     }
 
+    /// Saves both CAs (certificates, and keys with mode 0600) into `dir`, so that
+    /// more certificates can be issued later with [`DevPki::load`], as cryptogen's
+    /// `ca/` directory allows.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), DevPkiError> {
+        let dir = dir.as_ref();
+        let contents = [
+            &self.ca.cert_pem,
+            &self.ca.key_pem,
+            &self.tls_ca.cert_pem,
+            &self.tls_ca.key_pem,
+        ];
+        for (name, text) in CA_FILES.iter().zip(contents) {
+            write_file(&dir.join(name), text.as_bytes(), name.ends_with(".key"))?;
+        }
+        Ok(())
+    }
+
+    /// Loads CAs saved with [`DevPki::save`].
+    pub fn load(
+        dir: impl AsRef<Path>,
+        org_msp_id: &str,
+        domain: &str,
+    ) -> Result<Self, DevPkiError> {
+        let dir = dir.as_ref();
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| DevPkiError::Io { path, source })
+        };
+        Ok(Self {
+            msp_id: org_msp_id.to_owned(),
+            domain: domain.to_owned(),
+            ca: Ca::load(read(CA_FILES[0])?, read(CA_FILES[1])?, "the saved CA")?,
+            tls_ca: Ca::load(read(CA_FILES[2])?, read(CA_FILES[3])?, "the saved TLS CA")?,
+        })
+    }
+
+    /// Issues an identity certificate valid only from `not_before` to `not_after`
+    /// (unix seconds): e.g. an already expired one, for tests and drills.
+    pub fn issue_with_validity(
+        &self,
+        common_name: &str,
+        role: NodeRole,
+        not_before_unix_s: i64,
+        not_after_unix_s: i64,
+    ) -> Result<IssuedCert, DevPkiError> {
+        let mut params = self.identity_params(common_name, role)?;
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).map_err(|_| DevPkiError::Random);
+        params.not_before = at(not_before_unix_s)?;
+        params.not_after = at(not_after_unix_s)?;
+        issue_from(&self.ca, &params, common_name)
+    }
+
+    fn identity_params(
+        &self,
+        common_name: &str,
+        role: NodeRole,
+    ) -> Result<CertificateParams, DevPkiError> {
+        let mut params = base_params(common_name, &self.domain)?;
+        params.distinguished_name = distinguished_name(&self.domain, Some(role.ou()), common_name);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        Ok(params)
+    }
+
     /// The MSP id of the organisation.
     pub fn msp_id(&self) -> &str {
         &self.msp_id
@@ -153,11 +234,7 @@ impl DevPki {
 
     /// Issues an identity certificate (`OU=<role>, CN=<common_name>`) from the identity CA.
     pub fn issue(&self, common_name: &str, role: NodeRole) -> Result<IssuedCert, DevPkiError> {
-        let mut params = base_params(common_name, &self.domain)?;
-        params.distinguished_name = distinguished_name(&self.domain, Some(role.ou()), common_name);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
+        let params = self.identity_params(common_name, role)?;
         issue_from(&self.ca, &params, common_name)
     }
 
@@ -334,6 +411,7 @@ fn new_ca(common_name: &str, domain: &str) -> Result<Ca, DevPkiError> {
     let cert = params.self_signed(&key).map_err(gen_err(common_name))?;
     Ok(Ca {
         cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
         issuer: Issuer::new(params, key),
     })
 }

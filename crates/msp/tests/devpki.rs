@@ -144,3 +144,37 @@ fn tls_certificates_name_hosts_and_chain_to_tls_ca() {
         tls.key_pem
     );
 }
+
+/// Saved CAs load back and issue certificates that chain to the same CA; a
+/// certificate can be issued with a validity already in the past.
+#[test]
+fn saved_cas_issue_more_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate("Org1MSP", "org1.example.com").unwrap();
+    pki.save(dir.path()).unwrap();
+    let again = DevPki::load(dir.path(), "Org1MSP", "org1.example.com").unwrap();
+    assert_eq!(again.ca_cert_pem(), pki.ca_cert_pem());
+    let ca = Certificate::from_pem(pki.ca_cert_pem().as_bytes()).unwrap();
+    let issued = again.issue("later", NodeRole::Client).unwrap();
+    let cert = Certificate::from_pem(issued.cert_pem.as_bytes()).unwrap();
+    cert.verify_issued_by(&ca).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = again
+        .issue_with_validity("old", NodeRole::Client, now - 7200, now - 3600)
+        .unwrap();
+    let old = Certificate::from_pem(old.cert_pem.as_bytes()).unwrap();
+    assert!(old.is_expired_at(std::time::SystemTime::now()));
+    old.verify_issued_by(&ca).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
