@@ -5,6 +5,9 @@
 //! DIR/genesis.block           the system channel's genesis block
 //! DIR/<channel>.block         the application channel's genesis block
 //! DIR/client/msp, DIR/admin/msp   client and admin identities (Org1MSP)
+//! DIR/client/tls              the client's TLS key pair and the org's TLS CA
+//! DIR/ca/orderer, DIR/ca/org1 the organisations' CAs (keys included), to issue more
+//! DIR/[nodeK/]tls             the node's TLS server key pair (TLS is off by default)
 //! DIR/orderer.yaml, DIR/msp, DIR/ledger          one node, or
 //! DIR/nodeK/orderer.yaml, DIR/nodeK/msp, ...     node K of N
 //! ```
@@ -183,7 +186,22 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Network> {
     let orderer_admin = orderer_pki.issue("Admin@orderer.example.com", NodeRole::Admin)?;
     let client_admin = client_pki.issue("Admin@org1.example.com", NodeRole::Admin)?;
     let client = client_pki.issue("User1@org1.example.com", NodeRole::Client)?;
+    // The CAs are kept so that more identities can be issued later.
+    orderer_pki.save(dir.join("ca/orderer"))?;
+    client_pki.save(dir.join("ca/org1"))?;
     client_pki.write_msp_dir(dir.join("client/msp"), &client, &client_admin)?;
+    let mut tls_hosts = vec![
+        args.host.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    tls_hosts.dedup();
+    tls_hosts.sort();
+    tls_hosts.dedup();
+    client_pki.write_tls_dir(
+        dir.join("client/tls"),
+        &client_pki.issue_tls("client.org1.example.com", &tls_hosts)?,
+    )?;
     client_pki.write_msp_dir(dir.join("admin/msp"), &client_admin, &client_admin)?;
     orderer_pki.write_msp_dir(
         dir.join("orderer-admin/msp"),
@@ -205,6 +223,8 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Network> {
             NodeRole::Orderer,
         )?;
         orderer_pki.write_msp_dir(node_dir.join("msp"), &cert, &orderer_admin)?;
+        let tls = orderer_pki.issue_tls(&format!("orderer{k}.orderer.example.com"), &tls_hosts)?;
+        orderer_pki.write_tls_dir(node_dir.join("tls"), &tls)?;
         let port = args
             .port
             .checked_add(10 * (k as u16 - 1))
