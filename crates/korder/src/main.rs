@@ -36,6 +36,9 @@ enum Command {
     Fetch(cmd::client::FetchArgs),
     /// Broadcast the envelopes stored in files.
     Broadcast(cmd::client::BroadcastArgs),
+    /// Create channels, change their configuration, fetch and sign config updates.
+    #[command(subcommand)]
+    Channel(cmd::channel::ChannelCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Ledger(c) => cmd::ledger::run(c),
         Command::Fetch(a) => cmd::client::fetch(a),
         Command::Broadcast(a) => cmd::client::broadcast(a),
+        Command::Channel(c) => cmd::channel::run(c),
     };
     match result {
         Ok(code) => code,

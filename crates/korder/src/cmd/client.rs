@@ -84,6 +84,11 @@ impl ConnArgs {
 }
 
 impl Conn {
+    /// The data directory and its network description, when one was loaded.
+    pub(crate) fn network(&self) -> Option<(&Path, &Network)> {
+        self.network.as_ref().map(|(d, n)| (d.as_path(), n))
+    }
+
     /// Orderer addresses: --orderer, else every node of the network.
     pub(crate) fn addresses(&self) -> anyhow::Result<Vec<String>> {
         if !self.args.orderers.is_empty() {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod block;
+pub mod channel;
 pub mod client;
 pub mod init;
 pub mod ledger;

@@ -1,0 +1,1407 @@
+//! `korder channel`: create channels, change their configuration, fetch their
+//! config and sign config updates, with no other tool needed.
+//!
+//! ```text
+//! create:  system channel config ─▶ consortium + member orgs
+//!          ─▶ ConfigUpdate (read set / write set, Application v0 → v1)
+//!          ─▶ ConfigSignatures (org admins) ─▶ CONFIG_UPDATE envelope (client)
+//!          ─▶ Broadcast ─▶ poll Deliver for block 0 (NOT_FOUND: retry every 200 ms)
+//! update:  newest block ─▶ last config block ─▶ current Config
+//!          ─▶ changed copy ─▶ compute_update(current, changed) ─▶ sign ─▶ Broadcast
+//!          ─▶ Deliver from the next block until a CONFIG block arrives
+//! sign:    update file ─▶ + one ConfigSignature ─▶ same file, same form
+//! ```
+//!
+//! Updates are computed the way configtxlator does it: a changed group appears in
+//! the read set at its current version and in the write set at version + 1 with
+//! its complete member list; a changed value or policy appears only in the write
+//! set at version + 1 (0 when new); unchanged ancestors appear in both sets at the
+//! same version, so only what changed is authorised against its mod_policy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use clap::{Args, Subcommand};
+use korder_channelconfig::bundle::{APPLICATION_GROUP, CONSORTIUMS_GROUP, ORDERER_GROUP};
+use korder_channelconfig::{ChannelProfile, config_from_envelope, parse_go_duration};
+use korder_ledger::block::last_config_index;
+use korder_msp::signer::SigningIdentity;
+use korder_proto::Message;
+use korder_proto::common::{
+    Block, ChannelHeader, Config, ConfigGroup, ConfigPolicy, ConfigSignature, ConfigUpdate,
+    ConfigUpdateEnvelope, ConfigValue, Consortium, Envelope, HeaderType, Payload, Status,
+};
+use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use korder_proto::orderer::{BatchSize, BatchTimeout, BroadcastResponse, deliver_response};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::client::{
+    self, ConnArgs, DeliverSession, connect_any, newest, runtime, seek_envelope, signed_envelope,
+    specified, status_name,
+};
+
+/// How often `create` asks for block 0 of the new channel while it does not exist.
+const GENESIS_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The dev network's org admin (may sign channel creations): MSP dir and id.
+const DEV_ORG_ADMIN: (&str, &str) = ("admin/msp", "Org1MSP");
+/// The dev network's orderer admin (may sign changes of `/Channel/Orderer`).
+const DEV_ORDERER_ADMIN: (&str, &str) = ("orderer-admin/msp", "OrdererMSP");
+
+/// `korder channel ...`.
+#[derive(Subcommand, Debug)]
+pub enum ChannelCommand {
+    /// Create a channel through the system channel and write its genesis block.
+    Create(CreateArgs),
+    /// Change a channel's configuration (batch size, batch timeout) or send a
+    /// prepared config update, and wait for the config block.
+    Update(UpdateArgs),
+    /// Fetch a block of a channel: `korder channel fetch config --channel C`.
+    Fetch(client::FetchArgs),
+    /// Add a signature to a config update file, in place.
+    Sign(SignArgs),
+}
+
+/// Runs one `korder channel` command.
+pub fn run(command: ChannelCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ChannelCommand::Create(a) => create(a),
+        ChannelCommand::Update(a) => update(a),
+        ChannelCommand::Fetch(a) => client::fetch(a),
+        ChannelCommand::Sign(a) => sign(a),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// An identity that signs a config update: `DIR:MSPID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignMsp {
+    pub dir: PathBuf,
+    pub msp_id: String,
+}
+
+impl std::str::FromStr for SignMsp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.rsplit_once(':') {
+            Some((dir, id)) if !dir.is_empty() && !id.is_empty() => Ok(SignMsp {
+                dir: PathBuf::from(dir),
+                msp_id: id.to_owned(),
+            }),
+            _ => Err(format!("{s:?} is not DIR:MSPID")),
+        }
+    }
+}
+
+impl SignMsp {
+    fn load(&self) -> anyhow::Result<SigningIdentity> {
+        SigningIdentity::load_msp_dir(&self.dir, &self.msp_id).with_context(|| {
+            format!(
+                "loading the signing identity of MSP {:?} from {}",
+                self.msp_id,
+                self.dir.display()
+            )
+        })
+    }
+}
+
+/// The identities named by `--sign-msp`, else the data directory's `default`.
+fn config_signers(
+    given: &[SignMsp],
+    data_dir: Option<&Path>,
+    default: (&str, &str),
+) -> anyhow::Result<Vec<SigningIdentity>> {
+    if !given.is_empty() {
+        return given.iter().map(SignMsp::load).collect();
+    }
+    match data_dir {
+        Some(d) => Ok(vec![
+            SignMsp {
+                dir: d.join(default.0),
+                msp_id: default.1.to_owned(),
+            }
+            .load()?,
+        ]),
+        None => Ok(Vec::new()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Computing updates
+// ---------------------------------------------------------------------------
+
+/// Read set and write set taking `original` to `updated` (both rooted at the same
+/// group), or `None` when they are equal. See the module documentation.
+pub fn compute_update(
+    original: &ConfigGroup,
+    updated: &ConfigGroup,
+) -> Option<(ConfigGroup, ConfigGroup)> {
+    let (values_write, values_same, values_members) =
+        diff_items(&original.values, &updated.values, value_changed);
+    let (policies_write, policies_same, policies_members) =
+        diff_items(&original.policies, &updated.policies, policy_changed);
+    let mut groups_read = BTreeMap::new();
+    let mut groups_write = BTreeMap::new();
+    let mut groups_same = BTreeMap::new();
+    let mut groups_members = false;
+    for (k, o) in &original.groups {
+        match updated.groups.get(k) {
+            Some(u) => match compute_update(o, u) {
+                Some((r, w)) => {
+                    groups_read.insert(k.clone(), r);
+                    groups_write.insert(k.clone(), w);
+                }
+                None => {
+                    groups_same.insert(
+                        k.clone(),
+                        ConfigGroup {
+                            version: o.version,
+                            ..Default::default()
+                        },
+                    );
+                }
+            },
+            None => groups_members = true,
+        }
+    }
+    for (k, u) in &updated.groups {
+        if !original.groups.contains_key(k) {
+            groups_members = true;
+            groups_write.insert(k.clone(), u.clone());
+        }
+    }
+    let members_changed = values_members
+        || policies_members
+        || groups_members
+        || original.mod_policy != updated.mod_policy;
+    if !members_changed {
+        if values_write.is_empty() && policies_write.is_empty() && groups_write.is_empty() {
+            return None;
+        }
+        let read = ConfigGroup {
+            version: original.version,
+            groups: groups_read,
+            ..Default::default()
+        };
+        let write = ConfigGroup {
+            version: original.version,
+            groups: groups_write,
+            values: values_write,
+            policies: policies_write,
+            mod_policy: String::new(),
+        };
+        return Some((read, write));
+    }
+    let mut read = ConfigGroup {
+        version: original.version,
+        groups: groups_read,
+        ..Default::default()
+    };
+    let mut write = ConfigGroup {
+        version: original.version + 1,
+        groups: groups_write,
+        values: values_write,
+        policies: policies_write,
+        mod_policy: updated.mod_policy.clone(),
+    };
+    for (k, g) in groups_same {
+        read.groups.insert(k.clone(), g.clone());
+        write.groups.insert(k, g);
+    }
+    for (k, v) in values_same {
+        read.values.insert(k.clone(), v.clone());
+        write.values.insert(k, v);
+    }
+    for (k, p) in policies_same {
+        read.policies.insert(k.clone(), p.clone());
+        write.policies.insert(k, p);
+    }
+    Some((read, write))
+}
+
+fn value_changed(a: &ConfigValue, b: &ConfigValue) -> bool {
+    a.value != b.value || a.mod_policy != b.mod_policy
+}
+
+fn policy_changed(a: &ConfigPolicy, b: &ConfigPolicy) -> bool {
+    a.policy != b.policy || a.mod_policy != b.mod_policy
+}
+
+/// Values or policies of one group: (write set, unchanged ones as version-only
+/// entries, whether a member was added or removed). Changed values and policies
+/// are not in the read set.
+type ItemDiff<T> = (BTreeMap<String, T>, BTreeMap<String, T>, bool);
+
+trait Versioned: Clone + Default {
+    fn version(&self) -> u64;
+    fn with_version(&self, version: u64) -> Self;
+    fn only_version(version: u64) -> Self;
+}
+
+impl Versioned for ConfigValue {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn with_version(&self, version: u64) -> Self {
+        ConfigValue {
+            version,
+            ..self.clone()
+        }
+    }
+    fn only_version(version: u64) -> Self {
+        ConfigValue {
+            version,
+            ..Default::default()
+        }
+    }
+}
+
+impl Versioned for ConfigPolicy {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn with_version(&self, version: u64) -> Self {
+        ConfigPolicy {
+            version,
+            ..self.clone()
+        }
+    }
+    fn only_version(version: u64) -> Self {
+        ConfigPolicy {
+            version,
+            ..Default::default()
+        }
+    }
+}
+
+fn diff_items<T: Versioned>(
+    original: &BTreeMap<String, T>,
+    updated: &BTreeMap<String, T>,
+    changed: impl Fn(&T, &T) -> bool,
+) -> ItemDiff<T> {
+    let mut write = BTreeMap::new();
+    let mut same = BTreeMap::new();
+    let mut members = false;
+    for (k, o) in original {
+        match updated.get(k) {
+            Some(u) if changed(o, u) => {
+                write.insert(k.clone(), u.with_version(o.version() + 1));
+            }
+            Some(_) => {
+                same.insert(k.clone(), T::only_version(o.version()));
+            }
+            None => members = true,
+        }
+    }
+    for (k, u) in updated {
+        if !original.contains_key(k) {
+            members = true;
+            write.insert(k.clone(), u.with_version(0));
+        }
+    }
+    (write, same, members)
+}
+
+/// The channel-creation update configtxgen writes for a profile naming
+/// `consortium` and the application `orgs`: `Application` goes from the template's
+/// version 0 (orgs only) to version 1 with mod_policy `Admins`, the application
+/// policies and capabilities at version 0, and the orgs unchanged (version 0 in both
+/// sets); `Consortium` is at version 0 in both sets, its name in the write set.
+pub fn creation_update(channel: &str, consortium: &str, orgs: &[String]) -> ConfigUpdate {
+    let mut profile = ChannelProfile::sample("solo");
+    profile.application_orgs = Some(Vec::new());
+    let mut full_app = profile
+        .channel_group()
+        .groups
+        .remove(APPLICATION_GROUP)
+        .unwrap_or_else(|| unreachable!("a profile with application orgs has an Application"));
+    let mut template_app = ConfigGroup::default();
+    for org in orgs {
+        template_app
+            .groups
+            .insert(org.clone(), ConfigGroup::default());
+        full_app.groups.insert(org.clone(), ConfigGroup::default());
+    }
+    let mut template = ConfigGroup::default();
+    template
+        .groups
+        .insert(APPLICATION_GROUP.into(), template_app);
+    let mut full = ConfigGroup::default();
+    full.groups.insert(APPLICATION_GROUP.into(), full_app);
+    let (mut read, mut write) = compute_update(&template, &full)
+        .unwrap_or_else(|| unreachable!("the application section always differs"));
+    read.values
+        .insert("Consortium".into(), ConfigValue::only_version(0));
+    write.values.insert(
+        "Consortium".into(),
+        ConfigValue {
+            version: 0,
+            value: Consortium {
+                name: consortium.to_owned(),
+            }
+            .encode_to_vec()
+            .into(),
+            mod_policy: String::new(),
+        },
+    );
+    ConfigUpdate {
+        channel_id: channel.to_owned(),
+        read_set: Some(read),
+        write_set: Some(write),
+        isolated_data: BTreeMap::new(),
+    }
+}
+
+/// Changes of `/Channel/Orderer` values asked for on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrdererChanges {
+    pub max_message_count: Option<u32>,
+    pub absolute_max_bytes: Option<u32>,
+    pub preferred_max_bytes: Option<u32>,
+    /// Go duration text, already checked.
+    pub batch_timeout: Option<String>,
+}
+
+impl OrdererChanges {
+    fn is_empty(&self) -> bool {
+        *self == OrdererChanges::default()
+    }
+
+    /// Applies the changes to a copy of the channel group `root`.
+    pub fn apply(&self, root: &ConfigGroup) -> anyhow::Result<ConfigGroup> {
+        let mut next = root.clone();
+        let orderer = next
+            .groups
+            .get_mut(ORDERER_GROUP)
+            .context("the channel config has no Orderer group")?;
+        if self.max_message_count.is_some()
+            || self.absolute_max_bytes.is_some()
+            || self.preferred_max_bytes.is_some()
+        {
+            let value = orderer
+                .values
+                .get_mut("BatchSize")
+                .context("the channel config has no /Channel/Orderer/BatchSize value")?;
+            let mut size = BatchSize::decode(value.value.as_ref())
+                .context("/Channel/Orderer/BatchSize does not decode")?;
+            if let Some(n) = self.max_message_count {
+                size.max_message_count = n;
+            }
+            if let Some(n) = self.absolute_max_bytes {
+                size.absolute_max_bytes = n;
+            }
+            if let Some(n) = self.preferred_max_bytes {
+                size.preferred_max_bytes = n;
+            }
+            if size.max_message_count == 0 {
+                bail!("BatchSize.MaxMessageCount must be at least 1");
+            }
+            if size.preferred_max_bytes > size.absolute_max_bytes {
+                bail!(
+                    "BatchSize.PreferredMaxBytes ({}) would exceed AbsoluteMaxBytes ({})",
+                    size.preferred_max_bytes,
+                    size.absolute_max_bytes
+                );
+            }
+            value.value = size.encode_to_vec().into();
+        }
+        if let Some(t) = &self.batch_timeout {
+            let value = orderer
+                .values
+                .get_mut("BatchTimeout")
+                .context("the channel config has no /Channel/Orderer/BatchTimeout value")?;
+            value.value = BatchTimeout { timeout: t.clone() }.encode_to_vec().into();
+        }
+        Ok(next)
+    }
+}
+
+/// The update taking the channel group `current` to `next` for `channel`.
+pub fn config_update(
+    channel: &str,
+    current: &ConfigGroup,
+    next: &ConfigGroup,
+) -> anyhow::Result<ConfigUpdate> {
+    let Some((read, write)) = compute_update(current, next) else {
+        bail!("the update would change nothing in the config of channel {channel}");
+    };
+    Ok(ConfigUpdate {
+        channel_id: channel.to_owned(),
+        read_set: Some(read),
+        write_set: Some(write),
+        isolated_data: BTreeMap::new(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Signing and update files
+// ---------------------------------------------------------------------------
+
+/// A `ConfigSignature` by `signer` over `signature_header ‖ config_update`.
+pub fn config_signature(
+    signer: &SigningIdentity,
+    config_update: &[u8],
+) -> anyhow::Result<ConfigSignature> {
+    let signature_header = signer
+        .new_signature_header()
+        .context("drawing a signature header")?;
+    let mut data = BytesMut::with_capacity(signature_header.len() + config_update.len());
+    data.extend_from_slice(&signature_header);
+    data.extend_from_slice(config_update);
+    let signature = signer.sign(&data).context("signing the config update")?;
+    Ok(ConfigSignature {
+        signature_header,
+        signature,
+    })
+}
+
+/// A config update envelope with one signature added per signer.
+pub fn sign_update(
+    mut update: ConfigUpdateEnvelope,
+    signers: &[SigningIdentity],
+) -> anyhow::Result<ConfigUpdateEnvelope> {
+    for s in signers {
+        let sig = config_signature(s, &update.config_update)?;
+        update.signatures.push(sig);
+    }
+    Ok(update)
+}
+
+/// A CONFIG_UPDATE envelope for `channel` carrying `update`, signed by `signer`.
+pub fn update_envelope(
+    signer: &SigningIdentity,
+    channel: &str,
+    update: &ConfigUpdateEnvelope,
+) -> anyhow::Result<Envelope> {
+    let (env, _) = signed_envelope(
+        signer,
+        HeaderType::ConfigUpdate,
+        channel,
+        update.encode_to_vec().into(),
+        false,
+    )?;
+    Ok(env)
+}
+
+/// The form an update file has, kept when a signature is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateFileForm {
+    /// A CONFIG_UPDATE `common.Envelope` (as `peer channel signconfigtx` reads).
+    Envelope,
+    /// A bare `common.ConfigUpdateEnvelope`.
+    ConfigUpdateEnvelope,
+    /// A bare `common.ConfigUpdate` (as `configtxlator compute_update` writes).
+    ConfigUpdate,
+}
+
+/// Decodes an update file's bytes: the config update envelope, its channel and the
+/// file's form.
+pub fn read_update(bytes: &[u8]) -> Option<(ConfigUpdateEnvelope, String, UpdateFileForm)> {
+    let update_of = |cue: &ConfigUpdateEnvelope| {
+        ConfigUpdate::decode(cue.config_update.as_ref())
+            .ok()
+            .filter(|u| !u.channel_id.is_empty() && u.write_set.is_some())
+    };
+    if let Ok(env) = Envelope::decode(bytes)
+        && let Ok(payload) = Payload::decode(env.payload.as_ref())
+        && let Some(header) = payload.header.as_ref()
+        && let Ok(ch) = ChannelHeader::decode(header.channel_header.as_ref())
+        && ch.r#type == HeaderType::ConfigUpdate as i32
+        && let Ok(cue) = ConfigUpdateEnvelope::decode(payload.data.as_ref())
+        && update_of(&cue).is_some()
+    {
+        return Some((cue, ch.channel_id, UpdateFileForm::Envelope));
+    }
+    if let Ok(cue) = ConfigUpdateEnvelope::decode(bytes)
+        && let Some(u) = update_of(&cue)
+    {
+        return Some((cue, u.channel_id, UpdateFileForm::ConfigUpdateEnvelope));
+    }
+    if let Ok(u) = ConfigUpdate::decode(bytes)
+        && !u.channel_id.is_empty()
+        && u.write_set.is_some()
+    {
+        let channel = u.channel_id.clone();
+        let cue = ConfigUpdateEnvelope {
+            config_update: u.encode_to_vec().into(),
+            signatures: Vec::new(),
+        };
+        return Some((cue, channel, UpdateFileForm::ConfigUpdate));
+    }
+    None
+}
+
+fn load_update_file(path: &Path) -> anyhow::Result<(ConfigUpdateEnvelope, String, UpdateFileForm)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    read_update(&bytes).with_context(|| {
+        format!(
+            "{}: {} bytes that are neither a CONFIG_UPDATE envelope, a ConfigUpdateEnvelope nor a ConfigUpdate",
+            path.display(),
+            bytes.len()
+        )
+    })
+}
+
+/// Options of `korder channel sign`.
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// MSP directory of the signing identity.
+    #[arg(long, value_name = "DIR")]
+    pub msp: PathBuf,
+    /// MSP id of the signing identity.
+    #[arg(long)]
+    pub msp_id: String,
+    /// The update file (CONFIG_UPDATE envelope, ConfigUpdateEnvelope or ConfigUpdate).
+    pub file: PathBuf,
+}
+
+/// `korder channel sign`: adds one ConfigSignature and rewrites the file. An
+/// envelope is re-wrapped and re-signed by the same identity; a bare ConfigUpdate
+/// becomes a ConfigUpdateEnvelope.
+pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let signer = SignMsp {
+        dir: args.msp.clone(),
+        msp_id: args.msp_id.clone(),
+    }
+    .load()?;
+    let (cue, channel, form) = load_update_file(&args.file)?;
+    let cue = sign_update(cue, std::slice::from_ref(&signer))?;
+    let bytes = match form {
+        UpdateFileForm::Envelope => update_envelope(&signer, &channel, &cue)?.encode_to_vec(),
+        UpdateFileForm::ConfigUpdateEnvelope | UpdateFileForm::ConfigUpdate => cue.encode_to_vec(),
+    };
+    std::fs::write(&args.file, bytes)
+        .with_context(|| format!("writing {}", args.file.display()))?;
+    println!(
+        "{}: signed by {} ({} signature(s)), channel {channel}",
+        args.file.display(),
+        args.msp_id,
+        cue.signatures.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------
+// Talking to the orderer
+// ---------------------------------------------------------------------------
+
+/// A channel's current configuration as Deliver serves it.
+struct CurrentConfig {
+    /// Number of the newest block.
+    newest: u64,
+    /// Number of the last config block.
+    config_block: u64,
+    config: Config,
+}
+
+fn config_of_block(block: &Block, channel: &str) -> anyhow::Result<Config> {
+    let number = block.header.as_ref().map_or(0, |h| h.number);
+    let first = block
+        .data
+        .as_ref()
+        .and_then(|d| d.data.first())
+        .with_context(|| format!("config block {number} of {channel} is empty"))?;
+    let (_, envelope) = config_from_envelope(first)
+        .with_context(|| format!("block {number} of {channel} is not a config block"))?;
+    envelope
+        .config
+        .with_context(|| format!("config block {number} of {channel} carries no config"))
+}
+
+/// Newest block → its last config index → that block's config.
+async fn fetch_config(
+    client: &mut AtomicBroadcastClient<Channel>,
+    signer: &SigningIdentity,
+    channel: &str,
+    timeout: Duration,
+) -> anyhow::Result<CurrentConfig> {
+    let mut session = DeliverSession::open(client, timeout).await?;
+    let tip = session
+        .fetch_one(signer, channel, newest(), false)
+        .await
+        .with_context(|| format!("fetching the newest block of {channel}"))?;
+    let newest_number = tip.header.as_ref().map_or(0, |h| h.number);
+    let index = last_config_index(&tip)
+        .with_context(|| format!("reading the last config index of block {newest_number}"))?;
+    let block = if index == newest_number {
+        tip
+    } else {
+        session
+            .fetch_one(signer, channel, specified(index), false)
+            .await
+            .with_context(|| format!("fetching config block {index} of {channel}"))?
+    };
+    Ok(CurrentConfig {
+        newest: newest_number,
+        config_block: index,
+        config: config_of_block(&block, channel)?,
+    })
+}
+
+/// Sends one envelope on a Broadcast stream and returns the orderer's answer.
+async fn broadcast_one(
+    client: &mut AtomicBroadcastClient<Channel>,
+    envelope: Envelope,
+    timeout: Duration,
+) -> anyhow::Result<BroadcastResponse> {
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(envelope)
+        .await
+        .map_err(|_| anyhow::anyhow!("the Broadcast stream closed"))?;
+    let mut responses = tokio::time::timeout(timeout, client.broadcast(ReceiverStream::new(rx)))
+        .await
+        .map_err(|_| anyhow::anyhow!("opening a Broadcast stream: no answer within {timeout:?}"))?
+        .context("opening a Broadcast stream")?
+        .into_inner();
+    let response = tokio::time::timeout(timeout, responses.message())
+        .await
+        .map_err(|_| anyhow::anyhow!("Broadcast: no answer within {timeout:?}"))?
+        .context("Broadcast stream failed")?
+        .context("the Broadcast stream ended without an answer")?;
+    drop(tx);
+    Ok(response)
+}
+
+fn refused(what: &str, r: &BroadcastResponse) -> anyhow::Error {
+    if r.info.is_empty() {
+        anyhow::anyhow!("the orderer refused the {what}: {}", status_name(r.status))
+    } else {
+        anyhow::anyhow!(
+            "the orderer refused the {what}: {} -- {}",
+            status_name(r.status),
+            r.info
+        )
+    }
+}
+
+/// Asks for block 0 of `channel` until it exists (NOT_FOUND: retry after
+/// [`GENESIS_POLL_INTERVAL`]) or `deadline` passes.
+async fn wait_for_genesis(
+    client: &mut AtomicBroadcastClient<Channel>,
+    signer: &SigningIdentity,
+    channel: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Block> {
+    loop {
+        let mut session = DeliverSession::open(client, timeout).await?;
+        session
+            .send(seek_envelope(
+                signer,
+                channel,
+                specified(0),
+                specified(0),
+                false,
+            )?)
+            .await?;
+        match session
+            .next_until(deadline)
+            .await
+            .with_context(|| format!("timeout waiting for channel creation of {channel}"))?
+        {
+            Some(deliver_response::Type::Block(b)) => return Ok(b),
+            Some(deliver_response::Type::Status(s)) if s == Status::NotFound as i32 => {}
+            Some(deliver_response::Type::Status(s)) => bail!(
+                "asking for block 0 of {channel}, the orderer answered {}",
+                status_name(s)
+            ),
+            None => {}
+        }
+        if Instant::now() + GENESIS_POLL_INTERVAL >= deadline {
+            bail!("timeout waiting for channel creation of {channel}");
+        }
+        tokio::time::sleep(GENESIS_POLL_INTERVAL).await;
+    }
+}
+
+/// Reads blocks of `channel` after `after` until a CONFIG block arrives; returns
+/// its number and config sequence.
+async fn wait_for_config_block(
+    client: &mut AtomicBroadcastClient<Channel>,
+    signer: &SigningIdentity,
+    channel: &str,
+    after: u64,
+    deadline: Instant,
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    let mut session = DeliverSession::open(client, timeout).await?;
+    session
+        .send(seek_envelope(
+            signer,
+            channel,
+            specified(after + 1),
+            specified(u64::MAX),
+            false,
+        )?)
+        .await?;
+    loop {
+        match session
+            .next_until(deadline)
+            .await
+            .with_context(|| format!("waiting for the config block of {channel}"))?
+        {
+            Some(deliver_response::Type::Block(b)) => {
+                let number = b.header.as_ref().map_or(0, |h| h.number);
+                if last_config_index(&b).ok() == Some(number)
+                    && let Ok(config) = config_of_block(&b, channel)
+                {
+                    return Ok((number, config.sequence));
+                }
+            }
+            Some(deliver_response::Type::Status(s)) => bail!(
+                "waiting for the config block of {channel}, the orderer answered {}",
+                status_name(s)
+            ),
+            None => bail!("the Deliver stream ended before the config block of {channel}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// create
+// ---------------------------------------------------------------------------
+
+/// Options of `korder channel create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The consortium the channel belongs to (default: the system channel's only consortium).
+    #[arg(long)]
+    pub consortium: Option<String>,
+    /// An application org of the new channel, by its group name in the consortium
+    /// (may be repeated; default: every member of the consortium).
+    #[arg(long = "org", value_name = "NAME")]
+    pub orgs: Vec<String>,
+    /// An identity that signs the creation request, DIR:MSPID (may be repeated;
+    /// default: the data directory's org admin, admin/msp:Org1MSP, else the client).
+    #[arg(long = "sign-msp", value_name = "DIR:MSPID")]
+    pub sign_msps: Vec<SignMsp>,
+    /// The system channel (default: from the data directory).
+    #[arg(long)]
+    pub system_channel: Option<String>,
+    /// Where to write block 0 of the new channel (default `<channel>.block`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How long to wait for the orderer and for the new channel (Go duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `korder channel create`.
+pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let conn = args.conn.resolve()?;
+    let Some(channel) = args.conn.channel.clone() else {
+        bail!("give the new channel's id with --channel");
+    };
+    korder_channelconfig::bundle::validate_channel_id(&channel)
+        .map_err(|e| anyhow::anyhow!("bad channel id {channel:?}: {e}"))?;
+    let addresses = conn.addresses()?;
+    let client_signer = conn.signer()?;
+    let data_dir = conn.network().map(|(d, _)| d.to_path_buf());
+    let system_channel = match (&args.system_channel, conn.network()) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some((_, net))) => Some(net.system_channel.clone()),
+        (None, None) => None,
+    };
+    let mut signers = config_signers(&args.sign_msps, data_dir.as_deref(), DEV_ORG_ADMIN)?;
+    if signers.is_empty() {
+        signers.push(conn.signer()?);
+    }
+    let timeout = args.timeout;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{channel}.block")));
+    let block = runtime()?.block_on(async {
+        let deadline = Instant::now() + timeout;
+        let (address, mut client) = connect_any(&addresses, timeout).await?;
+        let (consortium, orgs) = match (&args.consortium, args.orgs.is_empty()) {
+            (Some(c), false) => (c.clone(), args.orgs.clone()),
+            _ => {
+                let Some(system) = &system_channel else {
+                    bail!(
+                        "give --consortium and --org, or --system-channel (or --data-dir) to read them from the system channel"
+                    );
+                };
+                let config = fetch_system_config(
+                    &mut client,
+                    &client_signer,
+                    data_dir.as_deref(),
+                    system,
+                    timeout,
+                )
+                .await
+                .with_context(|| format!("reading the consortiums of {system} from {address}"))?;
+                let members = consortium_members(&config, args.consortium.as_deref())?;
+                let orgs = if args.orgs.is_empty() {
+                    members.1
+                } else {
+                    args.orgs.clone()
+                };
+                (members.0, orgs)
+            }
+        };
+        let update = creation_update(&channel, &consortium, &orgs);
+        let cue = sign_update(
+            ConfigUpdateEnvelope {
+                config_update: update.encode_to_vec().into(),
+                signatures: Vec::new(),
+            },
+            &signers,
+        )?;
+        let envelope = update_envelope(&client_signer, &channel, &cue)?;
+        let response = broadcast_one(&mut client, envelope, timeout)
+            .await
+            .with_context(|| format!("sending the creation of {channel} to {address}"))?;
+        if response.status != Status::Success as i32 {
+            return Err(refused(&format!("creation of channel {channel}"), &response));
+        }
+        eprintln!(
+            "channel {channel}: creation accepted by {address} (consortium {consortium}, orgs {})",
+            orgs.join(",")
+        );
+        wait_for_genesis(&mut client, &client_signer, &channel, deadline, timeout).await
+    })?;
+    std::fs::write(&out, block.encode_to_vec())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{}: block 0 of channel {channel}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the system channel's config as the client, else (refused, with a data
+/// directory) as the dev network's orderer admin, whom the system channel's
+/// Readers policy admits.
+async fn fetch_system_config(
+    client: &mut AtomicBroadcastClient<Channel>,
+    signer: &SigningIdentity,
+    data_dir: Option<&Path>,
+    system: &str,
+    timeout: Duration,
+) -> anyhow::Result<Config> {
+    match fetch_config(client, signer, system, timeout).await {
+        Ok(c) => Ok(c.config),
+        Err(first) => {
+            let Some(dir) = data_dir else {
+                return Err(first);
+            };
+            let admin = SignMsp {
+                dir: dir.join(DEV_ORDERER_ADMIN.0),
+                msp_id: DEV_ORDERER_ADMIN.1.to_owned(),
+            }
+            .load()
+            .with_context(|| format!("{first:#}"))?;
+            Ok(fetch_config(client, &admin, system, timeout).await?.config)
+        }
+    }
+}
+
+/// The consortium to use and its member org names, from a system channel config.
+fn consortium_members(
+    config: &Config,
+    wanted: Option<&str>,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let consortiums = config
+        .channel_group
+        .as_ref()
+        .and_then(|g| g.groups.get(CONSORTIUMS_GROUP))
+        .context("the system channel's config has no Consortiums group")?;
+    let names: Vec<&String> = consortiums.groups.keys().collect();
+    let name = match wanted {
+        Some(w) => w.to_owned(),
+        None => match names.as_slice() {
+            [only] => (*only).clone(),
+            _ => bail!(
+                "the system channel has {} consortiums ({}); choose one with --consortium",
+                names.len(),
+                names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let Some(group) = consortiums.groups.get(&name) else {
+        bail!(
+            "the system channel has no consortium {name:?} (it has: {})",
+            names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    Ok((name, group.groups.keys().cloned().collect()))
+}
+
+// ---------------------------------------------------------------------------
+// update
+// ---------------------------------------------------------------------------
+
+/// Options of `korder channel update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// New BatchSize.MaxMessageCount.
+    #[arg(long, value_name = "N")]
+    pub batch_size_max_message_count: Option<u32>,
+    /// New BatchSize.AbsoluteMaxBytes.
+    #[arg(long, value_name = "BYTES")]
+    pub batch_absolute_max_bytes: Option<u32>,
+    /// New BatchSize.PreferredMaxBytes.
+    #[arg(long, value_name = "BYTES")]
+    pub batch_preferred_max_bytes: Option<u32>,
+    /// New BatchTimeout (Go duration, e.g. 500ms, 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub batch_timeout: Option<Duration>,
+    /// Send this prepared update instead (a CONFIG_UPDATE envelope, a
+    /// ConfigUpdateEnvelope or a ConfigUpdate), after adding the --sign-msp signatures.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["batch_size_max_message_count", "batch_absolute_max_bytes",
+            "batch_preferred_max_bytes", "batch_timeout"]
+    )]
+    pub file: Option<PathBuf>,
+    /// An identity that signs the update, DIR:MSPID (may be repeated; default for
+    /// computed updates: the data directory's orderer admin,
+    /// orderer-admin/msp:OrdererMSP; default with --file: none).
+    #[arg(long = "sign-msp", value_name = "DIR:MSPID")]
+    pub sign_msps: Vec<SignMsp>,
+    /// Write the signed CONFIG_UPDATE envelope to this file instead of sending it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How long to wait for the orderer and for the config block (Go duration).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl UpdateArgs {
+    fn changes(&self) -> OrdererChanges {
+        OrdererChanges {
+            max_message_count: self.batch_size_max_message_count,
+            absolute_max_bytes: self.batch_absolute_max_bytes,
+            preferred_max_bytes: self.batch_preferred_max_bytes,
+            batch_timeout: self
+                .batch_timeout
+                .map(korder_channelconfig::format_go_duration),
+        }
+    }
+}
+
+/// `korder channel update`.
+pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let changes = args.changes();
+    if args.file.is_none() && changes.is_empty() {
+        bail!(
+            "nothing to update: give --batch-size-max-message-count, --batch-absolute-max-bytes, --batch-preferred-max-bytes, --batch-timeout or --file"
+        );
+    }
+    let conn = args.conn.resolve()?;
+    let addresses = conn.addresses()?;
+    let client_signer = conn.signer()?;
+    let data_dir = conn.network().map(|(d, _)| d.to_path_buf());
+    let prepared = match &args.file {
+        Some(f) => Some(load_update_file(f)?),
+        None => None,
+    };
+    let channel = match (&prepared, &args.conn.channel) {
+        (Some((_, file_channel, _)), Some(c)) if file_channel != c => {
+            bail!("the update file is for channel {file_channel}, not {c}")
+        }
+        (Some((_, file_channel, _)), _) => file_channel.clone(),
+        (None, _) => conn.channel()?,
+    };
+    let signers = if prepared.is_some() {
+        config_signers(&args.sign_msps, None, DEV_ORDERER_ADMIN)?
+    } else {
+        config_signers(&args.sign_msps, data_dir.as_deref(), DEV_ORDERER_ADMIN)?
+    };
+    let timeout = args.timeout;
+    let outcome = runtime()?.block_on(async {
+        let deadline = Instant::now() + timeout;
+        let (address, mut client) = connect_any(&addresses, timeout).await?;
+        let current = fetch_config(&mut client, &client_signer, &channel, timeout)
+            .await
+            .with_context(|| format!("reading the config of {channel} from {address}"))?;
+        let cue = match prepared {
+            Some((cue, _, _)) => cue,
+            None => {
+                let root = current
+                    .config
+                    .channel_group
+                    .as_ref()
+                    .with_context(|| format!("the config of {channel} has no channel group"))?;
+                let next = changes.apply(root)?;
+                let update = config_update(&channel, root, &next)?;
+                ConfigUpdateEnvelope {
+                    config_update: update.encode_to_vec().into(),
+                    signatures: Vec::new(),
+                }
+            }
+        };
+        let cue = sign_update(cue, &signers)?;
+        let envelope = update_envelope(&client_signer, &channel, &cue)?;
+        if let Some(out) = &args.out {
+            std::fs::write(out, envelope.encode_to_vec())
+                .with_context(|| format!("writing {}", out.display()))?;
+            return anyhow::Ok(Outcome::Saved(out.clone(), cue.signatures.len()));
+        }
+        let response = broadcast_one(&mut client, envelope, timeout)
+            .await
+            .with_context(|| format!("sending the config update of {channel} to {address}"))?;
+        if response.status != Status::Success as i32 {
+            return Err(refused(&format!("config update of {channel}"), &response));
+        }
+        let (number, sequence) = wait_for_config_block(
+            &mut client,
+            &client_signer,
+            &channel,
+            current.newest,
+            deadline,
+            timeout,
+        )
+        .await?;
+        Ok(Outcome::Committed {
+            previous: current.config_block,
+            number,
+            sequence,
+        })
+    })?;
+    match outcome {
+        Outcome::Saved(path, n) => println!(
+            "{}: config update of channel {channel} with {n} signature(s), not sent",
+            path.display()
+        ),
+        Outcome::Committed {
+            previous,
+            number,
+            sequence,
+        } => println!(
+            "channel {channel}: config block {number} (config sequence {sequence}; previous config block {previous})"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Outcome {
+    Saved(PathBuf, usize),
+    Committed {
+        previous: u64,
+        number: u64,
+        sequence: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use korder_channelconfig::{Bundle, new_channel_config, propose_config_update};
+    use korder_msp::Identity;
+
+    use super::*;
+    use crate::cmd::init::{InitArgs, init};
+
+    /// A dev network on disk: its directory, system and application channel configs.
+    struct Dev {
+        dir: tempfile::TempDir,
+        system: Bundle,
+        app: Bundle,
+    }
+
+    fn genesis_bundle(path: &Path) -> Bundle {
+        let block = Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let env = &block.data.unwrap().data[0];
+        Bundle::from_config_envelope(env).unwrap()
+    }
+
+    fn dev() -> Dev {
+        let dir = tempfile::tempdir().unwrap();
+        init(&InitArgs::defaults_for(dir.path())).unwrap();
+        let system = genesis_bundle(&dir.path().join("genesis.block"));
+        let app = genesis_bundle(&dir.path().join("mychannel.block"));
+        Dev { dir, system, app }
+    }
+
+    fn identity(dev: &Dev, dir: &str, id: &str) -> SigningIdentity {
+        SigningIdentity::load_msp_dir(dev.dir.path().join(dir), id).unwrap()
+    }
+
+    fn envelope_for(
+        signer: &SigningIdentity,
+        channel: &str,
+        update: &ConfigUpdate,
+        config_signers: &[SigningIdentity],
+    ) -> Envelope {
+        let cue = sign_update(
+            ConfigUpdateEnvelope {
+                config_update: update.encode_to_vec().into(),
+                signatures: Vec::new(),
+            },
+            config_signers,
+        )
+        .unwrap();
+        update_envelope(signer, channel, &cue).unwrap()
+    }
+
+    fn batch_size_of(group: &ConfigGroup) -> BatchSize {
+        BatchSize::decode(
+            group.groups[ORDERER_GROUP].values["BatchSize"]
+                .value
+                .as_ref(),
+        )
+        .unwrap()
+    }
+
+    /// A BatchSize change bumps only the BatchSize value, with the Orderer and Channel groups at their versions in both sets.
+    #[test]
+    fn batch_size_update_has_configtxlator_shape() {
+        let d = dev();
+        let root = d.app.channel_group();
+        let next = OrdererChanges {
+            max_message_count: Some(3),
+            ..Default::default()
+        }
+        .apply(root)
+        .unwrap();
+        let update = config_update("mychannel", root, &next).unwrap();
+        let read = update.read_set.unwrap();
+        let write = update.write_set.unwrap();
+        assert_eq!(read.version, root.version);
+        assert_eq!(write.version, root.version);
+        assert!(read.values.is_empty() && write.values.is_empty());
+        assert_eq!(read.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
+        assert_eq!(write.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
+        let (ro, wo) = (&read.groups[ORDERER_GROUP], &write.groups[ORDERER_GROUP]);
+        let current = &root.groups[ORDERER_GROUP];
+        assert_eq!(ro.version, current.version);
+        assert_eq!(wo.version, current.version);
+        assert!(ro.values.is_empty() && ro.groups.is_empty() && ro.policies.is_empty());
+        assert_eq!(wo.values.keys().collect::<Vec<_>>(), ["BatchSize"]);
+        let v = &wo.values["BatchSize"];
+        assert_eq!(v.version, current.values["BatchSize"].version + 1);
+        assert_eq!(v.mod_policy, current.values["BatchSize"].mod_policy);
+        let size = BatchSize::decode(v.value.as_ref()).unwrap();
+        assert_eq!(size.max_message_count, 3);
+        assert_eq!(
+            size.absolute_max_bytes,
+            batch_size_of(root).absolute_max_bytes
+        );
+    }
+
+    /// The validator accepts a computed BatchSize update signed by the orderer admin and produces the new value; a client-org admin's signature is refused.
+    #[test]
+    fn batch_size_update_passes_the_validator_only_with_orderer_admin() {
+        let d = dev();
+        let client = identity(&d, "client/msp", "Org1MSP");
+        let orderer_admin = identity(&d, "orderer-admin/msp", "OrdererMSP");
+        let org_admin = identity(&d, "admin/msp", "Org1MSP");
+        let root = d.app.channel_group();
+        let next = OrdererChanges {
+            max_message_count: Some(3),
+            batch_timeout: Some("1h0m0s".into()),
+            ..Default::default()
+        }
+        .apply(root)
+        .unwrap();
+        let update = config_update("mychannel", root, &next).unwrap();
+
+        let good = envelope_for(&client, "mychannel", &update, &[orderer_admin]);
+        let ce = propose_config_update(&d.app, &good).unwrap();
+        let config = ce.config.unwrap();
+        assert_eq!(config.sequence, d.app.sequence + 1);
+        let group = config.channel_group.unwrap();
+        assert_eq!(batch_size_of(&group).max_message_count, 3);
+        let timeout = BatchTimeout::decode(
+            group.groups[ORDERER_GROUP].values["BatchTimeout"]
+                .value
+                .as_ref(),
+        )
+        .unwrap();
+        assert_eq!(timeout.timeout, "1h0m0s");
+
+        let client_again = identity(&d, "client/msp", "Org1MSP");
+        for wrong in [vec![org_admin], vec![client_again], vec![]] {
+            let bad = envelope_for(&client, "mychannel", &update, &wrong);
+            let err = propose_config_update(&d.app, &bad).unwrap_err().to_string();
+            assert!(err.contains("not satisfied"), "{err}");
+        }
+    }
+
+    /// Setting a value to what it already is gives no update at all.
+    #[test]
+    fn unchanged_config_is_refused() {
+        let d = dev();
+        let root = d.app.channel_group();
+        let same = OrdererChanges {
+            max_message_count: Some(batch_size_of(root).max_message_count),
+            ..Default::default()
+        }
+        .apply(root)
+        .unwrap();
+        assert!(compute_update(root, &same).is_none());
+        assert!(config_update("mychannel", root, &same).is_err());
+    }
+
+    /// A creation request has configtxgen's shape: Application v1 (Admins) in the write set, the orgs at v0 in both sets, Consortium at v0 in both.
+    #[test]
+    fn creation_update_has_configtxgen_shape() {
+        let u = creation_update("newchan", "SampleConsortium", &["Org1MSP".into()]);
+        assert_eq!(u.channel_id, "newchan");
+        let read = u.read_set.unwrap();
+        let write = u.write_set.unwrap();
+        assert_eq!((read.version, write.version), (0, 0));
+        assert_eq!(read.values["Consortium"], ConfigValue::only_version(0));
+        let c = Consortium::decode(write.values["Consortium"].value.as_ref()).unwrap();
+        assert_eq!(c.name, "SampleConsortium");
+        let (ra, wa) = (
+            &read.groups[APPLICATION_GROUP],
+            &write.groups[APPLICATION_GROUP],
+        );
+        assert_eq!(ra.version, 0);
+        assert!(ra.values.is_empty() && ra.policies.is_empty());
+        assert_eq!(ra.groups["Org1MSP"], ConfigGroup::default());
+        assert_eq!(wa.version, 1);
+        assert_eq!(wa.mod_policy, "Admins");
+        assert_eq!(wa.groups["Org1MSP"], ConfigGroup::default());
+        assert_eq!(
+            wa.policies.keys().collect::<Vec<_>>(),
+            ["Admins", "Readers", "Writers"]
+        );
+        assert!(
+            wa.policies
+                .values()
+                .all(|p| p.version == 0 && p.mod_policy == "Admins")
+        );
+        assert_eq!(wa.values["Capabilities"].version, 0);
+    }
+
+    /// The validator turns a creation request signed by an org admin into the new channel's config; an unknown consortium or a missing admin signature is refused.
+    #[test]
+    fn creation_update_passes_the_validator() {
+        let d = dev();
+        let client = identity(&d, "client/msp", "Org1MSP");
+        let org_admin = identity(&d, "admin/msp", "Org1MSP");
+        let u = creation_update("newchan", "SampleConsortium", &["Org1MSP".into()]);
+        let env = envelope_for(&client, "newchan", &u, std::slice::from_ref(&org_admin));
+        let ce = new_channel_config(&d.system, &env).unwrap();
+        let config = ce.config.unwrap();
+        assert_eq!(config.sequence, 1);
+        let bundle = Bundle::new("newchan", config).unwrap();
+        assert_eq!(bundle.consortium.as_deref(), Some("SampleConsortium"));
+        assert_eq!(bundle.application_orgs.len(), 1);
+        assert_eq!(bundle.application_orgs[0].name, "Org1MSP");
+        assert_eq!(bundle.orderer, d.system.orderer);
+
+        let unknown = creation_update("newchan", "NoSuchConsortium", &["Org1MSP".into()]);
+        let env = envelope_for(&client, "newchan", &unknown, &[org_admin]);
+        let err = new_channel_config(&d.system, &env).unwrap_err().to_string();
+        assert!(err.contains("Unknown consortium name"), "{err}");
+
+        let client_again = identity(&d, "client/msp", "Org1MSP");
+        let env = envelope_for(&client, "newchan", &u, &[client_again]);
+        let err = new_channel_config(&d.system, &env).unwrap_err().to_string();
+        assert!(err.contains("not satisfied"), "{err}");
+    }
+
+    /// The consortium and its members are read from a system channel config; an unknown name is an error naming the known ones.
+    #[test]
+    fn consortium_members_from_system_config() {
+        let d = dev();
+        let (name, orgs) = consortium_members(&d.system.config, None).unwrap();
+        assert_eq!(name, "SampleConsortium");
+        assert_eq!(orgs, ["Org1MSP"]);
+        let err = consortium_members(&d.system.config, Some("Other"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SampleConsortium"), "{err}");
+        assert!(consortium_members(&d.app.config, None).is_err());
+    }
+
+    /// `--sign-msp` splits at the last colon and refuses a missing part.
+    #[test]
+    fn sign_msp_parses() {
+        let s: SignMsp = "/a/b:c/msp:Org1MSP".parse().unwrap();
+        assert_eq!(s.dir, PathBuf::from("/a/b:c/msp"));
+        assert_eq!(s.msp_id, "Org1MSP");
+        for bad in ["msp", ":Org1MSP", "msp:"] {
+            assert!(bad.parse::<SignMsp>().is_err(), "{bad}");
+        }
+    }
+
+    /// Each update file form is recognised, `sign` adds a verifiable signature and keeps the form (a bare update becomes a ConfigUpdateEnvelope), and garbage is refused.
+    #[test]
+    fn sign_keeps_the_file_form() {
+        let d = dev();
+        let client = identity(&d, "client/msp", "Org1MSP");
+        let root = d.app.channel_group();
+        let next = OrdererChanges {
+            max_message_count: Some(9),
+            ..Default::default()
+        }
+        .apply(root)
+        .unwrap();
+        let update = config_update("mychannel", root, &next).unwrap();
+        let cue = ConfigUpdateEnvelope {
+            config_update: update.encode_to_vec().into(),
+            signatures: Vec::new(),
+        };
+        let forms = [
+            (
+                update_envelope(&client, "mychannel", &cue)
+                    .unwrap()
+                    .encode_to_vec(),
+                UpdateFileForm::Envelope,
+                UpdateFileForm::Envelope,
+            ),
+            (
+                cue.encode_to_vec(),
+                UpdateFileForm::ConfigUpdateEnvelope,
+                UpdateFileForm::ConfigUpdateEnvelope,
+            ),
+            (
+                update.encode_to_vec(),
+                UpdateFileForm::ConfigUpdate,
+                UpdateFileForm::ConfigUpdateEnvelope,
+            ),
+        ];
+        for (bytes, form, after) in forms {
+            let (got, channel, f) = read_update(&bytes).unwrap();
+            assert_eq!((channel.as_str(), f), ("mychannel", form));
+            assert_eq!(got.config_update, cue.config_update);
+            let path = d.dir.path().join("update.pb");
+            std::fs::write(&path, &bytes).unwrap();
+            sign(SignArgs {
+                msp: d.dir.path().join("orderer-admin/msp"),
+                msp_id: "OrdererMSP".into(),
+                file: path.clone(),
+            })
+            .unwrap();
+            let (signed, _, f) = read_update(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(f, after);
+            assert_eq!(signed.signatures.len(), 1);
+            assert_eq!(signed.config_update, cue.config_update);
+            let sig = &signed.signatures[0];
+            let header =
+                korder_proto::common::SignatureHeader::decode(sig.signature_header.as_ref())
+                    .unwrap();
+            let id = Identity::from_serialized(&header.creator).unwrap();
+            let mut data = sig.signature_header.to_vec();
+            data.extend_from_slice(&signed.config_update);
+            id.verify(&data, &sig.signature).unwrap();
+        }
+        assert!(read_update(b"not an update").is_none());
+        assert!(read_update(&d.app.config.encode_to_vec()).is_none());
+    }
+}
