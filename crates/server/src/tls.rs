@@ -653,6 +653,9 @@ impl TlsBinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use korder_msp::devpki::{DevPki, IssuedCert};
+    use rustls::ClientConfig;
+    use rustls::pki_types::ServerName;
 
     const CERT: &[u8] = b"a client certificate, DER";
 
@@ -707,5 +710,266 @@ mod tests {
         assert_eq!(peer_certificate(&tls), Some(CERT));
         assert_eq!(binding.check(&sha256(CERT)), Ok(()));
         assert_eq!(binding.check(b""), Err(BindingError::MissingHash));
+    }
+
+    /// Channel roots that a test changes at will.
+    #[derive(Default)]
+    struct FakeChannels {
+        state: Mutex<(u64, Vec<CertificateDer<'static>>)>,
+    }
+
+    impl FakeChannels {
+        fn set(&self, roots_pem: &[&str]) {
+            let mut st = lock(&self.state);
+            st.0 += 1;
+            st.1 = roots_pem
+                .iter()
+                .flat_map(|p| CertificateDer::pem_slice_iter(p.as_bytes()))
+                .map(|c| c.expect("PEM"))
+                .collect();
+        }
+    }
+
+    impl ChannelRoots for FakeChannels {
+        fn version(&self) -> Vec<(String, u64)> {
+            vec![("ch".into(), lock(&self.state).0)]
+        }
+        fn tls_roots(&self) -> Vec<CertificateDer<'static>> {
+            lock(&self.state).1.clone()
+        }
+    }
+
+    fn hosts() -> Vec<String> {
+        vec!["localhost".into(), "127.0.0.1".into()]
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        server_pki: DevPki,
+        channels: Arc<FakeChannels>,
+        acceptor: TlsAcceptor,
+    }
+
+    /// A server key pair from one PKI; `static_roots` become ClientRootCAs.
+    fn fixture(client_auth: bool, static_roots: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server_pki = DevPki::generate("OrdererMSP", "example.com").expect("pki");
+        let tls = server_pki.issue_tls("orderer", &hosts()).expect("tls");
+        server_pki
+            .write_tls_dir(dir.path().join("tls"), &tls)
+            .expect("write");
+        let mut roots = Vec::new();
+        for (i, pem) in static_roots.iter().enumerate() {
+            let p = dir.path().join(format!("root{i}.pem"));
+            std::fs::write(&p, pem).expect("write root");
+            roots.push(p);
+        }
+        let settings = TlsSettings::load(
+            &dir.path().join("tls/server.crt"),
+            &dir.path().join("tls/server.key"),
+            client_auth,
+            &roots,
+        )
+        .expect("settings");
+        let channels = Arc::new(FakeChannels::default());
+        let acceptor = TlsAcceptor::new(settings, channels.clone()).expect("acceptor");
+        Fixture {
+            _dir: dir,
+            server_pki,
+            channels,
+            acceptor,
+        }
+    }
+
+    /// Runs one handshake between `acceptor` and a client trusting `server_ca_pem`,
+    /// presenting `client` if given; the server side's outcome.
+    async fn handshake(
+        acceptor: &TlsAcceptor,
+        server_ca_pem: &str,
+        client: Option<&IssuedCert>,
+    ) -> io::Result<TlsConnectInfo> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = acceptor.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            acceptor.accept(tcp).await.map(|c| c.info().clone())
+        });
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(server_ca_pem.as_bytes()) {
+            roots.add(c.expect("PEM")).expect("root");
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let mut config = match client {
+            Some(c) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).expect("cert")],
+                    PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).expect("key"),
+                )
+                .expect("client cert"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let client_side = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await;
+        let result = server.await.expect("server task");
+        // With TLS 1.3 the client may finish before the server refuses its certificate.
+        drop(client_side);
+        result
+    }
+
+    /// Without client authentication any TLS client connects and no certificate is recorded.
+    #[tokio::test]
+    async fn server_only_tls_accepts_any_client() {
+        let f = fixture(false, &[]);
+        let info = handshake(&f.acceptor, f.server_pki.tls_ca_cert_pem(), None)
+            .await
+            .expect("handshake");
+        assert!(!info.client_auth_required);
+        assert!(info.peer_certificate.is_none());
+        assert!(!TlsBinding::new(info.client_auth_required, None).required());
+    }
+
+    /// With client authentication, no certificate and a certificate of an unknown CA
+    /// are refused; one from a ClientRootCAs CA is accepted and recorded.
+    #[tokio::test]
+    async fn client_auth_uses_static_roots() {
+        let client_pki = DevPki::generate("Org1MSP", "org1.example.com").expect("pki");
+        let stranger_pki = DevPki::generate("Org9MSP", "org9.example.com").expect("pki");
+        let f = fixture(true, &[client_pki.tls_ca_cert_pem()]);
+        let server_ca = f.server_pki.tls_ca_cert_pem();
+        assert!(handshake(&f.acceptor, server_ca, None).await.is_err());
+        let stranger = stranger_pki.issue_tls("client", &hosts()).expect("cert");
+        assert!(
+            handshake(&f.acceptor, server_ca, Some(&stranger))
+                .await
+                .is_err()
+        );
+        let client = client_pki.issue_tls("client", &hosts()).expect("cert");
+        let info = handshake(&f.acceptor, server_ca, Some(&client))
+            .await
+            .expect("accepted");
+        assert!(info.client_auth_required);
+        let der = CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).expect("der");
+        assert_eq!(info.peer_certificate.as_deref(), Some(der.as_ref()));
+        let binding = TlsBinding::new(true, info.peer_certificate.clone());
+        assert_eq!(binding.check(&sha256(der.as_ref())), Ok(()));
+    }
+
+    /// Client roots follow the channels: a CA added by a config change is trusted for
+    /// the next handshake, and trusted no more once removed.
+    #[tokio::test]
+    async fn client_roots_follow_channel_changes() {
+        let static_pki = DevPki::generate("StaticMSP", "static.example.com").expect("pki");
+        let org_pki = DevPki::generate("Org2MSP", "org2.example.com").expect("pki");
+        let f = fixture(true, &[static_pki.tls_ca_cert_pem()]);
+        let server_ca = f.server_pki.tls_ca_cert_pem().to_owned();
+        let client = org_pki.issue_tls("client", &hosts()).expect("cert");
+        assert!(
+            handshake(&f.acceptor, &server_ca, Some(&client))
+                .await
+                .is_err()
+        );
+        f.channels.set(&[org_pki.tls_ca_cert_pem()]);
+        assert!(
+            handshake(&f.acceptor, &server_ca, Some(&client))
+                .await
+                .is_ok()
+        );
+        f.channels.set(&[]);
+        assert!(
+            handshake(&f.acceptor, &server_ca, Some(&client))
+                .await
+                .is_err()
+        );
+    }
+
+    /// With client authentication and no root at all, the acceptor starts but refuses every client.
+    #[tokio::test]
+    async fn no_client_roots_refuses_clients() {
+        let f = fixture(true, &[]);
+        let client = f.server_pki.issue_tls("client", &hosts()).expect("cert");
+        let err = handshake(&f.acceptor, f.server_pki.tls_ca_cert_pem(), Some(&client))
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("no client root"), "{err}");
+    }
+
+    /// A key that does not belong to the certificate is refused when the acceptor is built.
+    #[test]
+    fn mismatched_key_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::generate("OrdererMSP", "example.com").expect("pki");
+        let a = pki.issue_tls("a", &hosts()).expect("a");
+        let b = pki.issue_tls("b", &hosts()).expect("b");
+        std::fs::write(dir.path().join("a.crt"), &a.cert_pem).expect("write");
+        std::fs::write(dir.path().join("b.key"), &b.key_pem).expect("write");
+        let settings = TlsSettings::load(
+            &dir.path().join("a.crt"),
+            &dir.path().join("b.key"),
+            false,
+            &[],
+        )
+        .expect("files parse");
+        let err =
+            TlsAcceptor::new(settings, Arc::new(FakeChannels::default())).expect_err("mismatch");
+        assert!(matches!(err, TlsError::Rustls(_)), "{err}");
+    }
+
+    /// A missing or empty certificate file is an error naming the file and the key.
+    #[test]
+    fn unreadable_material_names_file_and_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let err = TlsSettings::load(&empty, &empty, false, &[]).expect_err("no cert");
+        let text = err.to_string();
+        assert!(
+            text.contains("empty.pem") && text.contains("General.TLS.Certificate"),
+            "{text}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let err = TlsSettings::load(&missing, &missing, false, &[]).expect_err("missing");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    /// A real Fabric system channel's consortium members contribute their TLS root and
+    /// intermediate certificates, not only the orderer organisations.
+    #[test]
+    fn bundle_roots_include_consortium_members() {
+        let testdata = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/fabric-v1.4.12");
+        let bytes = std::fs::read(testdata.join("blocks/common-server-genesis.block"))
+            .expect("genesis block");
+        let block = korder_proto::common::Block::decode(bytes.as_slice()).expect("block");
+        let mut bundle = crate::registrar::bundle_of_config_block(&block).expect("bundle");
+        let all = bundle_tls_roots(&bundle);
+        bundle.orderer_orgs.clear();
+        bundle.application_orgs.clear();
+        let consortium_only = bundle_tls_roots(&bundle);
+        // The orderer org SampleOrg has TLS CA tlsca.example.com; the consortium member
+        // Org1 has tlsca.org1.example.com.
+        let names = |roots: &[CertificateDer<'_>]| -> Vec<&str> {
+            roots
+                .iter()
+                .map(|der| {
+                    ["tlsca.org1.example.com", "tlsca.example.com"]
+                        .into_iter()
+                        .find(|cn| der.windows(cn.len()).any(|w| w == cn.as_bytes()))
+                        .unwrap_or("unknown")
+                })
+                .collect()
+        };
+        assert_eq!(names(&consortium_only), ["tlsca.org1.example.com"]);
+        let mut all_names = names(&all);
+        all_names.sort_unstable();
+        assert_eq!(all_names, ["tlsca.example.com", "tlsca.org1.example.com"]);
     }
 }
