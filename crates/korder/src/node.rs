@@ -17,6 +17,7 @@ use korder_proto::common::Block;
 use korder_server::chain::{
     BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain,
 };
+use korder_server::msgprocessor::FilterOptions;
 use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
 use tokio::runtime::Handle;
 
@@ -199,6 +200,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let handle = Handle::current();
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let reg_metrics = metrics.clone();
+    let filters = FilterOptions {
+        no_expiration_checks: config.general.authentication.no_expiration_checks,
+    };
     let registrar = tokio::task::spawn_blocking(move || {
         Registrar::start(
             ledgers,
@@ -207,6 +211,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(signer),
             handle,
             reg_metrics,
+            filters,
         )
     })
     .await
@@ -220,6 +225,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr} (General.ListenAddress/ListenPort)"))?;
     let local = listener.local_addr()?;
+    let tls = tls_acceptor(&config, &registrar)?;
     let deliver = DeliverConfig {
         time_window: config.general.authentication.time_window,
         no_expiration_checks: config.general.authentication.no_expiration_checks,
@@ -250,20 +256,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %ops_addr, "operations endpoint: /healthz /metrics /version");
     tracing::info!(
         address = %local,
+        tls = tls.is_some(),
+        client_auth_required = tls.as_ref().is_some_and(|t| t.client_auth_required()),
         channels = ?registrar.channel_ids(),
         startup_ms = began.elapsed().as_millis() as u64,
         "korder is listening"
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("serving gRPC")?;
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let router = server.add_service(service.into_server());
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    match tls {
+        Some(acceptor) => {
+            let incoming = korder_server::tls::incoming(listener, acceptor);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
+    .context("serving gRPC")?;
     if let Ok(Err(e)) = ops.await {
         tracing::warn!(error = %e, "operations endpoint");
     }
@@ -273,6 +292,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("halting the chains")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gRPC server's TLS acceptor when `General.TLS.Enabled`; with
+/// `ClientAuthRequired`, client roots are `ClientRootCAs` plus the TLS roots of every
+/// channel's organisations, following config changes.
+fn tls_acceptor(
+    config: &Config,
+    registrar: &Registrar,
+) -> anyhow::Result<Option<korder_server::tls::TlsAcceptor>> {
+    let tls = &config.general.tls;
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
+        bail!("General.TLS.Enabled needs General.TLS.Certificate and General.TLS.PrivateKey");
+    };
+    let settings = korder_server::tls::TlsSettings::load(
+        certificate,
+        private_key,
+        tls.client_auth_required,
+        &tls.client_root_cas,
+    )?;
+    let acceptor = korder_server::tls::TlsAcceptor::new(settings, Arc::new(registrar.clone()))?;
+    Ok(Some(acceptor))
 }
 
 async fn shutdown_signal() {
