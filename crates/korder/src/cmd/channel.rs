@@ -842,7 +842,11 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                     timeout,
                 )
                 .await
-                .with_context(|| format!("reading the consortiums of {system} from {address}"))?;
+                .with_context(|| {
+                    format!(
+                        "reading the consortiums of {system} from {address} (--consortium with --org skips this)"
+                    )
+                })?;
                 let members = consortium_members(&config, args.consortium.as_deref())?;
                 let orgs = if args.orgs.is_empty() {
                     members.1
