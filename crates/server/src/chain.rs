@@ -562,6 +562,9 @@ impl<L: Log> Runner<L> {
                         hooks: self.hooks.as_ref(),
                     };
                     let commands = self.chain.on_record(&support, record.offset, record.value);
+                    if let Some(e) = self.chain.last_error() {
+                        tracing::warn!(channel = %self.shared.channel, error = %e, "record dropped");
+                    }
                     let started = self.chain.started_pending_batch();
                     self.execute(commands)?;
                     if started {
