@@ -319,7 +319,7 @@ fn read_config(dir: &Path) -> Result<ConfigParts, MspDirError> {
     let config: ConfigYaml = if text.trim().is_empty() {
         ConfigYaml::default()
     } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| MspDirError::Config {
+        serde_saphyr::from_str(&text).map_err(|e| MspDirError::Config {
             path: path.clone(),
             reason: e.to_string(),
         })?
