@@ -121,6 +121,7 @@ impl LogFactory for NodeLogs {
                         channel: channel.clone(),
                         reason: format!("{e:#}"),
                     })?;
+                params.read_timeout = config.retry.read_timeout;
                 params.retry = RetryPolicy {
                     short_interval: config.retry.short_interval,
                     short_total: config.retry.short_total,

@@ -86,6 +86,9 @@ pub struct ChainParams {
     pub runtime: Handle,
     /// How start-up retries opening the log and posting CONNECT.
     pub retry: RetryPolicy,
+    /// How long the log may fail to deliver records before the chain reports itself
+    /// errored (Deliver then answers SERVICE_UNAVAILABLE); `Kafka.Retry.NetworkTimeouts.ReadTimeout`.
+    pub read_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -335,6 +338,8 @@ pub fn start_chain<L: Log>(
     let runner = Runner {
         open,
         retry: params.retry,
+        read_timeout: params.read_timeout,
+        failing_since: None,
         log: None,
         chain,
         writer: Some(writer),
@@ -408,6 +413,9 @@ enum Event {
 struct Runner<L: Log> {
     open: LogOpener<L>,
     retry: RetryPolicy,
+    read_timeout: Duration,
+    /// When the log started failing to deliver records (transient errors).
+    failing_since: Option<Instant>,
     log: Option<Arc<L>>,
     chain: Chain,
     writer: Option<BlockWriter>,
@@ -556,6 +564,7 @@ impl<L: Log> Runner<L> {
                     self.chain.on_timer_fired(id)
                 }
                 Event::Record(Ok(record)) => {
+                    self.log_available();
                     let support = Support {
                         bundle: self.state.bundle(),
                         state: &self.state,
@@ -570,6 +579,10 @@ impl<L: Log> Runner<L> {
                     if started {
                         self.pending_since = Some(Instant::now());
                     }
+                    continue;
+                }
+                Event::Record(Err(LogError::Unavailable(e))) => {
+                    self.log_unavailable(&e);
                     continue;
                 }
                 Event::Record(Err(e)) => {
@@ -667,6 +680,38 @@ impl<L: Log> Runner<L> {
             }
         }
         Ok(())
+    }
+
+    /// A transient read failure: the log client keeps reconnecting. After
+    /// `read_timeout` without a record the chain reports itself errored and posts a
+    /// CONNECT record, so that the first record read once the log is back clears it.
+    fn log_unavailable(&mut self, error: &str) {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        tracing::warn!(channel = %self.shared.channel, error, "the log is unavailable; retrying");
+        if since.elapsed() >= self.read_timeout && !self.shared.status.borrow().errored {
+            tracing::error!(channel = %self.shared.channel, "no record for the read timeout: the chain is errored until the log is back");
+            self.shared.status.send_modify(|s| s.errored = true);
+            if let Some(log) = self.log.clone() {
+                self.rt.spawn(async move {
+                    let _ = log.append(connect_record()).await;
+                });
+            }
+        }
+        // Pace the retries: the client reports each failure as it happens.
+        let mut halt = self.halt.clone();
+        self.rt.block_on(async move {
+            tokio::select! {
+                _ = halt.wait_for(|h| *h) => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        });
+    }
+
+    fn log_available(&mut self) {
+        if self.failing_since.take().is_some() && self.shared.status.borrow().errored {
+            tracing::info!(channel = %self.shared.channel, "the log is available again");
+            self.shared.status.send_modify(|s| s.errored = false);
+        }
     }
 
     fn record_block(&self, number: u64, metadata: &korder_proto::orderer::KafkaMetadata) {

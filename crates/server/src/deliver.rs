@@ -46,6 +46,7 @@ fn status_msg(s: Status) -> DeliverResponse {
 pub fn serve(
     registrar: Registrar,
     config: DeliverConfig,
+    binding: crate::tls::TlsBinding,
     mut inbound: tonic::Streaming<Envelope>,
 ) -> ReceiverStream<Result<DeliverResponse, tonic::Status>> {
     let (tx, rx) = mpsc::channel(16);
@@ -57,7 +58,7 @@ pub fn serve(
                 Ok(Some(e)) => e,
                 Ok(None) | Err(_) => break,
             };
-            let Some(status) = handle(&registrar, &config, envelope, &tx).await else {
+            let Some(status) = handle(&registrar, &config, &binding, envelope, &tx).await else {
                 break; // the client went away
             };
             if tx.send(Ok(status_msg(status))).await.is_err() || status != Status::Success {
@@ -79,6 +80,7 @@ fn now_unix() -> Duration {
 async fn handle(
     registrar: &Registrar,
     config: &DeliverConfig,
+    binding: &crate::tls::TlsBinding,
     envelope: Envelope,
     out: &Out,
 ) -> Option<Status> {
@@ -97,6 +99,10 @@ async fn handle(
     let now = now_unix().as_secs_f64();
     let stamp = ts.seconds as f64 + f64::from(ts.nanos) / 1e9;
     if (now - stamp).abs() > config.time_window.as_secs_f64() {
+        return Some(Status::BadRequest);
+    }
+    if let Err(e) = binding.check(&ch.tls_cert_hash) {
+        tracing::warn!(error = %e, "deliver: TLS binding check failed");
         return Some(Status::BadRequest);
     }
     let Some(channel) = registrar.channel(&ch.channel_id) else {

@@ -54,9 +54,11 @@ impl AtomicBroadcast for AtomicBroadcastService {
         &self,
         request: Request<Streaming<Envelope>>,
     ) -> Result<Response<Self::DeliverStream>, Status> {
+        let binding = crate::tls::TlsBinding::of_request(&request);
         Ok(Response::new(crate::deliver::serve(
             self.registrar.clone(),
             self.deliver,
+            binding,
             request.into_inner(),
         )))
     }
