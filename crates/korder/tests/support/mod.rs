@@ -321,3 +321,356 @@ pub fn target_dir() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
+
+/// Connects to `address`, or `None` when nothing answers there.
+pub async fn try_connect(address: &str) -> Option<AtomicBroadcastClient<Channel>> {
+    AtomicBroadcastClient::connect(format!("http://{address}"))
+        .await
+        .ok()
+        .map(|c| {
+            c.max_decoding_message_size(100 << 20)
+                .max_encoding_message_size(100 << 20)
+        })
+}
+
+/// Like [`broadcast_all`], but a node that is down gives an empty answer instead of
+/// a panic (for load that runs while nodes are killed).
+pub async fn try_broadcast_all(address: &str, envelopes: Vec<Envelope>) -> Vec<(i32, String)> {
+    let Some(mut client) = try_connect(address).await else {
+        return Vec::new();
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let sender = tokio::spawn(async move {
+        for e in envelopes {
+            if tx.send(e).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    if let Ok(resp) = client.broadcast(ReceiverStream::new(rx)).await {
+        let mut stream = resp.into_inner();
+        while let Ok(Some(r)) = stream.message().await {
+            out.push((r.status, r.info));
+        }
+    }
+    sender.abort();
+    out
+}
+
+/// Like [`deliver`], but `None` when the node is down or the stream breaks.
+pub async fn try_deliver(address: &str, request: Envelope) -> Option<(Vec<Block>, Option<i32>)> {
+    let mut client = try_connect(address).await?;
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(request).await.ok()?;
+    let mut stream = client
+        .deliver(ReceiverStream::new(rx))
+        .await
+        .ok()?
+        .into_inner();
+    let mut blocks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(DeliverResponse { r#type })) => match r#type {
+                Some(deliver_response::Type::Block(b)) => blocks.push(b),
+                Some(deliver_response::Type::Status(s)) => return Some((blocks, Some(s))),
+                None => {}
+            },
+            Ok(None) => return Some((blocks, None)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Every block of `channel` from 0 to the current newest, or `None` while the node
+/// is down or its chain does not serve Deliver yet.
+pub async fn try_all_blocks(
+    address: &str,
+    signer: &SigningIdentity,
+    channel: &str,
+) -> Option<Vec<Block>> {
+    let (newest, status) = try_deliver(
+        address,
+        seek(
+            signer,
+            channel,
+            seek_position::Type::Newest(SeekNewest {}),
+            seek_position::Type::Newest(SeekNewest {}),
+            0,
+        ),
+    )
+    .await?;
+    if status != Some(Status::Success as i32) {
+        return None;
+    }
+    let top = newest.first()?.header.as_ref().map_or(0, |h| h.number);
+    let (blocks, status) = try_deliver(
+        address,
+        seek(
+            signer,
+            channel,
+            seek_position::Type::Specified(SeekSpecified { number: 0 }),
+            seek_position::Type::Specified(SeekSpecified { number: top }),
+            0,
+        ),
+    )
+    .await?;
+    (status == Some(Status::Success as i32) && blocks.len() as u64 == top + 1).then_some(blocks)
+}
+
+/// A name no other test run uses (Kafka topics are named after channels, and test
+/// runs share brokers): `prefix-<pid>-<nanos>-<counter>`, a valid channel id.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `GET path` on `address` over plain HTTP/1.1: the status code and the body.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(address).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A dev network of several nodes (`korder init --nodes N`), each node a process
+/// started with `--config DIR/nodeK/orderer.yaml`. Nodes are numbered from 1.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    /// Broadcast port of node 1; node K listens on `port + 10*(K-1)`.
+    pub port: u16,
+    pub channel: String,
+    pub system_channel: String,
+    children: Vec<Option<Child>>,
+}
+
+/// A Broadcast port P such that P + 10*k is free for every node k (best effort).
+fn free_port_series(nodes: usize) -> u16 {
+    for _ in 0..1000 {
+        let p = free_port();
+        let ok = (0..nodes).all(|k| {
+            u16::try_from(usize::from(p) + 10 * k)
+                .ok()
+                .is_some_and(|q| TcpListener::bind(("127.0.0.1", q)).is_ok())
+        });
+        if ok {
+            return p;
+        }
+    }
+    panic!("found no series of {nodes} free ports");
+}
+
+impl Cluster {
+    /// `korder init --nodes N --kafka BROKERS` with unique channel names (derived
+    /// from `name`), free ports and extra init options.
+    pub fn init(name: &str, nodes: usize, brokers: &str, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port_series(nodes);
+        let channel = unique_name(&format!("{name}-app"));
+        let system_channel = unique_name(&format!("{name}-sys"));
+        let port_s = port.to_string();
+        let nodes_s = nodes.to_string();
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--kafka",
+            brokers,
+            "--nodes",
+            &nodes_s,
+            "--port",
+            &port_s,
+            "--ops-port",
+            "0",
+            "--channel",
+            &channel,
+            "--system-channel",
+            &system_channel,
+        ];
+        args.extend_from_slice(extra);
+        korder(&args);
+        Cluster {
+            dir,
+            port,
+            channel,
+            system_channel,
+            children: (0..nodes).map(|_| None).collect(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Node `k`'s orderer.yaml (a one-node network keeps it at the top).
+    pub fn config(&self, k: usize) -> PathBuf {
+        if self.len() == 1 {
+            self.dir.path().join("orderer.yaml")
+        } else {
+            self.dir.path().join(format!("node{k}/orderer.yaml"))
+        }
+    }
+
+    /// Node `k`'s Broadcast/Deliver address.
+    pub fn address(&self, k: usize) -> String {
+        format!("127.0.0.1:{}", usize::from(self.port) + 10 * (k - 1))
+    }
+
+    /// Every node's address, node 1 first.
+    pub fn addresses(&self) -> Vec<String> {
+        (1..=self.len()).map(|k| self.address(k)).collect()
+    }
+
+    fn log_path(&self, k: usize) -> PathBuf {
+        self.dir.path().join(format!("node{k}.log"))
+    }
+
+    /// Node `k`'s log (every run of it, appended).
+    pub fn log(&self, k: usize) -> String {
+        std::fs::read_to_string(self.log_path(k)).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of every node's log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for k in 1..=self.len() {
+            let log = self.log(k);
+            let all: Vec<&str> = log.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            out.push_str(&format!("---- node{k} ----\n{}\n", all[from..].join("\n")));
+        }
+        out
+    }
+
+    /// Starts node `k` and waits until it accepts connections.
+    pub fn start(&mut self, k: usize) {
+        self.start_with_env(k, &[]);
+    }
+
+    /// Starts node `k` with extra environment variables (e.g. `ORDERER_*`
+    /// overrides) and waits until it accepts connections.
+    pub fn start_with_env(&mut self, k: usize, env: &[(&str, &str)]) {
+        assert!(self.children[k - 1].is_none(), "node{k} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(k))
+            .expect("node log");
+        let child = Command::new(KORDER)
+            .arg("start")
+            .arg("--config")
+            .arg(self.config(k))
+            .env("KORDER_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("korder start");
+        self.children[k - 1] = Some(child);
+        let port = usize::from(self.port) + 10 * (k - 1);
+        let port = u16::try_from(port).expect("port fits");
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.try_wait(k) {
+                panic!("node{k} exited with {status}; log:\n{}", self.log(k));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node{k} did not listen in time; log:\n{}",
+                self.log(k)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status of node `k` if its process has ended.
+    pub fn try_wait(&mut self, k: usize) -> Option<std::process::ExitStatus> {
+        self.children[k - 1]
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// True while node `k`'s process runs.
+    pub fn is_running(&mut self, k: usize) -> bool {
+        self.children[k - 1].is_some() && self.try_wait(k).is_none()
+    }
+
+    /// SIGKILL node `k`.
+    pub fn kill(&mut self, k: usize) {
+        if let Some(mut c) = self.children[k - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM node `k`, then waits for a clean exit.
+    pub fn stop(&mut self, k: usize) {
+        if let Some(mut c) = self.children[k - 1].take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let status = c.wait().expect("wait");
+            assert!(
+                status.success(),
+                "node{k} exited with {status}; log:\n{}",
+                self.log(k)
+            );
+        }
+    }
+
+    /// Stops every running node cleanly.
+    pub fn stop_all(&mut self) {
+        for k in 1..=self.len() {
+            self.stop(k);
+        }
+    }
+
+    /// Node `k`'s operations endpoint, as its log announced it last.
+    pub fn ops_address(&self, k: usize) -> Option<String> {
+        let log = self.log(k);
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("operations endpoint"))?;
+        let rest = line.split("address=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_string())
+    }
+
+    /// The dev network's client identity.
+    pub fn client(&self) -> SigningIdentity {
+        SigningIdentity::load_msp_dir(self.dir.path().join("client/msp"), "Org1MSP")
+            .expect("client MSP loads")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for k in 1..=self.len() {
+            self.kill(k);
+        }
+    }
+}
