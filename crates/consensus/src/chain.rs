@@ -16,6 +16,20 @@
 //! - report the outcome of every [`Command::Append`] with
 //!   [`Chain::on_append_result`] before feeding the next record;
 //! - after [`Command::Stop`], feed nothing more: the chain is finished until restart.
+//!
+//! Fabric behaviours kept for byte compatibility of the ORDERER metadata:
+//! - a block cut by TIMETOCUT records `last_resubmitted_config_offset = 0`;
+//! - an overflow cut does not advance `processed` for the envelope left pending;
+//! - the flush block before a config block carries the previous `processed`;
+//! - compatibility mode commits the config envelope as consumed.
+//!
+//! Restart rebuilds the same blocks as a node that never stopped, with two known
+//! exceptions that Fabric shares: after a restart on a TIMETOCUT block only
+//! `last_resubmitted_config_offset` differs (until the next config resubmission);
+//! and after a restart on an overflow block whose pending envelope is a resubmission,
+//! the restarted node advances `processed` where the other did not, so a later copy
+//! of that resubmission is discarded by it but committed by the others.
+//! Ingress uses one gate (open/closed), never a stack of gates.
 
 use std::time::Duration;
 

@@ -219,7 +219,7 @@ proptest! {
     /// any block rebuild them.
     #[test]
     fn cluster_nodes_agree_and_restarts_rebuild(
-        actions in prop::collection::vec(action(), 1..120),
+        actions in prop::collection::vec(action(), 1..60),
         resubmission in any::<bool>(),
     ) {
         let c = run_cluster(&actions, resubmission);

@@ -334,3 +334,32 @@ fn o112_resubmission_race_loses_x1_everywhere() {
         assert_eq!(node.blocks, c.nodes[0].blocks);
     }
 }
+
+/// The overflow quirk (§9.4) across a restart: a node restarted on the overflow block
+/// whose pending envelope is a resubmission advances processed where a node that never
+/// stopped does not (Fabric behaves the same); the chains then differ only if another
+/// copy of that resubmission follows.
+#[test]
+fn restart_on_overflow_block_advances_processed() {
+    let mut c = cluster(1, 10, 100);
+    c.configure(0, config("cfg"));
+    c.log.push(order_record(big_tx("p", 60), ConfigSeq(1)));
+    c.log.push(order_record(big_tx("x", 60), ConfigSeq(0))); // stale: resubmitted
+    c.settle();
+    let live = &c.nodes[0];
+    let overflow = live.blocks.last().unwrap();
+    assert_eq!(overflow.envelopes, vec![big_tx("p", 60)]);
+    assert_eq!(
+        live.chain.processed(),
+        LogOffset(0),
+        "not advanced on overflow"
+    );
+    let mut restarted = live.restarted_at(overflow.number);
+    restarted.catch_up(&c.log);
+    assert_eq!(
+        restarted.chain.processed(),
+        LogOffset(3),
+        "advanced after restart"
+    );
+    assert_eq!(restarted.chain.pending_count(), live.chain.pending_count());
+}
