@@ -124,19 +124,19 @@ impl BlockCutter {
             return self.finish(batches);
         }
 
-        if self.pending_bytes + envelope.size > preferred {
-            if let Some(batch) = self.take_pending() {
-                batches.push(batch);
-            }
+        if self.pending_bytes + envelope.size > preferred
+            && let Some(batch) = self.take_pending()
+        {
+            batches.push(batch);
         }
 
         self.pending.push(envelope.bytes);
         self.pending_bytes += envelope.size;
 
-        if self.pending.len() as u64 >= u64::from(limits.max_message_count) {
-            if let Some(batch) = self.take_pending() {
-                batches.push(batch);
-            }
+        if self.pending.len() as u64 >= u64::from(limits.max_message_count)
+            && let Some(batch) = self.take_pending()
+        {
+            batches.push(batch);
         }
         self.finish(batches)
     }

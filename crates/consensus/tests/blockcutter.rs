@@ -1,4 +1,5 @@
 //! Section A of the test scenarios: the block cutter.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use korder_consensus::{BlockCutter, Fill, SizedEnvelope};

@@ -1,5 +1,6 @@
 //! Sections A (7), B, D, E and F of the test scenarios: construction, restart
 //! offsets, record helpers, TIMETOCUT, CONNECT and undecodable records.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

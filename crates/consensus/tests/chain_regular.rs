@@ -1,5 +1,6 @@
 //! Sections G, H and I of the test scenarios: REGULAR records in compatibility mode
 //! (class UNKNOWN, or resubmission disabled) and with resubmission enabled.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Properties: machines fed the same records emit the same commands, and a machine
 //! restarted from any block's metadata rebuilds the same later blocks.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

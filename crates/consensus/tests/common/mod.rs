@@ -1,7 +1,7 @@
 //! Test harness: a scripted consenter support, a node that executes the chain's
 //! commands against an in-memory ledger, and a cluster of nodes sharing one
 //! in-memory log.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
