@@ -23,11 +23,22 @@ fn now_s() -> i64 {
 
 fn identity(pki: &DevPki, cn: &str, msp_id: &str) -> SigningIdentity {
     let issued = pki.issue(cn, NodeRole::Client).unwrap();
-    SigningIdentity::from_pem(msp_id, issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap()
+    SigningIdentity::from_pem(
+        msp_id,
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .unwrap()
 }
 
 fn tx(signer: &SigningIdentity, id: &str) -> Envelope {
-    envelope(signer, "mychannel", HeaderType::EndorserTransaction, id, Bytes::from_static(b"data"))
+    envelope(
+        signer,
+        "mychannel",
+        HeaderType::EndorserTransaction,
+        id,
+        Bytes::from_static(b"data"),
+    )
 }
 
 async fn one(address: &str, env: Envelope) -> (i32, String) {
@@ -46,7 +57,12 @@ async fn broadcast_refuses_bad_identities() {
     let address = net.address();
     let client = net.client();
     let foreign = DevPki::generate("Org1MSP", "org1.example.com").unwrap();
-    let org1 = DevPki::load(net.data_dir().join("ca/org1"), "Org1MSP", "org1.example.com").unwrap();
+    let org1 = DevPki::load(
+        net.data_dir().join("ca/org1"),
+        "Org1MSP",
+        "org1.example.com",
+    )
+    .unwrap();
 
     let unknown_msp = identity(&foreign, "someone", "NoSuchMSP");
     let (st, info) = one(&address, tx(&unknown_msp, "unknown-msp")).await;
@@ -67,16 +83,30 @@ async fn broadcast_refuses_bad_identities() {
 
     let mut high_s = tx(&client, "high-s");
     let parsed = EcdsaSignature::from_der(&high_s.signature).unwrap();
-    let flipped = if parsed.is_high_s() { parsed.to_low_s() } else { parsed.negate_s() };
+    let flipped = if parsed.is_high_s() {
+        parsed.to_low_s()
+    } else {
+        parsed.negate_s()
+    };
     assert!(flipped.is_high_s());
     high_s.signature = Bytes::from(flipped.to_der());
     let (st, info) = one(&address, high_s).await;
     assert_eq!(st, Status::Forbidden as i32, "{info}");
 
     let expired = org1
-        .issue_with_validity("old@org1.example.com", NodeRole::Client, now_s() - 7200, now_s() - 60)
+        .issue_with_validity(
+            "old@org1.example.com",
+            NodeRole::Client,
+            now_s() - 7200,
+            now_s() - 60,
+        )
         .unwrap();
-    let expired = SigningIdentity::from_pem("Org1MSP", expired.cert_pem.as_bytes(), expired.key_pem.as_bytes()).unwrap();
+    let expired = SigningIdentity::from_pem(
+        "Org1MSP",
+        expired.cert_pem.as_bytes(),
+        expired.key_pem.as_bytes(),
+    )
+    .unwrap();
     let (st, info) = one(&address, tx(&expired, "expired")).await;
     assert_eq!(st, Status::BadRequest as i32, "{info}");
     assert_eq!(info, "identity expired");

@@ -68,7 +68,10 @@ async fn ten_thousand_envelopes_over_eight_streams() {
         if acked.iter().all(|id| seen.contains_key(id)) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not every envelope was delivered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every envelope was delivered"
+        );
         tokio::task::yield_now().await;
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -104,10 +107,20 @@ async fn survives_twenty_kills_under_load() {
             let address = address.clone();
             load.push(tokio::spawn(async move {
                 for batch in 0.. {
-                    let ids: Vec<String> = (0..50).map(|i| format!("r{round}-s{s}-b{batch}-{i}")).collect();
+                    let ids: Vec<String> = (0..50)
+                        .map(|i| format!("r{round}-s{s}-b{batch}-{i}"))
+                        .collect();
                     let envs = ids
                         .iter()
-                        .map(|id| envelope(&signer, "mychannel", HeaderType::EndorserTransaction, id, Bytes::from_static(b"x")))
+                        .map(|id| {
+                            envelope(
+                                &signer,
+                                "mychannel",
+                                HeaderType::EndorserTransaction,
+                                id,
+                                Bytes::from_static(b"x"),
+                            )
+                        })
                         .collect();
                     let statuses = broadcast_all(&address, envs).await;
                     if statuses.is_empty() {
@@ -148,7 +161,11 @@ async fn survives_twenty_kills_under_load() {
             break;
         }
         let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
-        assert!(std::time::Instant::now() < deadline, "{missing} acknowledged envelopes lost; log:\n{}", net.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} acknowledged envelopes lost; log:\n{}",
+            net.log()
+        );
         tokio::task::yield_now().await;
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
