@@ -707,6 +707,56 @@ async fn brokers_never_reachable() {
     c.stop(1);
 }
 
+/// Start-up retries are bounded by wall-clock time, ShortTotal then LongTotal, as
+/// the spec's retry policy says, even when each attempt outlasts the intervals.
+///
+/// With attempts of ReadTimeout (4s) against brokers that refuse connections and
+/// totals of 1s each, each phase runs its immediate attempt and at most one more: at
+/// most 4 attempts before the chain reports its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_up_retries_end_after_the_configured_totals() {
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let mut c = Cluster::init("retrytotal", 1, &dead, &batch_args("200ms"));
+    c.start_with_env(
+        1,
+        &[
+            ("ORDERER_KAFKA_RETRY_SHORTINTERVAL", "200ms"),
+            ("ORDERER_KAFKA_RETRY_SHORTTOTAL", "1s"),
+            ("ORDERER_KAFKA_RETRY_LONGINTERVAL", "250ms"),
+            ("ORDERER_KAFKA_RETRY_LONGTOTAL", "1s"),
+            ("ORDERER_KAFKA_RETRY_NETWORKTIMEOUTS_DIALTIMEOUT", "4s"),
+            ("ORDERER_KAFKA_RETRY_NETWORKTIMEOUTS_READTIMEOUT", "4s"),
+            ("ORDERER_KAFKA_RETRY_NETWORKTIMEOUTS_WRITETIMEOUT", "4s"),
+        ],
+    );
+    let marker = format!("channel={} attempt=", c.channel);
+    let deadline = Instant::now() + CONVERGE_LIMIT;
+    loop {
+        let attempts = c
+            .log(1)
+            .lines()
+            .filter(|l| l.contains("chain start-up attempt failed") && l.contains(&marker))
+            .count();
+        assert!(
+            attempts <= 4,
+            "{attempts} start-up attempts of {}s each for ShortTotal 1s + LongTotal 1s: the \
+             retry policy runs its whole schedule instead of stopping when the totals \
+             have elapsed\n{}",
+            4,
+            c.logs_tail(30)
+        );
+        let (code, body) = healthz(&c);
+        assert_eq!(code, 503, "{body}");
+        if body.contains("cannot start reading the log") && body.contains(&c.channel) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chain never gave up: {body}");
+        pause().await;
+    }
+    assert!(c.is_running(1));
+    c.stop(1);
+}
+
 /// Stops a private Kafka cluster when dropped.
 struct OwnKafka {
     state: String,
