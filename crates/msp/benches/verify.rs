@@ -16,7 +16,12 @@ fn main() {
         .unwrap_or(3);
     let pki = DevPki::generate("Org1MSP", "org1.example.com").unwrap();
     let issued = pki.issue("bench", NodeRole::Client).unwrap();
-    let signer = SigningIdentity::from_pem("Org1MSP", issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap();
+    let signer = SigningIdentity::from_pem(
+        "Org1MSP",
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .unwrap();
     let message = vec![7u8; 3000];
     let signature = signer.sign(&message).unwrap();
     let identity = signer.identity().clone();
@@ -54,7 +59,16 @@ fn main() {
         }
         n as f64 / started.elapsed().as_secs_f64()
     };
-    println!("ecdsa-p256 verify (3 KB message), 1 thread:  {:>9.0} verifies/s", run(1));
-    println!("ecdsa-p256 verify (3 KB message), 2 threads: {:>9.0} verifies/s", run(2));
-    println!("ecdsa-p256 sign   (3 KB message), 1 thread:  {:>9.0} signs/s", sign_rate);
+    println!(
+        "ecdsa-p256 verify (3 KB message), 1 thread:  {:>9.0} verifies/s",
+        run(1)
+    );
+    println!(
+        "ecdsa-p256 verify (3 KB message), 2 threads: {:>9.0} verifies/s",
+        run(2)
+    );
+    println!(
+        "ecdsa-p256 sign   (3 KB message), 1 thread:  {:>9.0} signs/s",
+        sign_rate
+    );
 }
