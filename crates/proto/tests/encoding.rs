@@ -108,7 +108,7 @@ fn zero_oneof_members_are_written() {
     };
     assert_eq!(hex(&newest.encode_to_vec()), "0a00");
     let info = SeekInfo {
-        start: Some(newest.clone()),
+        start: Some(newest),
         stop: Some(newest),
         ..Default::default()
     };
