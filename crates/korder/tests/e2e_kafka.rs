@@ -662,6 +662,7 @@ async fn broadcast_one(c: &Cluster, signer: &SigningIdentity, id: &str) -> Optio
 /// stopped, and the process keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn brokers_never_reachable() {
+    kafka1(); // like every test of this file, refuses to run without the suite's brokers
     // Nothing listens there: the port was free a moment ago and nobody binds it.
     let dead = format!("127.0.0.1:{}", support::free_port());
     let mut c = Cluster::init("unreachable", 1, &dead, &batch_args("200ms"));
@@ -715,6 +716,7 @@ async fn brokers_never_reachable() {
 /// most 4 attempts before the chain reports its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn start_up_retries_end_after_the_configured_totals() {
+    kafka1(); // like every test of this file, refuses to run without the suite's brokers
     let dead = format!("127.0.0.1:{}", support::free_port());
     let mut c = Cluster::init("retrytotal", 1, &dead, &batch_args("200ms"));
     c.start_with_env(
@@ -776,7 +778,7 @@ impl Drop for OwnKafka {
 /// the chain starts on its own and orders, with no restart of the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chain_starts_when_brokers_come_up() {
-    kafka1(); // the suite's broker must be there, as for every other test here
+    kafka1(); // like every test of this file, refuses to run without the suite's brokers
     // A private one-broker cluster: started to learn its port, then its broker is
     // killed (state and port kept) before the node starts.
     let own = OwnKafka {
