@@ -110,34 +110,19 @@ impl RetryPolicy {
         long_interval: Duration::from_secs(1),
         long_total: Duration::ZERO,
     };
+}
 
-    /// The attempt times of this policy, relative to the first attempt.
-    fn schedule(&self) -> Vec<Duration> {
-        fn phase(at: &mut Vec<Duration>, start: Duration, interval: Duration, total: Duration) {
-            let mut t = interval;
-            while !interval.is_zero() && t <= total {
-                at.push(start + t);
-                t += interval;
-            }
-        }
-        let mut at = vec![Duration::ZERO];
-        phase(
-            &mut at,
-            Duration::ZERO,
-            self.short_interval,
-            self.short_total,
-        );
-        if !self.long_total.is_zero() {
-            at.push(self.short_total);
-            phase(
-                &mut at,
-                self.short_total,
-                self.long_interval,
-                self.long_total,
-            );
-        }
-        at
+/// The first tick of a ticker started at `start` with `interval` that is not
+/// before `now` (ticks missed while an attempt ran are dropped, as a ticker does).
+/// `None` for a zero interval.
+fn next_tick(start: Instant, interval: Duration, now: Instant) -> Option<Instant> {
+    if interval.is_zero() {
+        return None;
     }
+    let elapsed = now.saturating_duration_since(start);
+    let ticks = elapsed.as_nanos() / interval.as_nanos() + 1;
+    let ticks = u32::try_from(ticks).ok()?;
+    interval.checked_mul(ticks).map(|d| start + d)
 }
 
 /// Opens a channel's log; called again on failure, per the chain's [`RetryPolicy`].
@@ -472,49 +457,88 @@ impl<L: Log> Runner<L> {
     /// retrying per the policy; a halt cuts the retries short.
     fn start(&mut self) -> Result<L::Reader, Exit> {
         let from = self.chain.read_from();
-        let began = Instant::now();
         let mut last_error = String::new();
-        for (attempt, at) in self.retry.schedule().into_iter().enumerate() {
-            let mut halt = self.halt.clone();
-            let deadline = began + at;
-            let opener = (self.open)();
-            let existing = self.log.clone();
-            let outcome = self.rt.block_on(async move {
-                tokio::select! {
-                    _ = halt.wait_for(|h| *h) => None,
-                    r = async {
-                        tokio::time::sleep_until(deadline.into()).await;
-                        let log = match existing {
-                            Some(l) => l,
-                            None => opener.await?,
-                        };
-                        let step = async {
-                            log.append(connect_record()).await?;
-                            log.reader(from).await
-                        };
-                        match step.await {
-                            Ok(reader) => Ok((log, reader)),
-                            Err(e) => Err(format!("{e}")),
-                        }
-                    } => Some(r),
+        let mut attempt = 0u32;
+        let phases = [
+            (self.retry.short_interval, self.retry.short_total),
+            (self.retry.long_interval, self.retry.long_total),
+        ];
+        for (phase, (interval, total)) in phases.into_iter().enumerate() {
+            if phase == 1 && total.is_zero() {
+                break;
+            }
+            let phase_start = Instant::now();
+            let phase_end = phase_start + total;
+            let mut at = phase_start;
+            loop {
+                // An attempt may not outlast its phase (a phase of zero length still
+                // gets its one attempt, unbounded).
+                let budget = (!total.is_zero()).then(|| phase_end.max(at) - at);
+                match self.attempt(from, at, budget) {
+                    None => return Err(Exit::Halted),
+                    Some(Ok((log, reader))) => {
+                        let _ = self.shared.appender.set(Box::new(LogAppender(log.clone())));
+                        self.log = Some(log);
+                        return self.started(reader, from);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");
+                        last_error = e;
+                        attempt += 1;
+                    }
                 }
-            });
-            match outcome {
-                None => return Err(Exit::Halted),
-                Some(Ok((log, reader))) => {
-                    let _ = self.shared.appender.set(Box::new(LogAppender(log.clone())));
-                    self.log = Some(log);
-                    return self.started(reader, from);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");
-                    last_error = e;
+                match next_tick(phase_start, interval, Instant::now()) {
+                    Some(next) if next <= phase_end => at = next,
+                    _ => break,
                 }
             }
         }
         Err(Exit::Failed(format!(
             "cannot start reading the log from {from:?}: {last_error}"
         )))
+    }
+
+    /// One start-up attempt at `at`: open the log (unless open), post CONNECT, open
+    /// the reader. `None` if halted meanwhile.
+    #[allow(clippy::type_complexity)]
+    fn attempt(
+        &mut self,
+        from: korder_log::ReadFrom,
+        at: Instant,
+        budget: Option<Duration>,
+    ) -> Option<Result<(Arc<L>, L::Reader), String>> {
+        let mut halt = self.halt.clone();
+        let opener = (self.open)();
+        let existing = self.log.clone();
+        self.rt.block_on(async move {
+            let work = async {
+                tokio::time::sleep_until(at.into()).await;
+                let log = match existing {
+                    Some(l) => l,
+                    None => opener.await?,
+                };
+                let step = async {
+                    log.append(connect_record()).await?;
+                    log.reader(from).await
+                };
+                match step.await {
+                    Ok(reader) => Ok((log, reader)),
+                    Err(e) => Err(format!("{e}")),
+                }
+            };
+            let bounded = async {
+                match budget {
+                    Some(b) => tokio::time::timeout_at((at + b).into(), work)
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer within {b:?}"))),
+                    None => work.await,
+                }
+            };
+            tokio::select! {
+                _ = halt.wait_for(|h| *h) => None,
+                r = bounded => Some(r),
+            }
+        })
     }
 
     fn started(
@@ -737,18 +761,21 @@ impl<L: Log> Runner<L> {
 mod tests {
     use super::*;
 
-    /// The retry schedule tries at once, then every short interval up to the short
-    /// total, then at once again and every long interval up to the long total.
+    /// Retries follow a ticker: the next attempt is the next tick after now, and
+    /// ticks missed by a slow attempt are dropped rather than run back to back.
     #[test]
-    fn retry_schedule() {
-        let p = RetryPolicy {
-            short_interval: Duration::from_millis(50),
-            short_total: Duration::from_millis(100),
-            long_interval: Duration::from_millis(60),
-            long_total: Duration::from_millis(120),
-        };
-        let ms: Vec<u128> = p.schedule().iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![0, 50, 100, 100, 160, 220]);
-        assert_eq!(RetryPolicy::ONCE.schedule(), vec![Duration::ZERO]);
+    fn next_tick_drops_missed_ticks() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(100);
+        assert_eq!(next_tick(t0, i, t0), Some(t0 + i));
+        assert_eq!(
+            next_tick(t0, i, t0 + Duration::from_millis(50)),
+            Some(t0 + i)
+        );
+        assert_eq!(
+            next_tick(t0, i, t0 + Duration::from_millis(350)),
+            Some(t0 + Duration::from_millis(400))
+        );
+        assert_eq!(next_tick(t0, Duration::ZERO, t0), None);
     }
 }
