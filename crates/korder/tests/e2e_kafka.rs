@@ -25,10 +25,11 @@ use korder_kafka::{KafkaConfig, KafkaLog};
 use korder_log::{Log, LogReader, ReadFrom};
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
-use korder_proto::common::{Block, BlockMetadataIndex, HeaderType, Metadata, Status};
+use korder_proto::common::{Block, HeaderType, Status};
 use korder_proto::orderer::{KafkaMessage, kafka_message};
 use support::{
-    Cluster, envelope, http_get, korder, try_all_blocks, try_broadcast_all, tx_id_of, unique_name,
+    Cluster, assert_same_chain, envelope, korder, try_all_blocks, try_broadcast_all, tx_counts,
+    unique_name,
 };
 
 /// Blocks cut by size hold this many envelopes.
@@ -87,56 +88,6 @@ fn kafka_cmd(state: &str, args: &[&str]) -> std::process::Output {
 
 async fn pause() {
     tokio::time::sleep(POLL).await;
-}
-
-/// Each tx id's number of occurrences in `blocks`, the genesis block left out.
-fn tx_counts(blocks: &[Block]) -> BTreeMap<String, u32> {
-    let mut seen = BTreeMap::new();
-    for b in blocks
-        .iter()
-        .filter(|b| b.header.as_ref().unwrap().number > 0)
-    {
-        for d in &b.data.as_ref().unwrap().data {
-            if let Some(id) = tx_id_of(d)
-                && !id.is_empty()
-            {
-                *seen.entry(id).or_default() += 1;
-            }
-        }
-    }
-    seen
-}
-
-/// Asserts that two nodes' chains are the same block by block: header, data and
-/// every metadata slot, except the signatures in the SIGNATURES slot (each node
-/// signs with its own key; the signed value must still be the same).
-fn assert_same_chain(a: &[Block], b: &[Block], who: &str) {
-    assert_eq!(a.len(), b.len(), "{who}: heights differ");
-    let sig = BlockMetadataIndex::Signatures as usize;
-    for (x, y) in a.iter().zip(b) {
-        let n = x.header.as_ref().unwrap().number;
-        assert_eq!(x.header, y.header, "{who}: header of block {n} differs");
-        assert_eq!(x.data, y.data, "{who}: data of block {n} differs");
-        let xm = &x.metadata.as_ref().unwrap().metadata;
-        let ym = &y.metadata.as_ref().unwrap().metadata;
-        assert_eq!(xm.len(), ym.len(), "{who}: block {n} metadata slot count");
-        for (i, (xs, ys)) in xm.iter().zip(ym).enumerate() {
-            if i == sig {
-                let xv = Metadata::decode(xs.as_ref()).unwrap();
-                let yv = Metadata::decode(ys.as_ref()).unwrap();
-                assert_eq!(
-                    xv.value, yv.value,
-                    "{who}: block {n} SIGNATURES value differs"
-                );
-                assert!(
-                    n == 0 || (!xv.signatures.is_empty() && !yv.signatures.is_empty()),
-                    "{who}: block {n} is not signed"
-                );
-            } else {
-                assert_eq!(xs, ys, "{who}: block {n} metadata slot {i} differs");
-            }
-        }
-    }
 }
 
 /// Every node's chain of the application channel, or `None` while one is not
@@ -305,35 +256,9 @@ impl Load {
     }
 }
 
-/// Node `k`'s /healthz: status code and body.
-fn healthz_of(c: &Cluster, k: usize) -> (u16, String) {
-    let ops = c
-        .ops_address(k)
-        .expect("the operations endpoint is in the log");
-    http_get(&ops, "/healthz").expect("/healthz answers")
-}
-
 /// Node 1's /healthz.
 fn healthz(c: &Cluster) -> (u16, String) {
-    healthz_of(c, 1)
-}
-
-/// Starts node `k` and waits until every chain of it runs (/healthz is 200).
-async fn start_ready(c: &mut Cluster, k: usize) {
-    c.start(k);
-    let deadline = Instant::now() + CONVERGE_LIMIT;
-    loop {
-        let (code, body) = healthz_of(c, k);
-        if code == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node{k}'s chains did not start: {body}\n{}",
-            c.logs_tail(30)
-        );
-        pause().await;
-    }
+    c.healthz(1)
 }
 
 fn batch_args(timeout: &'static str) -> [&'static str; 4] {
@@ -352,8 +277,8 @@ fn batch_args(timeout: &'static str) -> [&'static str; 4] {
 async fn two_nodes_cut_identical_chains() {
     let brokers = kafka1();
     let mut c = Cluster::init("two", 2, &brokers, &batch_args("200ms"));
-    start_ready(&mut c, 1).await;
-    start_ready(&mut c, 2).await;
+    c.start_ready(1).await;
+    c.start_ready(2).await;
     let signer = Arc::new(c.client());
     let load = Load::start(&c.addresses(), 2, &signer, &c.channel);
     load.wait_acked(600, &c, "two nodes").await;
@@ -376,7 +301,7 @@ async fn three_nodes_under_bench() {
     let brokers = kafka1();
     let mut c = Cluster::init("three", 3, &brokers, &batch_args("200ms"));
     for k in 1..=3 {
-        start_ready(&mut c, k).await;
+        c.start_ready(k).await;
     }
     let out = korder(&[
         "bench",
@@ -417,7 +342,7 @@ async fn stopped_and_killed_nodes_catch_up() {
     let brokers = kafka1();
     let mut c = Cluster::init("restart", 3, &brokers, &batch_args("200ms"));
     for k in 1..=3 {
-        start_ready(&mut c, k).await;
+        c.start_ready(k).await;
     }
     let signer = Arc::new(c.client());
     let load = Load::start(&c.addresses(), 1, &signer, &c.channel);
@@ -428,8 +353,8 @@ async fn stopped_and_killed_nodes_catch_up() {
     c.kill(3);
     load.wait_acked(load.acked() + 200, &c, "node3 killed")
         .await;
-    start_ready(&mut c, 2).await;
-    start_ready(&mut c, 3).await;
+    c.start_ready(2).await;
+    c.start_ready(3).await;
     load.wait_acked(load.acked() + 200, &c, "after the restarts")
         .await;
     let acked = load.finish().await;
@@ -444,8 +369,8 @@ async fn stopped_and_killed_nodes_catch_up() {
 async fn late_node_replays_the_topic() {
     let brokers = kafka1();
     let mut c = Cluster::init("late", 3, &brokers, &batch_args("200ms"));
-    start_ready(&mut c, 1).await;
-    start_ready(&mut c, 2).await;
+    c.start_ready(1).await;
+    c.start_ready(2).await;
     let signer = Arc::new(c.client());
     let load = Load::start(&c.addresses()[..2], 2, &signer, &c.channel);
     load.wait_acked(800, &c, "before node3 starts").await;
@@ -454,7 +379,7 @@ async fn late_node_replays_the_topic() {
         .await
         .len();
     assert!(early > 800 / 50, "only {early} blocks before node3 starts");
-    start_ready(&mut c, 3).await;
+    c.start_ready(3).await;
     // More load while node3 catches up, spread over all three.
     let load = Load::start(&c.addresses(), 1, &signer, &c.channel);
     load.wait_acked(300, &c, "while node3 catches up").await;
@@ -516,8 +441,8 @@ async fn ordering_survives_the_leader_broker_failure() {
     let mut args = batch_args("200ms").to_vec();
     args.extend(["--replication-factor", "3"]);
     let mut c = Cluster::init("failover", 2, &brokers, &args);
-    start_ready(&mut c, 1).await;
-    start_ready(&mut c, 2).await;
+    c.start_ready(1).await;
+    c.start_ready(2).await;
     let signer = Arc::new(c.client());
     let load = Load::start(&c.addresses(), 2, &signer, &c.channel);
     load.wait_acked(300, &c, "before the broker failure").await;
@@ -547,8 +472,8 @@ async fn ordering_survives_the_leader_broker_failure() {
 async fn time_to_cut_through_kafka() {
     let brokers = kafka1();
     let mut c = Cluster::init("ttc", 2, &brokers, &batch_args("100ms"));
-    start_ready(&mut c, 1).await;
-    start_ready(&mut c, 2).await;
+    c.start_ready(1).await;
+    c.start_ready(2).await;
     let signer = c.client();
     let rounds = 20u64;
     let mut acked = HashSet::new();

@@ -10,66 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use korder_channelconfig::genesis::signed_by_role;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
-use korder_proto::common::{
-    Block, ConfigEnvelope, ConfigGroup, ConfigPolicy, ConfigUpdate, Envelope, HeaderType, Payload,
-    Status, msp_role,
+use korder_proto::common::{HeaderType, Status};
+use support::{
+    Net, all_blocks, broadcast_all, envelope, is_config, korder, tx_id_of, writers_admin_only,
 };
-use support::{Net, all_blocks, broadcast_all, envelope, korder, tx_id_of};
-
-/// A ConfigUpdate for `mychannel` that lets only Org1MSP admins write (Org1MSP's
-/// Writers policy becomes `OR('Org1MSP.admin')`), built from the channel's genesis.
-fn writers_admin_only(genesis: &[u8]) -> ConfigUpdate {
-    let block = Block::decode(genesis).unwrap();
-    let env = Envelope::decode(block.data.unwrap().data[0].as_ref()).unwrap();
-    let payload = Payload::decode(env.payload.as_ref()).unwrap();
-    let config = ConfigEnvelope::decode(payload.data.as_ref())
-        .unwrap()
-        .config
-        .unwrap();
-    let root = config.channel_group.unwrap();
-    let app = &root.groups["Application"];
-    let org = &app.groups["Org1MSP"];
-    let old = &org.policies["Writers"];
-    let shell = |g: &ConfigGroup| ConfigGroup {
-        version: g.version,
-        ..Default::default()
-    };
-    let nest = |org_group: ConfigGroup| {
-        let mut a = shell(app);
-        a.groups.insert("Org1MSP".into(), org_group);
-        let mut r = shell(&root);
-        r.groups.insert("Application".into(), a);
-        r
-    };
-    let mut written = shell(org);
-    written.policies.insert(
-        "Writers".into(),
-        ConfigPolicy {
-            version: old.version + 1,
-            policy: Some(signed_by_role("Org1MSP", msp_role::MspRoleType::Admin)),
-            mod_policy: old.mod_policy.clone(),
-        },
-    );
-    ConfigUpdate {
-        channel_id: "mychannel".into(),
-        read_set: Some(nest(shell(org))),
-        write_set: Some(nest(written)),
-        isolated_data: Default::default(),
-    }
-}
-
-fn is_config(envelope_bytes: &[u8]) -> bool {
-    let env = Envelope::decode(envelope_bytes).unwrap();
-    let payload = Payload::decode(env.payload.as_ref()).unwrap();
-    let ch = korder_proto::common::ChannelHeader::decode(
-        payload.header.unwrap().channel_header.as_ref(),
-    )
-    .unwrap();
-    ch.r#type == HeaderType::Config as i32
-}
 
 /// Load from a client and an admin runs while the channel's writers become admins
 /// only: after the config block no client envelope is ordered, every acknowledged
@@ -86,8 +32,11 @@ async fn stale_envelopes_are_revalidated_on_the_embedded_log() {
     let update_file = net.data_dir().join("writers-update.pb");
     std::fs::write(
         &update_file,
-        writers_admin_only(&std::fs::read(net.data_dir().join("mychannel.block")).unwrap())
-            .encode_to_vec(),
+        writers_admin_only(
+            &std::fs::read(net.data_dir().join("mychannel.block")).unwrap(),
+            "mychannel",
+        )
+        .encode_to_vec(),
     )
     .unwrap();
 

@@ -25,6 +25,10 @@ use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 
+/// How long channel creation waits for the new chain to start before the channel
+/// is served anyway.
+const CREATED_CHANNEL_START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens a channel's log and starts its chain over it. The node decides here which
 /// log backs which channel (the embedded log, or a Kafka topic).
 pub trait LogFactory: Send + Sync + 'static {
@@ -178,13 +182,14 @@ impl Registrar {
                 bundle.channel_id
             )));
         }
-        self.start_channel(bundle, store)
+        self.start_channel(bundle, store, false)
     }
 
     fn start_channel(
         &self,
         bundle: Bundle,
         store: BlockStore,
+        wait_started: bool,
     ) -> Result<Arc<Channel>, RegistrarError> {
         let name = bundle.channel_id.clone();
         if bundle.is_system_channel() {
@@ -210,6 +215,23 @@ impl Registrar {
             metrics: self.inner.metrics.clone(),
         };
         let chain = self.inner.logs.start_chain(&bundle, params)?;
+        if wait_started {
+            // A channel created at run time becomes visible once its chain serves:
+            // until then clients get NOT_FOUND (which they retry), never a
+            // SERVICE_UNAVAILABLE from a chain that is still starting.
+            let mut status = chain.status();
+            let ready = self.inner.runtime.block_on(async move {
+                tokio::time::timeout(
+                    CREATED_CHANNEL_START_LIMIT,
+                    status.wait_for(|s| s.started || s.halted || s.error.is_some()),
+                )
+                .await
+                .is_ok()
+            });
+            if !ready {
+                tracing::warn!(channel = %name, "the created channel's chain has not started yet; serving it anyway");
+            }
+        }
         let channel = Arc::new(Channel {
             state,
             store,
@@ -332,7 +354,7 @@ impl Registrar {
             store.append(&genesis).map_err(|e| e.to_string())?;
         }
         let bundle = Bundle::from_config_envelope(config_envelope).map_err(|e| e.to_string())?;
-        self.start_channel(bundle, store)
+        self.start_channel(bundle, store, true)
             .map_err(|e| e.to_string())?;
         tracing::info!(channel = %channel_id, "created channel");
         Ok(())

@@ -3,14 +3,19 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use korder_channelconfig::genesis::signed_by_role;
 use korder_msp::signer::SigningIdentity;
-use korder_proto::common::{Block, ChannelHeader, Envelope, Header, HeaderType, Payload, Status};
+use korder_proto::common::{
+    Block, BlockMetadataIndex, ChannelHeader, ConfigEnvelope, ConfigGroup, ConfigPolicy,
+    ConfigUpdate, Envelope, Header, HeaderType, Metadata, Payload, Status, msp_role,
+};
 use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use korder_proto::orderer::{
     DeliverResponse, SeekInfo, SeekNewest, SeekPosition, SeekSpecified, deliver_response,
@@ -609,6 +614,33 @@ impl Cluster {
         }
     }
 
+    /// Node `k`'s `/healthz`: status code and body.
+    pub fn healthz(&self, k: usize) -> (u16, String) {
+        let ops = self
+            .ops_address(k)
+            .expect("the operations endpoint is in the log");
+        http_get(&ops, "/healthz").expect("/healthz answers")
+    }
+
+    /// Starts node `k` and waits until every chain of it runs (`/healthz` is 200).
+    pub async fn start_ready(&mut self, k: usize) {
+        self.start(k);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (code, body) = self.healthz(k);
+            if code == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node{k}'s chains did not start: {body}\n{}",
+                self.logs_tail(30)
+            );
+            // Poll interval of a bounded wait for a condition.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The exit status of node `k` if its process has ended.
     pub fn try_wait(&mut self, k: usize) -> Option<std::process::ExitStatus> {
         self.children[k - 1]
@@ -673,4 +705,107 @@ impl Drop for Cluster {
             self.kill(k);
         }
     }
+}
+
+/// Each tx id's number of occurrences in `blocks`, the genesis block left out.
+pub fn tx_counts(blocks: &[Block]) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for b in blocks
+        .iter()
+        .filter(|b| b.header.as_ref().unwrap().number > 0)
+    {
+        for d in &b.data.as_ref().unwrap().data {
+            if let Some(id) = tx_id_of(d)
+                && !id.is_empty()
+            {
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Asserts that two nodes' chains are the same block by block: header, data and
+/// every metadata slot, except the signatures in the SIGNATURES slot (each node
+/// signs with its own key; the signed value must still be the same).
+pub fn assert_same_chain(a: &[Block], b: &[Block], who: &str) {
+    assert_eq!(a.len(), b.len(), "{who}: heights differ");
+    let sig = BlockMetadataIndex::Signatures as usize;
+    for (x, y) in a.iter().zip(b) {
+        let n = x.header.as_ref().unwrap().number;
+        assert_eq!(x.header, y.header, "{who}: header of block {n} differs");
+        assert_eq!(x.data, y.data, "{who}: data of block {n} differs");
+        let xm = &x.metadata.as_ref().unwrap().metadata;
+        let ym = &y.metadata.as_ref().unwrap().metadata;
+        assert_eq!(xm.len(), ym.len(), "{who}: block {n} metadata slot count");
+        for (i, (xs, ys)) in xm.iter().zip(ym).enumerate() {
+            if i == sig {
+                let xv = Metadata::decode(xs.as_ref()).unwrap();
+                let yv = Metadata::decode(ys.as_ref()).unwrap();
+                assert_eq!(
+                    xv.value, yv.value,
+                    "{who}: block {n} SIGNATURES value differs"
+                );
+                assert!(
+                    n == 0 || (!xv.signatures.is_empty() && !yv.signatures.is_empty()),
+                    "{who}: block {n} is not signed"
+                );
+            } else {
+                assert_eq!(xs, ys, "{who}: block {n} metadata slot {i} differs");
+            }
+        }
+    }
+}
+
+/// A ConfigUpdate for `channel` (from its genesis block) that lets only Org1MSP admins write (Org1MSP's
+/// Writers policy becomes `OR('Org1MSP.admin')`), built from the channel's genesis.
+pub fn writers_admin_only(genesis: &[u8], channel: &str) -> ConfigUpdate {
+    let block = Block::decode(genesis).unwrap();
+    let env = Envelope::decode(block.data.unwrap().data[0].as_ref()).unwrap();
+    let payload = Payload::decode(env.payload.as_ref()).unwrap();
+    let config = ConfigEnvelope::decode(payload.data.as_ref())
+        .unwrap()
+        .config
+        .unwrap();
+    let root = config.channel_group.unwrap();
+    let app = &root.groups["Application"];
+    let org = &app.groups["Org1MSP"];
+    let old = &org.policies["Writers"];
+    let shell = |g: &ConfigGroup| ConfigGroup {
+        version: g.version,
+        ..Default::default()
+    };
+    let nest = |org_group: ConfigGroup| {
+        let mut a = shell(app);
+        a.groups.insert("Org1MSP".into(), org_group);
+        let mut r = shell(&root);
+        r.groups.insert("Application".into(), a);
+        r
+    };
+    let mut written = shell(org);
+    written.policies.insert(
+        "Writers".into(),
+        ConfigPolicy {
+            version: old.version + 1,
+            policy: Some(signed_by_role("Org1MSP", msp_role::MspRoleType::Admin)),
+            mod_policy: old.mod_policy.clone(),
+        },
+    );
+    ConfigUpdate {
+        channel_id: channel.into(),
+        read_set: Some(nest(shell(org))),
+        write_set: Some(nest(written)),
+        isolated_data: Default::default(),
+    }
+}
+
+/// Whether an envelope is a CONFIG transaction.
+pub fn is_config(envelope_bytes: &[u8]) -> bool {
+    let env = Envelope::decode(envelope_bytes).unwrap();
+    let payload = Payload::decode(env.payload.as_ref()).unwrap();
+    let ch = korder_proto::common::ChannelHeader::decode(
+        payload.header.unwrap().channel_header.as_ref(),
+    )
+    .unwrap();
+    ch.r#type == HeaderType::Config as i32
 }

@@ -1,0 +1,264 @@
+//! End-to-end config paths on Kafka: channel creation through the system channel,
+//! a node that joins with only the system genesis block and creates the channels it
+//! finds in the system channel's topic, and resubmission across two nodes.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use korder_msp::signer::SigningIdentity;
+use korder_proto::Message;
+use korder_proto::common::{Block, HeaderType, Status};
+use support::{
+    Cluster, assert_same_chain, envelope, is_config, korder, try_all_blocks, try_broadcast_all,
+    tx_counts, tx_id_of, unique_name, writers_admin_only,
+};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn kafka1() -> String {
+    std::env::var("KORDER_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "KORDER_KAFKA_BOOTSTRAP is not set: run the suite with scripts/test (it starts Kafka)"
+        )
+    })
+}
+
+/// Waits until every node in `nodes` serves `channel` with the same chain, holding
+/// every id of `acked`; returns node 1's chain.
+async fn converged(
+    c: &Cluster,
+    signer: &SigningIdentity,
+    channel: &str,
+    nodes: &[usize],
+    acked: &HashSet<String>,
+) -> Vec<Block> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let mut chains = Vec::new();
+        for &k in nodes {
+            if let Some(ch) = try_all_blocks(&c.address(k), signer, channel).await {
+                chains.push(ch);
+            }
+        }
+        if chains.len() == nodes.len() && chains.iter().all(|ch| ch.len() == chains[0].len()) {
+            let counts = tx_counts(&chains[0]);
+            if acked.iter().all(|id| counts.contains_key(id)) {
+                for (i, ch) in chains.iter().enumerate().skip(1) {
+                    assert_same_chain(
+                        &chains[0],
+                        ch,
+                        &format!("{channel}: node{} vs node{}", nodes[0], nodes[i]),
+                    );
+                }
+                let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+                assert!(dups.is_empty(), "ordered twice: {dups:?}");
+                return chains.swap_remove(0);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channel}: nodes {nodes:?} did not converge\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send(
+    address: &str,
+    signer: &SigningIdentity,
+    channel: &str,
+    ids: &[String],
+) -> Vec<String> {
+    let envs = ids
+        .iter()
+        .map(|id| {
+            envelope(
+                signer,
+                channel,
+                HeaderType::EndorserTransaction,
+                id,
+                Bytes::from_static(b"x"),
+            )
+        })
+        .collect();
+    let statuses = try_broadcast_all(address, envs).await;
+    statuses
+        .iter()
+        .zip(ids)
+        .filter(|((st, _), _)| *st == Status::Success as i32)
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+/// A channel created with `korder channel create` on a two-node Kafka network is
+/// usable on both nodes at once; a third node that starts with only the system
+/// channel's genesis block replays the system topic, creates the channel when it
+/// reaches its ORDERER_TRANSACTION block, replays the channel's topic and ends with
+/// the same chains, serving Broadcast and Deliver on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn created_channel_and_a_node_joining_late() {
+    let brokers = kafka1();
+    let mut c = Cluster::init(
+        "create",
+        3,
+        &brokers,
+        &["--batch-timeout", "200ms", "--max-message-count", "10"],
+    );
+    c.start_ready(1).await;
+    c.start_ready(2).await;
+    let client = c.client();
+    let channel = unique_name("created");
+    let dir = c.data_dir().to_str().unwrap().to_string();
+    let ch = channel.clone();
+    tokio::task::spawn_blocking(move || {
+        korder(&["channel", "create", "--data-dir", &dir, "--channel", &ch])
+    })
+    .await
+    .unwrap();
+    let mut acked = HashSet::new();
+    for k in [1, 2] {
+        let ids: Vec<String> = (0..25).map(|i| format!("n{k}-{i}")).collect();
+        acked.extend(send(&c.address(k), &client, &channel, &ids).await);
+    }
+    assert_eq!(acked.len(), 50, "both nodes accept the new channel at once");
+    let chain = converged(&c, &client, &channel, &[1, 2], &acked).await;
+    assert!(chain.len() >= 6, "blocks were cut on the new channel");
+
+    // Node 3 loses its ledger: it has only the system channel's genesis block.
+    std::fs::remove_dir_all(c.data_dir().join("node3/ledger")).unwrap();
+    c.start_ready(3).await;
+    converged(&c, &client, &channel, &[1, 2, 3], &acked).await;
+    let admin = SigningIdentity::load_msp_dir(c.data_dir().join("orderer-admin/msp"), "OrdererMSP")
+        .unwrap();
+    converged(
+        &c,
+        &admin,
+        &c.system_channel.clone(),
+        &[1, 2, 3],
+        &HashSet::new(),
+    )
+    .await;
+    let late: Vec<String> = vec!["from-node3".into()];
+    assert_eq!(send(&c.address(3), &client, &channel, &late).await, late);
+    let all: HashSet<String> = acked.into_iter().chain(late).collect();
+    converged(&c, &client, &channel, &[1, 2, 3], &all).await;
+    c.stop_all();
+}
+
+/// Two nodes on Kafka, load from a client and an admin on both while the channel's
+/// writers become admins only: both chains stay identical, no client envelope is
+/// ordered after the config block, every acknowledged admin envelope exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resubmission_across_two_nodes() {
+    let brokers = kafka1();
+    let mut c = Cluster::init("resub", 2, &brokers, &["--batch-timeout", "300ms"]);
+    c.start_ready(1).await;
+    c.start_ready(2).await;
+    let channel = c.channel.clone();
+    let client = Arc::new(c.client());
+    let admin =
+        Arc::new(SigningIdentity::load_msp_dir(c.data_dir().join("admin/msp"), "Org1MSP").unwrap());
+    let update = c.data_dir().join("writers.pb");
+    let genesis = std::fs::read(c.data_dir().join(format!("{channel}.block"))).unwrap();
+    std::fs::write(
+        &update,
+        writers_admin_only(&genesis, &channel).encode_to_vec(),
+    )
+    .unwrap();
+
+    let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in [1usize, 2] {
+        for (who, signer) in [("client", client.clone()), ("admin", admin.clone())] {
+            let (signer, acked, stop, address, channel) = (
+                signer.clone(),
+                acked.clone(),
+                stop.clone(),
+                c.address(k),
+                channel.clone(),
+            );
+            load.push(tokio::spawn(async move {
+                let mut batch = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let ids: Vec<String> =
+                        (0..50).map(|i| format!("{who}-n{k}-{batch}-{i}")).collect();
+                    let ok = send(&address, &signer, &channel, &ids).await;
+                    acked.lock().unwrap().extend(ok);
+                    batch += 1;
+                }
+            }));
+        }
+    }
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (dir, ch, file) = (
+        c.data_dir().to_str().unwrap().to_string(),
+        channel.clone(),
+        update.to_str().unwrap().to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let sign = format!("{dir}/admin/msp:Org1MSP");
+        korder(&[
+            "channel",
+            "update",
+            "--data-dir",
+            &dir,
+            "--channel",
+            &ch,
+            "--file",
+            &file,
+            "--sign-msp",
+            &sign,
+        ]);
+    })
+    .await
+    .unwrap();
+    let after = acked.lock().unwrap().len();
+    while acked.lock().unwrap().len() < after + 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let admin_acked: HashSet<String> = acked
+        .iter()
+        .filter(|id| id.starts_with("admin-"))
+        .cloned()
+        .collect();
+    let chain = converged(&c, &client, &channel, &[1, 2], &admin_acked).await;
+    let mut config_seen = false;
+    for b in chain.iter().skip(1) {
+        for d in &b.data.as_ref().unwrap().data {
+            if is_config(d) {
+                config_seen = true;
+            } else if config_seen {
+                let id = tx_id_of(d).unwrap();
+                assert!(
+                    !id.starts_with("client-"),
+                    "client envelope {id} ordered after the config block"
+                );
+            }
+        }
+    }
+    assert!(config_seen, "the config block is in the chain");
+    for id in &admin_acked {
+        assert_eq!(tx_counts(&chain).get(id), Some(&1), "{id}");
+    }
+    let dropped: usize = (1..=2)
+        .map(|k| c.log(k).matches("record dropped").count())
+        .sum();
+    eprintln!("records dropped by re-validation on the two nodes: {dropped}");
+    c.stop_all();
+}
