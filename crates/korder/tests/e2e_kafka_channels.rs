@@ -123,6 +123,9 @@ async fn created_channel_and_a_node_joining_late() {
     })
     .await
     .unwrap();
+    // Each node creates the channel when it reaches the creation in the system
+    // channel's topic: wait until both serve it.
+    converged(&c, &client, &channel, &[1, 2], &HashSet::new()).await;
     let mut acked = HashSet::new();
     for k in [1, 2] {
         let ids: Vec<String> = (0..25).map(|i| format!("n{k}-{i}")).collect();
