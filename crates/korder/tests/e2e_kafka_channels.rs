@@ -119,7 +119,17 @@ async fn created_channel_and_a_node_joining_late() {
     let dir = c.data_dir().to_str().unwrap().to_string();
     let ch = channel.clone();
     tokio::task::spawn_blocking(move || {
-        korder(&["channel", "create", "--data-dir", &dir, "--channel", &ch])
+        let out = format!("{dir}/{ch}.block");
+        korder(&[
+            "channel",
+            "create",
+            "--data-dir",
+            &dir,
+            "--channel",
+            &ch,
+            "--out",
+            &out,
+        ])
     })
     .await
     .unwrap();
