@@ -152,3 +152,95 @@ async fn deliver_refuses_non_readers() {
     let on_disk = std::fs::read(net.data_dir().join("mychannel.block")).unwrap();
     assert_eq!(blocks[0].encode_to_vec(), on_disk);
 }
+
+/// A Deliver stream is cut with FORBIDDEN when a config update revokes the
+/// reader's access: the policy is evaluated again once the config changed, before
+/// the next block is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_stream_ends_when_read_access_is_revoked() {
+    let mut net = Net::init(&["--batch-timeout", "100ms"]);
+    net.start();
+    let address = net.address();
+    let client = net.client();
+    // A stream from block 0 to forever, as the client.
+    let forever = seek(
+        &client,
+        "mychannel",
+        seek_position::Type::Specified(SeekSpecified { number: 0 }),
+        seek_position::Type::Specified(SeekSpecified { number: u64::MAX }),
+        0,
+    );
+    let stream = tokio::spawn({
+        let address = address.clone();
+        async move { deliver(&address, forever).await }
+    });
+    // Org1MSP's Readers become its admins only; the update is prepared, signed by
+    // the Org1 admin, and broadcast by the client (who may still write).
+    let dir = net.data_dir().to_str().unwrap().to_string();
+    let update = net.data_dir().join("readers.pb");
+    let genesis = std::fs::read(net.data_dir().join("mychannel.block")).unwrap();
+    std::fs::write(
+        &update,
+        support::org1_policy_admins_only(&genesis, "mychannel", "Readers").encode_to_vec(),
+    )
+    .unwrap();
+    let signed = net.data_dir().join("readers-signed.pb");
+    let (d, u, s) = (
+        dir.clone(),
+        update.to_str().unwrap().to_string(),
+        signed.to_str().unwrap().to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let sign = format!("{d}/admin/msp:Org1MSP");
+        support::korder(&[
+            "channel",
+            "update",
+            "--data-dir",
+            &d,
+            "--channel",
+            "mychannel",
+            "--file",
+            &u,
+            "--sign-msp",
+            &sign,
+            "--out",
+            &s,
+        ]);
+    })
+    .await
+    .unwrap();
+    let env = Envelope::decode(std::fs::read(&signed).unwrap().as_slice()).unwrap();
+    let (st, info) = one(&address, env).await;
+    assert_eq!(st, Status::Success as i32, "{info}");
+    let (blocks, status) = tokio::time::timeout(std::time::Duration::from_secs(60), stream)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(status, Some(Status::Forbidden as i32));
+    let numbers: Vec<u64> = blocks
+        .iter()
+        .map(|b| b.header.as_ref().unwrap().number)
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![0],
+        "the config block is not sent to a revoked reader"
+    );
+    // The org admin still reads the channel, config block included.
+    let admin = SigningIdentity::load_msp_dir(net.data_dir().join("admin/msp"), "Org1MSP").unwrap();
+    let (blocks, status) = deliver(
+        &address,
+        seek(
+            &admin,
+            "mychannel",
+            seek_position::Type::Specified(SeekSpecified { number: 1 }),
+            seek_position::Type::Specified(SeekSpecified { number: 1 }),
+            0,
+        ),
+    )
+    .await;
+    assert_eq!(status, Some(Status::Success as i32));
+    assert!(support::is_config(
+        &blocks[0].data.as_ref().unwrap().data[0]
+    ));
+}

@@ -16,8 +16,8 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Block, HeaderType, Status};
 use support::{
-    Cluster, assert_same_chain, envelope, is_config, korder, try_all_blocks, try_broadcast_all,
-    tx_counts, tx_id_of, unique_name, writers_admin_only,
+    Cluster, assert_same_chain, envelope, is_config, korder, org1_policy_admins_only,
+    try_all_blocks, try_broadcast_all, tx_counts, tx_id_of, unique_name,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -183,7 +183,7 @@ async fn resubmission_across_two_nodes() {
     let genesis = std::fs::read(c.data_dir().join(format!("{channel}.block"))).unwrap();
     std::fs::write(
         &update,
-        writers_admin_only(&genesis, &channel).encode_to_vec(),
+        org1_policy_admins_only(&genesis, &channel, "Writers").encode_to_vec(),
     )
     .unwrap();
 

@@ -14,7 +14,7 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{HeaderType, Status};
 use support::{
-    Net, all_blocks, broadcast_all, envelope, is_config, korder, tx_id_of, writers_admin_only,
+    Net, all_blocks, broadcast_all, envelope, is_config, korder, org1_policy_admins_only, tx_id_of,
 };
 
 /// Load from a client and an admin runs while the channel's writers become admins
@@ -32,9 +32,10 @@ async fn stale_envelopes_are_revalidated_on_the_embedded_log() {
     let update_file = net.data_dir().join("writers-update.pb");
     std::fs::write(
         &update_file,
-        writers_admin_only(
+        org1_policy_admins_only(
             &std::fs::read(net.data_dir().join("mychannel.block")).unwrap(),
             "mychannel",
+            "Writers",
         )
         .encode_to_vec(),
     )

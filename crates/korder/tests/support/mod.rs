@@ -757,9 +757,9 @@ pub fn assert_same_chain(a: &[Block], b: &[Block], who: &str) {
     }
 }
 
-/// A ConfigUpdate for `channel` (from its genesis block) that lets only Org1MSP admins write (Org1MSP's
-/// Writers policy becomes `OR('Org1MSP.admin')`), built from the channel's genesis.
-pub fn writers_admin_only(genesis: &[u8], channel: &str) -> ConfigUpdate {
+/// A ConfigUpdate for `channel`, built from its genesis block, that restricts
+/// Org1MSP's `policy` (Writers, Readers, …) to `OR('Org1MSP.admin')`.
+pub fn org1_policy_admins_only(genesis: &[u8], channel: &str, policy: &str) -> ConfigUpdate {
     let block = Block::decode(genesis).unwrap();
     let env = Envelope::decode(block.data.unwrap().data[0].as_ref()).unwrap();
     let payload = Payload::decode(env.payload.as_ref()).unwrap();
@@ -770,7 +770,7 @@ pub fn writers_admin_only(genesis: &[u8], channel: &str) -> ConfigUpdate {
     let root = config.channel_group.unwrap();
     let app = &root.groups["Application"];
     let org = &app.groups["Org1MSP"];
-    let old = &org.policies["Writers"];
+    let old = &org.policies[policy];
     let shell = |g: &ConfigGroup| ConfigGroup {
         version: g.version,
         ..Default::default()
@@ -784,7 +784,7 @@ pub fn writers_admin_only(genesis: &[u8], channel: &str) -> ConfigUpdate {
     };
     let mut written = shell(org);
     written.policies.insert(
-        "Writers".into(),
+        policy.into(),
         ConfigPolicy {
             version: old.version + 1,
             policy: Some(signed_by_role("Org1MSP", msp_role::MspRoleType::Admin)),
