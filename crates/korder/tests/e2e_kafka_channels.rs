@@ -275,3 +275,98 @@ async fn resubmission_across_two_nodes() {
     eprintln!("records dropped by re-validation on the two nodes: {dropped}");
     c.stop_all();
 }
+
+/// On two Kafka nodes, a BatchSize update takes effect at its config block on both
+/// (blocks of exactly the new size, identical chains), and a bad signature and an
+/// expired certificate are refused on either node with nothing ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_size_update_and_refusals_on_kafka() {
+    let brokers = kafka1();
+    let mut c = Cluster::init("batch", 2, &brokers, &["--batch-timeout", "1h"]);
+    c.start_ready(1).await;
+    c.start_ready(2).await;
+    let channel = c.channel.clone();
+    let client = c.client();
+    let (dir, ch) = (c.data_dir().to_str().unwrap().to_string(), channel.clone());
+    tokio::task::spawn_blocking(move || {
+        korder(&[
+            "channel",
+            "update",
+            "--data-dir",
+            &dir,
+            "--channel",
+            &ch,
+            "--batch-size-max-message-count",
+            "3",
+        ])
+    })
+    .await
+    .unwrap();
+
+    let mut bad = envelope(
+        &client,
+        &channel,
+        HeaderType::EndorserTransaction,
+        "bad-sig",
+        Bytes::new(),
+    );
+    let mut sig = bad.signature.to_vec();
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    bad.signature = sig.into();
+    let r = try_broadcast_all(&c.address(2), vec![bad]).await;
+    assert_eq!(r[0].0, Status::Forbidden as i32, "{}", r[0].1);
+    let org1 = korder_msp::devpki::DevPki::load(
+        c.data_dir().join("ca/org1"),
+        "Org1MSP",
+        "org1.example.com",
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = org1
+        .issue_with_validity(
+            "old",
+            korder_msp::devpki::NodeRole::Client,
+            now - 7200,
+            now - 60,
+        )
+        .unwrap();
+    let expired =
+        SigningIdentity::from_pem("Org1MSP", old.cert_pem.as_bytes(), old.key_pem.as_bytes())
+            .unwrap();
+    let r = try_broadcast_all(
+        &c.address(1),
+        vec![envelope(
+            &expired,
+            &channel,
+            HeaderType::EndorserTransaction,
+            "expired",
+            Bytes::new(),
+        )],
+    )
+    .await;
+    assert_eq!(
+        (r[0].0, r[0].1.as_str()),
+        (Status::BadRequest as i32, "identity expired")
+    );
+
+    let mut acked = HashSet::new();
+    for k in [1usize, 2] {
+        let ids: Vec<String> = (0..3).map(|i| format!("n{k}-{i}")).collect();
+        let ok = send(&c.address(k), &client, &channel, &ids).await;
+        assert_eq!(ok.len(), 3);
+        acked.extend(ok);
+    }
+    let chain = converged(&c, &client, &channel, &[1, 2], &acked).await;
+    // Block 1 is the config block; after it, blocks of exactly 3 envelopes.
+    assert!(is_config(&chain[1].data.as_ref().unwrap().data[0]));
+    for b in &chain[2..] {
+        assert_eq!(b.data.as_ref().unwrap().data.len(), 3);
+    }
+    let counts = tx_counts(&chain);
+    assert!(!counts.contains_key("bad-sig") && !counts.contains_key("expired"));
+    c.stop_all();
+}
