@@ -356,10 +356,12 @@ async fn tls_serves_only_tls_clients_that_trust_the_server() {
     let signer = net.client();
     let address = net.address();
 
+    // Counted before connecting: the client speaks first, so the refusal may be
+    // logged before `connect` returns.
+    let before = handshake_failures(&net);
     let plain = AtomicBroadcastClient::connect(format!("http://{address}"))
         .await
         .map_err(|e| e.to_string());
-    let before = handshake_failures(&net);
     let result = deliver(plain, seek_block(&signer, 0, b"")).await;
     assert_refused(&net, before, "plaintext client", result).await;
 
