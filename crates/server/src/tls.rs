@@ -602,7 +602,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 /// The TLS binding facts of one Deliver stream, taken from its request once, before
 /// `into_inner()`: whether the binding is required and the client's certificate.
 ///
-/// ```ignore
+/// ```text
 /// let binding = TlsBinding::of_request(&request);
 /// let inbound = request.into_inner();
 /// // for every seek envelope, after decoding its channel header `ch`:
