@@ -219,7 +219,15 @@ pub async fn connect(address: &str) -> AtomicBroadcastClient<Channel> {
 
 /// Sends `envelopes` on one Broadcast stream and returns the statuses received.
 pub async fn broadcast_all(address: &str, envelopes: Vec<Envelope>) -> Vec<(i32, String)> {
-    let mut client = connect(address).await;
+    broadcast_on(connect(address).await, envelopes).await
+}
+
+/// Sends `envelopes` on one Broadcast stream of `client`; the statuses received
+/// until the stream ends.
+async fn broadcast_on(
+    mut client: AtomicBroadcastClient<Channel>,
+    envelopes: Vec<Envelope>,
+) -> Vec<(i32, String)> {
     let (tx, rx) = mpsc::channel(64);
     let sender = tokio::spawn(async move {
         for e in envelopes {
@@ -264,30 +272,38 @@ pub fn seek(
     )
 }
 
-/// Runs one Deliver request; returns the blocks and the final status.
+/// Runs one Deliver request; returns the blocks and the final status (`None` if
+/// the stream ended without one).
 pub async fn deliver(address: &str, request: Envelope) -> (Vec<Block>, Option<i32>) {
-    let mut client = connect(address).await;
+    deliver_on(connect(address).await, request)
+        .await
+        .expect("the Deliver stream works")
+}
+
+/// One Deliver request on `client`; `None` when the stream breaks.
+async fn deliver_on(
+    mut client: AtomicBroadcastClient<Channel>,
+    request: Envelope,
+) -> Option<(Vec<Block>, Option<i32>)> {
     let (tx, rx) = mpsc::channel(1);
-    tx.send(request).await.expect("queued");
-    let mut blocks = Vec::new();
-    let mut status = None;
-    let resp = client
+    tx.send(request).await.ok()?;
+    let mut stream = client
         .deliver(ReceiverStream::new(rx))
         .await
-        .expect("deliver");
-    let mut stream = resp.into_inner();
-    while let Ok(Some(DeliverResponse { r#type })) = stream.message().await {
-        match r#type {
-            Some(deliver_response::Type::Block(b)) => blocks.push(b),
-            Some(deliver_response::Type::Status(s)) => {
-                status = Some(s);
-                break;
-            }
-            None => {}
+        .ok()?
+        .into_inner();
+    let mut blocks = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(DeliverResponse { r#type })) => match r#type {
+                Some(deliver_response::Type::Block(b)) => blocks.push(b),
+                Some(deliver_response::Type::Status(s)) => return Some((blocks, Some(s))),
+                None => {}
+            },
+            Ok(None) => return Some((blocks, None)),
+            Err(_) => return None,
         }
     }
-    drop(tx);
-    (blocks, status)
 }
 
 /// Every block of `channel` from 0 to the current newest.
@@ -341,50 +357,15 @@ pub async fn try_connect(address: &str) -> Option<AtomicBroadcastClient<Channel>
 /// Like [`broadcast_all`], but a node that is down gives an empty answer instead of
 /// a panic (for load that runs while nodes are killed).
 pub async fn try_broadcast_all(address: &str, envelopes: Vec<Envelope>) -> Vec<(i32, String)> {
-    let Some(mut client) = try_connect(address).await else {
-        return Vec::new();
-    };
-    let (tx, rx) = mpsc::channel(64);
-    let sender = tokio::spawn(async move {
-        for e in envelopes {
-            if tx.send(e).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut out = Vec::new();
-    if let Ok(resp) = client.broadcast(ReceiverStream::new(rx)).await {
-        let mut stream = resp.into_inner();
-        while let Ok(Some(r)) = stream.message().await {
-            out.push((r.status, r.info));
-        }
+    match try_connect(address).await {
+        Some(client) => broadcast_on(client, envelopes).await,
+        None => Vec::new(),
     }
-    sender.abort();
-    out
 }
 
 /// Like [`deliver`], but `None` when the node is down or the stream breaks.
 pub async fn try_deliver(address: &str, request: Envelope) -> Option<(Vec<Block>, Option<i32>)> {
-    let mut client = try_connect(address).await?;
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(request).await.ok()?;
-    let mut stream = client
-        .deliver(ReceiverStream::new(rx))
-        .await
-        .ok()?
-        .into_inner();
-    let mut blocks = Vec::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(DeliverResponse { r#type })) => match r#type {
-                Some(deliver_response::Type::Block(b)) => blocks.push(b),
-                Some(deliver_response::Type::Status(s)) => return Some((blocks, Some(s))),
-                None => {}
-            },
-            Ok(None) => return Some((blocks, None)),
-            Err(_) => return None,
-        }
-    }
+    deliver_on(try_connect(address).await?, request).await
 }
 
 /// Every block of `channel` from 0 to the current newest, or `None` while the node
