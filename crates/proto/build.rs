@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "orderer/ab.proto",
     "orderer/kafka.proto",
     "orderer/configuration.proto",
+    "orderer/etcdraft.proto",
     "peer/configuration.proto",
 ];
 

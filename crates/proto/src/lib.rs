@@ -25,6 +25,12 @@ pub mod orderer {
     include!(concat!(env!("OUT_DIR"), "/orderer.rs"));
 }
 
+/// `package etcdraft`: the Raft consensus metadata of a channel config, decoded only to
+/// check consensus-type migrations.
+pub mod etcdraft {
+    include!(concat!(env!("OUT_DIR"), "/etcdraft.rs"));
+}
+
 /// `package protos`: peer values an orderer parses in application channel configs.
 pub mod peer {
     include!(concat!(env!("OUT_DIR"), "/protos.rs"));
