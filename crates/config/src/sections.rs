@@ -208,7 +208,8 @@ impl Metrics {
 /// `Korder.LogBackend`: which log orders a channel's records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogBackend {
-    /// Follow the channel's `ConsensusType`: `kafka` ⇒ Kafka, anything else ⇒ embedded.
+    /// Follow the channel's `ConsensusType`: `kafka` ⇒ Kafka, `solo` ⇒ embedded;
+    /// any other type (e.g. `etcdraft` after a migration) is refused.
     Auto,
     /// Always the embedded file log.
     Embedded,
@@ -246,7 +247,9 @@ impl LogBackend {
     }
 
     /// The log for a channel whose `/Channel/Orderer/ConsensusType` type is
-    /// `consensus_type` (e.g. `kafka`, `solo`, `etcdraft`).
+    /// `consensus_type`, without refusing anything: in `auto` mode every type other
+    /// than `kafka` maps to the embedded log. A node starting a channel uses
+    /// [`LogBackend::resolve_channel`], which refuses types korder does not run.
     pub fn resolve(self, consensus_type: &str) -> ResolvedLog {
         match self {
             LogBackend::Embedded => ResolvedLog::Embedded,
@@ -255,6 +258,43 @@ impl LogBackend {
             LogBackend::Auto => ResolvedLog::Embedded,
         }
     }
+
+    /// The log for `channel`, whose consensus type is `consensus_type`. In `auto`
+    /// mode only `kafka` (Kafka) and `solo` (embedded log) are run; any other type,
+    /// such as `etcdraft` after a Kafka-to-Raft migration, is refused rather than
+    /// silently ordered on the embedded log. An explicit `embedded` or `kafka`
+    /// setting applies to every channel whatever its type.
+    pub fn resolve_channel(
+        self,
+        channel: &str,
+        consensus_type: &str,
+    ) -> Result<ResolvedLog, UnsupportedConsensusType> {
+        match self {
+            LogBackend::Auto
+                if !consensus_type.eq_ignore_ascii_case("kafka")
+                    && !consensus_type.eq_ignore_ascii_case("solo") =>
+            {
+                Err(UnsupportedConsensusType {
+                    channel: channel.to_owned(),
+                    consensus_type: consensus_type.to_owned(),
+                })
+            }
+            _ => Ok(self.resolve(consensus_type)),
+        }
+    }
+}
+
+/// A channel whose consensus type korder does not run (see
+/// [`LogBackend::resolve_channel`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "channel {channel} uses consensus type {consensus_type}, which korder does not run; korder orders channels of type kafka (Kafka) and solo (embedded log)"
+)]
+pub struct UnsupportedConsensusType {
+    /// The channel.
+    pub channel: String,
+    /// Its `/Channel/Orderer/ConsensusType` type.
+    pub consensus_type: String,
 }
 
 /// `Korder` section: settings only korder has.
@@ -330,4 +370,43 @@ impl Korder {
 /// Resolve every relative path of the Operations TLS setting.
 pub(crate) fn resolve_operations(ops: &mut Operations, base: &Path) {
     ops.tls.resolve(base);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In auto mode kafka and solo select their logs and any other type is refused by name.
+    #[test]
+    fn auto_refuses_types_korder_does_not_run() {
+        let auto = LogBackend::Auto;
+        assert_eq!(auto.resolve_channel("ch", "kafka"), Ok(ResolvedLog::Kafka));
+        assert_eq!(auto.resolve_channel("ch", "Kafka"), Ok(ResolvedLog::Kafka));
+        assert_eq!(
+            auto.resolve_channel("ch", "solo"),
+            Ok(ResolvedLog::Embedded)
+        );
+        let err = auto.resolve_channel("mychannel", "etcdraft").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "channel mychannel uses consensus type etcdraft, which korder does not run; korder orders channels of type kafka (Kafka) and solo (embedded log)"
+        );
+        assert!(auto.resolve_channel("ch", "").is_err());
+        assert!(auto.resolve_channel("ch", "BFT").is_err());
+    }
+
+    /// An explicit backend applies to every channel, whatever its consensus type.
+    #[test]
+    fn explicit_backends_are_kept() {
+        for ty in ["kafka", "solo", "etcdraft"] {
+            assert_eq!(
+                LogBackend::Embedded.resolve_channel("ch", ty),
+                Ok(ResolvedLog::Embedded)
+            );
+            assert_eq!(
+                LogBackend::Kafka.resolve_channel("ch", ty),
+                Ok(ResolvedLog::Kafka)
+            );
+        }
+    }
 }

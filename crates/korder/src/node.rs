@@ -90,7 +90,11 @@ impl LogFactory for NodeLogs {
             .config
             .korder
             .log_backend
-            .resolve(&bundle.orderer.consensus_type);
+            .resolve_channel(&channel, &bundle.orderer.consensus_type)
+            .map_err(|e| StartError::NotServed {
+                channel: channel.clone(),
+                reason: e.to_string(),
+            })?;
         match backend {
             ResolvedLog::Embedded => {
                 let dir = self.config.embedded_log_dir().join(&channel);

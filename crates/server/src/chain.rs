@@ -142,6 +142,10 @@ pub enum StartError {
     },
     #[error("channel {channel}: cannot open its log: {reason}")]
     Log { channel: String, reason: String },
+    /// The node does not run this channel at all (e.g. its consensus type is one
+    /// korder does not implement); `reason` names the channel and says why.
+    #[error("{reason}")]
+    NotServed { channel: String, reason: String },
     #[error("channel {channel}: cannot start its chain thread: {source}")]
     Thread {
         channel: String,
@@ -298,6 +302,17 @@ pub fn start_chain<L: Log>(
         }
         None => None,
     };
+    if metadata.is_none() && height > 1 {
+        // Only a block that switched the consensus type is written without
+        // consenter metadata (besides a genesis block). Like Fabric's Kafka chain,
+        // the chain then reads its log from the oldest record: the new consensus
+        // type's log, which has never held this channel's records.
+        tracing::warn!(
+            channel = %channel,
+            block = height - 1,
+            "the last block carries no consenter metadata (it changed the consensus type): reading the log from its oldest record"
+        );
+    }
     let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
         channel: channel.clone(),
         reason: e.to_string(),
@@ -674,16 +689,32 @@ impl<L: Log> Runner<L> {
                             .wait_durable(number.0 - 1)
                             .map_err(|e| Exit::Failed(e.to_string()))?;
                     }
+                    let type_before = self.state.bundle().orderer.consensus_type.clone();
                     self.hooks
                         .apply_config(&self.state, &envelope)
                         .map_err(|e| {
                             Exit::Failed(format!("applying config block {number}: {e}"))
                         })?;
-                    let sequence = self.state.sequence();
+                    let bundle = self.state.bundle();
+                    let sequence = bundle.sequence;
+                    // The block that switches the consensus type (a migration in
+                    // maintenance mode) carries no consenter metadata, as in Fabric:
+                    // the offsets of this log mean nothing to the next consenter.
+                    let type_changed = bundle.orderer.consensus_type != type_before;
+                    if type_changed {
+                        tracing::warn!(
+                            channel = %self.shared.channel,
+                            block = number.0,
+                            from = %type_before,
+                            to = %bundle.orderer.consensus_type,
+                            "the consensus type changed; this node keeps ordering the channel on its current log until it restarts"
+                        );
+                    }
+                    let consenter = (!type_changed).then_some(&metadata);
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(vec![envelope]);
                     writer
-                        .write_block(block, Some(&metadata), sequence)
+                        .write_block(block, consenter, sequence)
                         .map_err(|e| Exit::Failed(format!("writing config block {number}: {e}")))?;
                     writer
                         .wait_durable(number.0)
