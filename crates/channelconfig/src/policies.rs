@@ -15,8 +15,9 @@
 //! refuse. In short, for a signature policy:
 //!
 //! 1. The signed data is deduplicated *before* any signature is checked: identities
-//!    that do not deserialize (unknown MSP, bad certificate) are dropped, and only
-//!    the first entry per (MSP id, certificate) is kept.
+//!    that do not deserialize (unknown MSP, bad certificate, certificate that does
+//!    not chain to its MSP's roots) are dropped, and only the first entry per
+//!    identity (MSP id, SHA-256 of the sanitised certificate) is kept.
 //! 2. `SignedBy(i)` takes the first unused signature whose identity satisfies
 //!    principal `i` and whose signature verifies, and marks it used.
 //! 3. `NOutOf(n, rules)` runs every sub-rule in turn on a scratch copy of the
@@ -38,7 +39,7 @@ use korder_proto::common::{
     SignatureHeader, SignaturePolicy, SignaturePolicyEnvelope, implicit_meta_policy, policy,
     signature_policy,
 };
-use korder_proto::msp::MspConfig;
+use korder_proto::msp::{MspConfig, SerializedIdentity};
 
 /// Separator of policy paths.
 pub const PATH_SEPARATOR: char = '/';
@@ -203,6 +204,10 @@ pub enum IdentityLookupError {
     Decode(String),
     #[error("MSP {0} is unknown")]
     UnknownMsp(String),
+    /// The MSP refused the identity (for example its certificate does not chain to
+    /// the MSP's roots, so it cannot be sanitised).
+    #[error("{0}")]
+    Refused(MspError),
 }
 
 impl MspManager {
@@ -250,17 +255,25 @@ impl MspManager {
         self.msps.keys().map(String::as_str)
     }
 
-    /// Decodes a serialized identity and finds its MSP.
+    /// Decodes a serialized identity, finds its MSP and lets the MSP deserialize it
+    /// (which sanitises the certificate and so requires its chain to build).
     pub fn deserialize_identity(
         &self,
         serialized: &[u8],
     ) -> Result<(&Msp, Identity), IdentityLookupError> {
-        let identity = Identity::from_serialized(serialized)
-            .map_err(|e| IdentityLookupError::Decode(e.to_string()))?;
+        let sid = SerializedIdentity::decode(serialized).map_err(|e| {
+            IdentityLookupError::Decode(format!(
+                "cannot decode SerializedIdentity ({} bytes): {e}",
+                serialized.len()
+            ))
+        })?;
         let msp = self
             .msps
-            .get(identity.msp_id())
-            .ok_or_else(|| IdentityLookupError::UnknownMsp(identity.msp_id().to_owned()))?;
+            .get(&sid.mspid)
+            .ok_or_else(|| IdentityLookupError::UnknownMsp(sid.mspid.clone()))?;
+        let identity = msp
+            .deserialize_identity(serialized)
+            .map_err(IdentityLookupError::Refused)?;
         Ok((msp, identity))
     }
 }
@@ -449,41 +462,12 @@ fn compile(rule: &SignaturePolicy, identities: usize, depth: usize) -> Result<Ru
     }
 }
 
-/// The identity key used for deduplication: MSP id and a hash of the certificate's
-/// to-be-signed part, so a certificate presented with a re-encoded (malleated)
-/// signature counts as the same identity, as Fabric's sanitised identity ids do.
-fn identity_key(identity: &Identity) -> (String, Vec<u8>) {
-    let der = identity.certificate().der();
-    let tbs = tbs_of(der).unwrap_or(der);
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tbs);
-    (identity.msp_id().to_owned(), hash.as_ref().to_vec())
-}
-
-/// The `tbsCertificate` element of a DER certificate (the first element of its outer SEQUENCE).
-fn tbs_of(der: &[u8]) -> Option<&[u8]> {
-    let (_, body) = der_element(der)?;
-    let (tbs, _) = der_element(body)?;
-    Some(tbs)
-}
-
-/// Splits the first DER element off `input`: returns (whole element, its contents).
-fn der_element(input: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len_byte = *input.get(1)?;
-    let (header_len, len) = if len_byte < 0x80 {
-        (2, usize::from(len_byte))
-    } else {
-        let n = usize::from(len_byte & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for b in input.get(2..2 + n)? {
-            len = (len << 8) | usize::from(*b);
-        }
-        (2 + n, len)
-    };
-    let end = header_len.checked_add(len)?;
-    Some((input.get(..end)?, input.get(header_len..end)?))
+/// The identity key used for deduplication: MSP id and the identity id (SHA-256 of
+/// the sanitised certificate), so a certificate presented with its signature in
+/// high-S and in low-S form counts once, while two certificates that differ in their
+/// signature otherwise count twice.
+fn identity_key(identity: &Identity) -> (String, [u8; 32]) {
+    (identity.msp_id().to_owned(), identity.id_hash())
 }
 
 fn deduplicate<'a>(signed: &'a [SignedData], msps: &'a MspManager) -> Vec<Candidate<'a>> {

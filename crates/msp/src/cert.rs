@@ -1,11 +1,11 @@
 //! X.509 certificates: the fields an MSP looks at, extracted once into owned values.
 
-use crate::signature::{KeyError, PublicKey, VerifyError};
+use crate::signature::{EcCurve, KeyError, PublicKey, VerifyError};
 use bytes::Bytes;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Why certificate bytes could not be used.
@@ -40,6 +40,108 @@ pub enum CertError {
         len: usize,
     },
 }
+
+/// Why a certificate's own signature could not be put into low-S form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SanitizeError {
+    /// The issuer's key is not on a curve whose order is known here.
+    #[error(
+        "certificate {subject:?}: issuer key {issuer:?} is not a P-256 or P-384 ECDSA key, cannot normalise its signature"
+    )]
+    UnsupportedIssuerKey {
+        /// The certificate's subject.
+        subject: String,
+        /// The issuer's subject.
+        issuer: String,
+    },
+    /// The outer structure of the certificate is not `SEQUENCE { tbs, algorithm, BIT STRING }`.
+    #[error("certificate DER is malformed: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The signature value is not a valid DER ECDSA signature for the issuer's curve.
+    #[error("certificate signature value: {0}")]
+    Signature(VerifyError),
+    /// The re-encoded certificate does not parse back.
+    #[error("re-encoded certificate: {0}")]
+    Reparse(CertError),
+}
+
+/// Rewrites an ECDSA-signed DER certificate so that its own signature is in low-S
+/// form, given the curve of the issuer's key.
+///
+/// Returns `None` when the signature is already low-S: the certificate is then used
+/// byte for byte as given. Otherwise returns `SEQUENCE { tbsCertificate,
+/// signatureAlgorithm, BIT STRING }` where the first two elements are copied from the
+/// input unchanged and the bit string (no unused bits) holds the minimal DER of
+/// `(r, n - s)`. The caller decides whether the certificate is ECDSA-signed.
+pub fn sanitize_der(der: &[u8], issuer_curve: EcCurve) -> Result<Option<Vec<u8>>, SanitizeError> {
+    let malformed = |reason| SanitizeError::Malformed { reason };
+    let (_, body, rest) = der_split(der).ok_or(malformed("truncated certificate"))?;
+    if der.first() != Some(&0x30) || !rest.is_empty() {
+        return Err(malformed("expected one outer SEQUENCE"));
+    }
+    let (tbs, _, rest) = der_split(body).ok_or(malformed("truncated tbsCertificate"))?;
+    let (algorithm, _, rest) = der_split(rest).ok_or(malformed("truncated signatureAlgorithm"))?;
+    let (bit_string, contents, rest) =
+        der_split(rest).ok_or(malformed("truncated signatureValue"))?;
+    if bit_string.first() != Some(&0x03) || !rest.is_empty() {
+        return Err(malformed("signatureValue is not a final BIT STRING"));
+    }
+    let (&unused_bits, signature) = contents
+        .split_first()
+        .ok_or(malformed("empty signatureValue"))?;
+    if unused_bits != 0 {
+        return Err(malformed("signatureValue has unused bits"));
+    }
+    let Some(low) = crate::signature::signature_to_low_s(issuer_curve, signature)
+        .map_err(SanitizeError::Signature)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(yasna::construct_der(|writer| {
+        writer.write_sequence(|seq| {
+            seq.next().write_der(tbs);
+            seq.next().write_der(algorithm);
+            seq.next().write_bitvec_bytes(&low, low.len() * 8);
+        });
+    })))
+}
+
+/// Splits the first DER element off `input`: (whole element, contents, rest).
+/// Definite lengths only, up to four length octets.
+fn der_split(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let len_byte = *input.get(1)?;
+    let (header_len, len) = if len_byte < 0x80 {
+        (2, usize::from(len_byte))
+    } else {
+        let n = usize::from(len_byte & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(*b);
+        }
+        (2 + n, len)
+    };
+    let end = header_len.checked_add(len)?;
+    Some((
+        input.get(..end)?,
+        input.get(header_len..end)?,
+        input.get(end..)?,
+    ))
+}
+
+/// ECDSA signature algorithms (with SHA-1, SHA-256, SHA-384, SHA-512).
+const OIDS_ECDSA_SIGNATURE: [&str; 4] = [
+    "1.2.840.10045.4.1",
+    "1.2.840.10045.4.3.2",
+    "1.2.840.10045.4.3.3",
+    "1.2.840.10045.4.3.4",
+];
 
 /// Why a certificate is not issued by a candidate issuer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +232,7 @@ pub struct Certificate {
     authority_key_id: Option<Bytes>,
     is_ca: bool,
     key: SubjectKey,
+    key_curve: Option<EcCurve>,
     tbs_raw: Bytes,
     signature_algorithm: String,
     signature_value: Bytes,
@@ -243,6 +346,7 @@ impl Certificate {
             authority_key_id,
             is_ca,
             key: subject_key(x509),
+            key_curve: key_curve(x509),
             tbs_raw: Bytes::copy_from_slice(tbs.as_ref()),
             signature_algorithm: x509.signature_algorithm.algorithm.to_id_string(),
             signature_value: Bytes::copy_from_slice(&x509.signature_value.data),
@@ -354,6 +458,37 @@ impl Certificate {
         )
     }
 
+    /// Whether the certificate's own signature is an ECDSA signature.
+    pub fn is_ecdsa_signed(&self) -> bool {
+        OIDS_ECDSA_SIGNATURE.contains(&self.signature_algorithm.as_str())
+    }
+
+    /// The curve of the subject's key, when it is an ECDSA key on a curve known here.
+    pub fn key_curve(&self) -> Option<EcCurve> {
+        self.key_curve
+    }
+
+    /// This certificate with its own signature in low-S form, `issuer` being the
+    /// certificate whose key signed it (itself for a self-signed root).
+    ///
+    /// A certificate not signed with ECDSA, or already low-S, is returned unchanged.
+    /// The signature is not verified here; chain building does that.
+    pub fn sanitized(&self, issuer: &Certificate) -> Result<Certificate, SanitizeError> {
+        if !self.is_ecdsa_signed() {
+            return Ok(self.clone());
+        }
+        let curve = issuer
+            .key_curve
+            .ok_or_else(|| SanitizeError::UnsupportedIssuerKey {
+                subject: self.subject.clone(),
+                issuer: issuer.subject.clone(),
+            })?;
+        match sanitize_der(&self.der, curve)? {
+            None => Ok(self.clone()),
+            Some(der) => Certificate::from_der(&der).map_err(SanitizeError::Reparse),
+        }
+    }
+
     /// Verifies a DER ECDSA signature over `message` with this certificate's key.
     pub fn verify(&self, message: &[u8], der_signature: &[u8]) -> Result<(), VerifyError> {
         crate::signature::verify_ecdsa_p256_sha256(self, message, der_signature)
@@ -394,6 +529,21 @@ fn subject_key(x509: &X509Certificate<'_>) -> SubjectKey {
         None => SubjectKey::Unusable(KeyError::Unsupported {
             algorithm: "EC key without a named curve".to_owned(),
         }),
+    }
+}
+
+fn key_curve(x509: &X509Certificate<'_>) -> Option<EcCurve> {
+    let spki = x509.public_key();
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return None;
+    }
+    let oid = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+    if oid == OID_EC_P256 {
+        Some(EcCurve::P256)
+    } else if oid == OID_NIST_EC_P384 {
+        Some(EcCurve::P384)
+    } else {
+        None
     }
 }
 

@@ -34,14 +34,19 @@ pub enum IdentityError {
 
 /// An X.509 identity: an MSP id and a certificate.
 ///
-/// Keeps the serialized bytes exactly as received, so that comparisons and hashes
-/// never depend on a re-encoding.
+/// Keeps the serialized bytes exactly as received, so that signature checks never
+/// depend on a re-encoding. An MSP that deserializes the identity also records the
+/// certificate's sanitised form (its own signature in low-S form, see
+/// [`crate::Certificate::sanitized`]): that form gives the identity id and is what
+/// admin and IDENTITY principals compare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     msp_id: String,
     serialized: Bytes,
     id_bytes: Bytes,
     certificate: Certificate,
+    /// The low-S form of `certificate`, once an MSP has computed it.
+    sanitized: Option<Certificate>,
 }
 
 impl Identity {
@@ -64,6 +69,7 @@ impl Identity {
             serialized: Bytes::copy_from_slice(bytes),
             id_bytes: sid.id_bytes,
             certificate,
+            sanitized: None,
         })
     }
 
@@ -79,7 +85,55 @@ impl Identity {
             serialized: Bytes::from(sid.encode_to_vec()),
             id_bytes,
             certificate,
+            sanitized: None,
         }
+    }
+
+    /// This identity with `sanitized` recorded as the low-S form of its certificate.
+    ///
+    /// `sanitized` must be the same certificate up to its signature encoding.
+    pub(crate) fn with_sanitized(mut self, sanitized: Certificate) -> Self {
+        assert_eq!(
+            sanitized.subject_raw(),
+            self.certificate.subject_raw(),
+            "a sanitised certificate keeps the subject"
+        );
+        assert_eq!(
+            sanitized.serial(),
+            self.certificate.serial(),
+            "a sanitised certificate keeps the serial number"
+        );
+        self.sanitized = Some(sanitized);
+        self
+    }
+
+    /// Whether an MSP has recorded the sanitised form of the certificate.
+    pub fn is_sanitized(&self) -> bool {
+        self.sanitized.is_some()
+    }
+
+    /// The certificate in sanitised (low-S) form when an MSP has computed it, else
+    /// the certificate as carried.
+    pub fn sanitized_certificate(&self) -> &Certificate {
+        self.sanitized.as_ref().unwrap_or(&self.certificate)
+    }
+
+    /// SHA-256 of the DER of [`Self::sanitized_certificate`]: with the MSP id, what
+    /// tells identities apart (the same certificate in high-S and low-S form is one
+    /// identity).
+    pub fn id_hash(&self) -> [u8; 32] {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.sanitized_certificate().der(),
+        );
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// The identity id: hex of [`Self::id_hash`].
+    pub fn id(&self) -> String {
+        hex::encode(self.id_hash())
     }
 
     /// The MSP this identity claims to belong to.
@@ -87,7 +141,7 @@ impl Identity {
         &self.msp_id
     }
 
-    /// The identity's certificate.
+    /// The identity's certificate as carried (see [`Self::sanitized_certificate`]).
     pub fn certificate(&self) -> &Certificate {
         &self.certificate
     }

@@ -23,7 +23,10 @@ pub mod mspdir;
 pub mod signature;
 pub mod signer;
 
-pub use cert::{CertError, Certificate, ChainError, HasPublicKey};
+pub use cert::{CertError, Certificate, ChainError, HasPublicKey, SanitizeError, sanitize_der};
 pub use identity::{Identity, IdentityError};
 pub use msp::{Msp, MspError, MspVersion};
-pub use signature::{EcdsaSignature, KeyError, PublicKey, VerifyError, verify_ecdsa_p256_sha256};
+pub use signature::{
+    EcCurve, EcdsaSignature, KeyError, PublicKey, VerifyError, signature_to_low_s,
+    verify_ecdsa_p256_sha256,
+};

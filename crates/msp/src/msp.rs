@@ -11,7 +11,7 @@
 //! certificate's own NotBefore + 1 s, and leaves expiry to the broadcast and deliver
 //! paths.
 
-use crate::cert::{CertError, Certificate};
+use crate::cert::{CertError, Certificate, SanitizeError};
 use crate::identity::{Identity, IdentityError};
 use aws_lc_rs::digest::{SHA256, digest};
 use bytes::Bytes;
@@ -29,6 +29,12 @@ use std::time::Duration;
 
 /// How many validation results an [`Msp`] remembers.
 pub const VALIDATION_CACHE_ENTRIES_MAX: usize = 256;
+
+/// How many deserialised (sanitised) identities an [`Msp`] remembers.
+pub const IDENTITY_CACHE_ENTRIES_MAX: usize = 256;
+
+/// Longest chain of CA certificates followed above a CA certificate.
+pub const CA_CHAIN_DEPTH_MAX: usize = 8;
 
 /// Deepest nesting of COMBINED principals accepted.
 pub const PRINCIPAL_DEPTH_MAX: usize = 8;
@@ -93,6 +99,17 @@ pub enum MspError {
     /// The identity bytes do not decode.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The identity's certificate cannot be put into its sanitised (low-S) form,
+    /// typically because it does not chain to the MSP's roots.
+    #[error("identity {subject:?} cannot be deserialized by MSP {msp_id}: {reason}")]
+    Deserialize {
+        /// The MSP.
+        msp_id: String,
+        /// The identity's certificate subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
     /// The identity belongs to another MSP.
     #[error("the identity is a member of a different MSP (expected {expected}, got {actual})")]
     WrongMsp {
@@ -156,23 +173,33 @@ struct Validated {
     certifiers_id: Vec<u8>,
 }
 
-/// A bounded FIFO cache of validation outcomes keyed by serialized identity bytes.
-#[derive(Debug, Default)]
-struct ValidationCache {
+/// A bounded FIFO cache of outcomes keyed by serialized identity bytes.
+#[derive(Debug)]
+struct FifoCache<V> {
+    capacity: usize,
     order: VecDeque<Bytes>,
-    entries: HashMap<Bytes, Result<Validated, MspError>>,
+    entries: HashMap<Bytes, Result<V, MspError>>,
 }
 
-impl ValidationCache {
-    fn get(&self, key: &Bytes) -> Option<Result<Validated, MspError>> {
+impl<V: Clone> FifoCache<V> {
+    fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a cache holds at least one entry");
+        Self {
+            capacity,
+            order: VecDeque::new(),
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: &Bytes) -> Option<Result<V, MspError>> {
         self.entries.get(key).cloned()
     }
 
-    fn insert(&mut self, key: Bytes, value: Result<Validated, MspError>) {
+    fn insert(&mut self, key: Bytes, value: Result<V, MspError>) {
         if self.entries.contains_key(&key) {
             return;
         }
-        while self.order.len() >= VALIDATION_CACHE_ENTRIES_MAX {
+        while self.order.len() >= self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.entries.remove(&old);
             }
@@ -198,7 +225,9 @@ pub struct Msp {
     internal_nodes: Vec<Bytes>,
     anchors: Vec<TrustAnchor<'static>>,
     intermediate_ders: Vec<CertificateDer<'static>>,
-    cache: Mutex<ValidationCache>,
+    cache: Mutex<FifoCache<Validated>>,
+    /// Deserialised identities (with their sanitised certificates) by serialized bytes.
+    identities: Mutex<FifoCache<Identity>>,
 }
 
 impl Msp {
@@ -245,6 +274,12 @@ impl Msp {
         let roots = parse("root", &config.root_certs)?;
         let intermediates = parse("intermediate", &config.intermediate_certs)?;
         let admins = parse("admin", &config.admins)?;
+        let sanitize_err = |what: &str, cert: &Certificate, e: SanitizeError| {
+            setup(format!(
+                "{what} certificate {:?} cannot be sanitised: {e}",
+                cert.subject()
+            ))
+        };
         if roots.is_empty() {
             return Err(setup("expected at least one CA certificate".to_owned()));
         }
@@ -259,6 +294,14 @@ impl Msp {
                 )));
             }
         }
+        // A root is its own parent: its signature is normalised with its own curve.
+        let roots = roots
+            .iter()
+            .map(|root| {
+                root.sanitized(root)
+                    .map_err(|e| sanitize_err("root", root, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let anchors = roots
             .iter()
             .map(|root| {
@@ -284,8 +327,34 @@ impl Msp {
             internal_nodes: Vec::new(),
             anchors,
             intermediate_ders,
-            cache: Mutex::new(ValidationCache::default()),
+            cache: Mutex::new(FifoCache::new(VALIDATION_CACHE_ENTRIES_MAX)),
+            identities: Mutex::new(FifoCache::new(IDENTITY_CACHE_ENTRIES_MAX)),
         };
+        // Intermediates are sanitised against chains built from the certificates as
+        // configured, then the MSP keeps only the sanitised forms. Chain building
+        // looks only at names and keys of the issuers, which sanitising leaves alone.
+        let sanitized_intermediates = msp
+            .intermediates
+            .iter()
+            .map(|inter| {
+                msp.sanitize(inter).map_err(|reason| {
+                    setup(format!("intermediate {:?}: {reason}", inter.subject()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        msp.intermediate_ders = sanitized_intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.der().to_vec()))
+            .collect();
+        msp.intermediates = sanitized_intermediates;
+        msp.admins = msp
+            .admins
+            .iter()
+            .map(|admin| {
+                msp.sanitize(admin)
+                    .map_err(|reason| setup(format!("admin {:?}: {reason}", admin.subject())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Every intermediate must chain to the roots; its issuer becomes an internal node.
         for inter in &msp.intermediates {
             let chain = msp
@@ -392,16 +461,69 @@ impl Msp {
         self.node_ous.enable
     }
 
-    /// Decodes serialized identity bytes and checks they name this MSP.
+    /// Decodes serialized identity bytes, checks they name this MSP and sanitises the
+    /// certificate (its own ECDSA signature put into low-S form with the issuing CA's
+    /// curve order).
+    ///
+    /// Sanitising needs the certificate's chain to the MSP's roots (built as of
+    /// NotBefore + 1 s), so a certificate from a foreign CA fails here with
+    /// [`MspError::Deserialize`]. Results are cached by the serialized bytes.
     pub fn deserialize_identity(&self, bytes: &[u8]) -> Result<Identity, MspError> {
-        let identity = Identity::from_serialized(bytes)?;
-        if identity.msp_id() != self.name {
-            return Err(MspError::WrongMsp {
-                expected: self.name.clone(),
-                actual: identity.msp_id().to_owned(),
-            });
+        let key = Bytes::copy_from_slice(bytes);
+        if let Some(hit) = lock(&self.identities).get(&key) {
+            return hit;
         }
-        Ok(identity)
+        let outcome = Identity::from_serialized(bytes)
+            .map_err(MspError::from)
+            .and_then(|identity| {
+                if identity.msp_id() != self.name {
+                    return Err(MspError::WrongMsp {
+                        expected: self.name.clone(),
+                        actual: identity.msp_id().to_owned(),
+                    });
+                }
+                self.sanitize_identity(identity)
+            });
+        lock(&self.identities).insert(key, outcome.clone());
+        outcome
+    }
+
+    /// Records the sanitised form of `identity`'s certificate (see [`Self::deserialize_identity`]).
+    pub fn sanitize_identity(&self, identity: Identity) -> Result<Identity, MspError> {
+        let sanitized =
+            self.sanitize(identity.certificate())
+                .map_err(|reason| MspError::Deserialize {
+                    msp_id: self.name.clone(),
+                    subject: identity.certificate().subject().to_owned(),
+                    reason,
+                })?;
+        Ok(identity.with_sanitized(sanitized))
+    }
+
+    /// `cert` with its own signature in low-S form: the parent is the issuing CA of
+    /// the certificate's chain, or the certificate itself when it is one of the roots.
+    fn sanitize(&self, cert: &Certificate) -> Result<Certificate, String> {
+        if !cert.is_ecdsa_signed() {
+            return Ok(cert.clone());
+        }
+        let chain = self.chain_of(cert)?;
+        let parent = chain.first().copied().unwrap_or(cert);
+        cert.sanitized(parent).map_err(|e| e.to_string())
+    }
+
+    /// The administrators' certificates, sanitised.
+    pub fn admins(&self) -> &[Certificate] {
+        &self.admins
+    }
+
+    /// The root CA certificates, sanitised.
+    pub fn roots(&self) -> &[Certificate] {
+        &self.roots
+    }
+
+    /// The intermediate CA certificates, sanitised.
+    pub fn intermediates(&self) -> &[Certificate] {
+        &self.intermediates
     }
 
     /// Checks that `identity` is a valid member of this MSP (expiry aside).
@@ -411,20 +533,12 @@ impl Msp {
 
     fn validated(&self, identity: &Identity) -> Result<Validated, MspError> {
         let key = identity.serialized().clone();
-        if let Some(hit) = self.cache_lock().get(&key) {
+        if let Some(hit) = lock(&self.cache).get(&key) {
             return hit;
         }
         let outcome = self.validate_uncached(identity);
-        self.cache_lock().insert(key, outcome.clone());
+        lock(&self.cache).insert(key, outcome.clone());
         outcome
-    }
-
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, ValidationCache> {
-        // A panic while holding the lock cannot leave the cache inconsistent in a
-        // harmful way (worst case, an entry is missing), so poisoning is ignored.
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn validate_uncached(&self, identity: &Identity) -> Result<Validated, MspError> {
@@ -495,7 +609,12 @@ impl Msp {
     }
 
     /// The chain above `cert` (issuing CA first, root last), verified as of NotBefore + 1 s.
+    ///
+    /// Empty only for a CA certificate that is itself one of the roots.
     fn chain_of(&self, cert: &Certificate) -> Result<Vec<&Certificate>, String> {
+        if cert.is_ca() {
+            return self.ca_chain_of(cert);
+        }
         let der = CertificateDer::from(cert.der().as_ref());
         let ee = webpki::EndEntityCert::try_from(&der)
             .map_err(|e| format!("certificate not usable for chain building: {e}"))?;
@@ -532,6 +651,52 @@ impl Msp {
         Ok(chain)
     }
 
+    /// The chain above a CA certificate, built by hand (the path builder used for
+    /// identities refuses CA certificates as end entities): every issuer must have the
+    /// certificate's issuer name as subject, be a CA valid at the certificate's
+    /// NotBefore + 1 s, and verify the certificate's signature. Exactly one chain may
+    /// reach a root.
+    fn ca_chain_of(&self, cert: &Certificate) -> Result<Vec<&Certificate>, String> {
+        if self.roots.iter().any(|r| r.der() == cert.der()) {
+            return Ok(Vec::new());
+        }
+        let at_s = cert.not_before_unix_s().saturating_add(1);
+        let mut complete: Vec<Vec<&Certificate>> = Vec::new();
+        let mut partial: Vec<(&Certificate, Vec<&Certificate>)> = vec![(cert, Vec::new())];
+        while let Some((below, path)) = partial.pop() {
+            for issuer in self.roots.iter().chain(&self.intermediates) {
+                let is_root = self.roots.iter().any(|r| std::ptr::eq(r, issuer));
+                let usable = issuer.is_ca()
+                    && issuer.not_before_unix_s() <= at_s
+                    && at_s <= issuer.not_after_unix_s()
+                    && !path.iter().any(|p| p.der() == issuer.der())
+                    && issuer.der() != below.der()
+                    && below.verify_issued_by(issuer).is_ok();
+                if !usable {
+                    continue;
+                }
+                let mut longer = path.clone();
+                longer.push(issuer);
+                if is_root {
+                    complete.push(longer);
+                } else if longer.len() < CA_CHAIN_DEPTH_MAX {
+                    partial.push((issuer, longer));
+                }
+            }
+        }
+        match complete.len() {
+            0 => Err(format!(
+                "the CA certificate {:?} does not chain to the MSP's roots",
+                cert.subject()
+            )),
+            1 => Ok(complete.swap_remove(0)),
+            n => Err(format!(
+                "the CA certificate {:?} has {n} validation chains, only one is supported",
+                cert.subject()
+            )),
+        }
+    }
+
     fn check_revocation(&self, cert: &Certificate, issuer: &Certificate) -> Result<(), String> {
         let Some(ski) = issuer.subject_key_id() else {
             return Ok(());
@@ -565,6 +730,12 @@ impl Msp {
             None
         } else {
             let cert = Certificate::from_pem_or_der(&ou.certificate).map_err(|e| {
+                format!(
+                    "OU {:?} certificate: {e}",
+                    ou.organizational_unit_identifier
+                )
+            })?;
+            let cert = self.sanitize(&cert).map_err(|e| {
                 format!(
                     "OU {:?} certificate: {e}",
                     ou.organizational_unit_identifier
@@ -606,6 +777,12 @@ impl Msp {
         identity: &Identity,
         principal: &MspPrincipal,
     ) -> Result<(), MspError> {
+        // Identities that did not come through this MSP's deserialisation are
+        // sanitised here, so admin and IDENTITY matching always compare low-S forms.
+        if identity.msp_id() == self.name && !identity.is_sanitized() {
+            let sanitized = self.sanitize_identity(identity.clone())?;
+            return self.satisfies_at_depth(&sanitized, principal, 0);
+        }
         self.satisfies_at_depth(identity, principal, 0)
     }
 
@@ -659,7 +836,7 @@ impl Msp {
             }
             Classification::Identity => {
                 let wanted = self.deserialize_identity(&principal.principal)?;
-                if wanted.certificate().der() != identity.certificate().der() {
+                if wanted.sanitized_certificate().der() != identity.sanitized_certificate().der() {
                     return Err(not_satisfied(
                         "not the identity named by the principal".to_owned(),
                     ));
@@ -752,7 +929,7 @@ impl Msp {
         match role {
             MspRoleType::Member => self.validate(identity),
             MspRoleType::Admin => {
-                let der = identity.certificate().der();
+                let der = identity.sanitized_certificate().der();
                 if self.admins.iter().any(|a| a.der() == der) {
                     return Ok(());
                 }
@@ -779,6 +956,14 @@ impl OuId {
             .as_deref()
             .is_none_or(|wanted| wanted == certifiers_id)
     }
+}
+
+/// Locks a cache. A panic while holding the lock cannot leave a cache inconsistent
+/// in a harmful way (worst case, an entry is missing), so poisoning is ignored.
+fn lock<V>(cache: &Mutex<FifoCache<V>>) -> std::sync::MutexGuard<'_, FifoCache<V>> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// SHA-256 of the concatenated DER of a CA chain (issuing CA first, root last).
@@ -833,7 +1018,7 @@ mod tests {
     /// The validation cache never holds more than its bound and evicts the oldest first.
     #[test]
     fn validation_cache_is_bounded_fifo() {
-        let mut cache = ValidationCache::default();
+        let mut cache = FifoCache::new(VALIDATION_CACHE_ENTRIES_MAX);
         let total = VALIDATION_CACHE_ENTRIES_MAX + 10;
         for i in 0..total {
             let key = Bytes::from(i.to_be_bytes().to_vec());

@@ -27,6 +27,123 @@ pub const P256_HALF_ORDER: [u8; P256_SCALAR_LEN] = [
     0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
 ];
 
+/// The order `n` of the P-384 group, big-endian.
+pub const P384_ORDER: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+/// Elliptic curves whose group order is known here, for low-S normalisation of
+/// signatures made with keys on them (certificate signatures included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EcCurve {
+    /// NIST P-256 (prime256v1).
+    P256,
+    /// NIST P-384 (secp384r1).
+    P384,
+}
+
+impl EcCurve {
+    /// The group order `n`, big-endian, as wide as a scalar of the curve.
+    pub fn order(self) -> &'static [u8] {
+        match self {
+            Self::P256 => &P256_ORDER,
+            Self::P384 => &P384_ORDER,
+        }
+    }
+
+    /// The curve's usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+        }
+    }
+}
+
+impl fmt::Display for EcCurve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rewrites a DER ECDSA signature made on `curve` into low-S form.
+///
+/// Returns `None` when `s` is already at most `n/2` (the signature is then used as
+/// it is, byte for byte), else the minimal DER `SEQUENCE { INTEGER r, INTEGER n - s }`.
+/// Trailing bytes after the sequence are not accepted.
+pub fn signature_to_low_s(
+    curve: EcCurve,
+    der_signature: &[u8],
+) -> Result<Option<Vec<u8>>, VerifyError> {
+    let malformed = |reason| VerifyError::MalformedSignature { reason };
+    let (r, s) = yasna::parse_der(der_signature, |reader| {
+        reader.read_sequence(|seq| {
+            let r = seq.next().read_bigint_bytes()?;
+            let s = seq.next().read_bigint_bytes()?;
+            Ok((r, s))
+        })
+    })
+    .map_err(|_| malformed("not a DER SEQUENCE of two INTEGERs"))?;
+    let r = positive_magnitude(r, "r")?;
+    let s = positive_magnitude(s, "s")?;
+    let order = curve.order();
+    if r.len() > order.len() || s.len() > order.len() {
+        return Err(VerifyError::OutOfRange {
+            component: if r.len() > order.len() { "r" } else { "s" },
+        });
+    }
+    let mut s_wide = vec![0u8; order.len()];
+    s_wide[order.len() - s.len()..].copy_from_slice(&s);
+    if s_wide.as_slice() >= order {
+        return Err(VerifyError::OutOfRange { component: "s" });
+    }
+    let mirrored = sub_be(order, &s_wide);
+    // n is odd, so s and n - s differ; the high one is the larger of the two.
+    if s_wide <= mirrored {
+        return Ok(None);
+    }
+    Ok(Some(yasna::construct_der(|writer| {
+        writer.write_sequence(|seq| {
+            seq.next().write_bigint_bytes(&r, true);
+            seq.next().write_bigint_bytes(&mirrored, true);
+        });
+    })))
+}
+
+/// The magnitude of a DER INTEGER read by yasna, refusing zero and negative values.
+fn positive_magnitude(
+    (bytes, non_negative): (Vec<u8>, bool),
+    component: &'static str,
+) -> Result<Vec<u8>, VerifyError> {
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    if !non_negative || skip == bytes.len() {
+        return Err(VerifyError::NotPositive { component });
+    }
+    Ok(bytes[skip..].to_vec())
+}
+
+/// `a - b` for equal-width big-endian numbers with `a >= b`.
+fn sub_be(a: &[u8], b: &[u8]) -> Vec<u8> {
+    assert_eq!(a.len(), b.len(), "operands must have the same width");
+    let mut out = vec![0u8; a.len()];
+    let mut borrow = 0i16;
+    for i in (0..a.len()).rev() {
+        let mut d = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = if d < 0 {
+            d += 256;
+            1
+        } else {
+            0
+        };
+        out[i] = d as u8;
+    }
+    assert_eq!(borrow, 0, "subtrahend must not exceed the minuend");
+    out
+}
+
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -44,7 +161,7 @@ pub enum VerifyError {
         component: &'static str,
     },
     /// `r` or `s` is not below the curve order.
-    #[error("invalid ECDSA signature: {component} is not below the P-256 curve order")]
+    #[error("invalid ECDSA signature: {component} is not below the curve order")]
     OutOfRange {
         /// `"r"` or `"s"`.
         component: &'static str,
