@@ -36,7 +36,9 @@ use korder_proto::common::{
     ConfigUpdateEnvelope, ConfigValue, Consortium, Envelope, HeaderType, Payload, Status,
 };
 use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
-use korder_proto::orderer::{BatchSize, BatchTimeout, BroadcastResponse, deliver_response};
+use korder_proto::orderer::{
+    BatchSize, BatchTimeout, BroadcastResponse, ConsensusType, consensus_type, deliver_response,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -370,11 +372,51 @@ pub struct OrdererChanges {
     pub preferred_max_bytes: Option<u32>,
     /// Go duration text, already checked.
     pub batch_timeout: Option<String>,
+    /// New `ConsensusType.state` (maintenance mode on or off).
+    pub consensus_state: Option<ConsensusState>,
+    /// New `ConsensusType.type` (a migration; allowed only in maintenance mode).
+    pub consensus_type: Option<String>,
+    /// New `ConsensusType.metadata` (e.g. an etcdraft `ConfigMetadata`).
+    pub consensus_metadata: Option<bytes::Bytes>,
+}
+
+/// `ConsensusType.state` as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsensusState {
+    /// STATE_NORMAL: the channel orders transactions.
+    Normal,
+    /// STATE_MAINTENANCE: only orderer admins may update the config and read blocks.
+    Maintenance,
+}
+
+impl ConsensusState {
+    fn proto(self) -> consensus_type::State {
+        match self {
+            ConsensusState::Normal => consensus_type::State::Normal,
+            ConsensusState::Maintenance => consensus_type::State::Maintenance,
+        }
+    }
+}
+
+/// Whether a channel group's `ConsensusType` is in maintenance mode.
+fn in_maintenance(root: &ConfigGroup) -> bool {
+    root.groups
+        .get(ORDERER_GROUP)
+        .and_then(|o| o.values.get("ConsensusType"))
+        .and_then(|v| ConsensusType::decode(v.value.as_ref()).ok())
+        .is_some_and(|c| c.state == consensus_type::State::Maintenance as i32)
 }
 
 impl OrdererChanges {
     fn is_empty(&self) -> bool {
         *self == OrdererChanges::default()
+    }
+
+    /// Whether the changes touch the `ConsensusType` value.
+    pub fn touches_consensus(&self) -> bool {
+        self.consensus_state.is_some()
+            || self.consensus_type.is_some()
+            || self.consensus_metadata.is_some()
     }
 
     /// Applies the changes to a copy of the channel group `root`.
@@ -421,6 +463,24 @@ impl OrdererChanges {
                 .get_mut("BatchTimeout")
                 .context("the channel config has no /Channel/Orderer/BatchTimeout value")?;
             value.value = BatchTimeout { timeout: t.clone() }.encode_to_vec().into();
+        }
+        if self.touches_consensus() {
+            let value = orderer
+                .values
+                .get_mut("ConsensusType")
+                .context("the channel config has no /Channel/Orderer/ConsensusType value")?;
+            let mut consensus = ConsensusType::decode(value.value.as_ref())
+                .context("/Channel/Orderer/ConsensusType does not decode")?;
+            if let Some(state) = self.consensus_state {
+                consensus.state = state.proto() as i32;
+            }
+            if let Some(t) = &self.consensus_type {
+                consensus.r#type = t.clone();
+            }
+            if let Some(m) = &self.consensus_metadata {
+                consensus.metadata = m.clone();
+            }
+            value.value = consensus.encode_to_vec().into();
         }
         Ok(next)
     }
@@ -970,13 +1030,26 @@ pub struct UpdateArgs {
     /// New BatchTimeout (Go duration, e.g. 500ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub batch_timeout: Option<Duration>,
+    /// New ConsensusType.State: `maintenance` stops normal transactions and lets only
+    /// orderer organisations read blocks; `normal` ends it. Must be the only change.
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub consensus_state: Option<ConsensusState>,
+    /// New ConsensusType.Type (etcdraft, solo or kafka); accepted only while the
+    /// channel is in maintenance mode.
+    #[arg(long, value_name = "TYPE")]
+    pub consensus_type: Option<String>,
+    /// New ConsensusType.Metadata, read from this file (for etcdraft: a serialized
+    /// etcdraft ConfigMetadata).
+    #[arg(long, value_name = "FILE")]
+    pub consensus_metadata: Option<PathBuf>,
     /// Send this prepared update instead (a CONFIG_UPDATE envelope, a
     /// ConfigUpdateEnvelope or a ConfigUpdate), after adding the --sign-msp signatures.
     #[arg(
         long,
         value_name = "FILE",
         conflicts_with_all = ["batch_size_max_message_count", "batch_absolute_max_bytes",
-            "batch_preferred_max_bytes", "batch_timeout"]
+            "batch_preferred_max_bytes", "batch_timeout", "consensus_state", "consensus_type",
+            "consensus_metadata"]
     )]
     pub file: Option<PathBuf>,
     /// An identity that signs the update, DIR:MSPID (may be repeated; default for
@@ -993,24 +1066,35 @@ pub struct UpdateArgs {
 }
 
 impl UpdateArgs {
-    fn changes(&self) -> OrdererChanges {
-        OrdererChanges {
+    fn changes(&self) -> anyhow::Result<OrdererChanges> {
+        let consensus_metadata = match &self.consensus_metadata {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .into(),
+            ),
+            None => None,
+        };
+        Ok(OrdererChanges {
             max_message_count: self.batch_size_max_message_count,
             absolute_max_bytes: self.batch_absolute_max_bytes,
             preferred_max_bytes: self.batch_preferred_max_bytes,
             batch_timeout: self
                 .batch_timeout
                 .map(korder_channelconfig::format_go_duration),
-        }
+            consensus_state: self.consensus_state,
+            consensus_type: self.consensus_type.clone(),
+            consensus_metadata,
+        })
     }
 }
 
 /// `korder channel update`.
 pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
-    let changes = args.changes();
+    let changes = args.changes()?;
     if args.file.is_none() && changes.is_empty() {
         bail!(
-            "nothing to update: give --batch-size-max-message-count, --batch-absolute-max-bytes, --batch-preferred-max-bytes, --batch-timeout or --file"
+            "nothing to update: give --batch-size-max-message-count, --batch-absolute-max-bytes, --batch-preferred-max-bytes, --batch-timeout, --consensus-state, --consensus-type, --consensus-metadata or --file"
         );
     }
     let conn = args.conn.resolve()?;
@@ -1037,9 +1121,33 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let outcome = runtime()?.block_on(async {
         let deadline = Instant::now() + timeout;
         let (address, mut client) = connect_any(&addresses, timeout).await?;
-        let current = fetch_config(&mut client, &client_signer, &channel, timeout)
-            .await
-            .with_context(|| format!("reading the config of {channel} from {address}"))?;
+        // In maintenance mode only orderer organisations may read blocks and send
+        // config updates: the first config signer (the orderer admin by default)
+        // then reads and sends in place of the client.
+        let admin = signers.first();
+        let current = match fetch_config(&mut client, &client_signer, &channel, timeout).await {
+            Ok(c) => c,
+            Err(first) => {
+                let first =
+                    first.context(format!("reading the config of {channel} from {address}"));
+                match admin {
+                    Some(a) => fetch_config(&mut client, a, &channel, timeout)
+                        .await
+                        .with_context(|| format!("{first:#}"))?,
+                    None => return Err(first),
+                }
+            }
+        };
+        let orderer_only = changes.touches_consensus()
+            || current
+                .config
+                .channel_group
+                .as_ref()
+                .is_some_and(in_maintenance);
+        let sender = match admin {
+            Some(a) if orderer_only => a,
+            _ => &client_signer,
+        };
         let cue = match prepared {
             Some((cue, _, _)) => cue,
             None => {
@@ -1057,7 +1165,7 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let cue = sign_update(cue, &signers)?;
-        let envelope = update_envelope(&client_signer, &channel, &cue)?;
+        let envelope = update_envelope(sender, &channel, &cue)?;
         if let Some(out) = &args.out {
             std::fs::write(out, envelope.encode_to_vec())
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -1071,7 +1179,7 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
         }
         let (number, sequence) = wait_for_config_block(
             &mut client,
-            &client_signer,
+            sender,
             &channel,
             current.newest,
             deadline,
@@ -1166,6 +1274,54 @@ mod tests {
                 .as_ref(),
         )
         .unwrap()
+    }
+
+    /// --consensus-state/--consensus-type/--consensus-metadata write only the ConsensusType value, with the asked fields.
+    #[test]
+    fn consensus_changes_write_only_consensus_type() {
+        let d = dev();
+        let root = d.app.channel_group();
+        assert!(!in_maintenance(root));
+        let enter = OrdererChanges {
+            consensus_state: Some(ConsensusState::Maintenance),
+            ..Default::default()
+        };
+        assert!(enter.touches_consensus());
+        let next = enter.apply(root).unwrap();
+        assert!(in_maintenance(&next));
+        let update = config_update("mychannel", root, &next).unwrap();
+        let write = update.write_set.unwrap();
+        assert!(write.values.is_empty());
+        assert_eq!(write.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
+        let wo = &write.groups[ORDERER_GROUP];
+        assert!(wo.groups.is_empty());
+        assert_eq!(wo.values.keys().collect::<Vec<_>>(), ["ConsensusType"]);
+        let before = ConsensusType::decode(
+            root.groups[ORDERER_GROUP].values["ConsensusType"]
+                .value
+                .as_ref(),
+        )
+        .unwrap();
+        let after = ConsensusType::decode(wo.values["ConsensusType"].value.as_ref()).unwrap();
+        assert_eq!(after.r#type, before.r#type);
+        assert_eq!(after.metadata, before.metadata);
+        assert_eq!(after.state, consensus_type::State::Maintenance as i32);
+
+        let switch = OrdererChanges {
+            consensus_type: Some("etcdraft".into()),
+            consensus_metadata: Some(bytes::Bytes::from_static(b"\x0a\x00")),
+            ..Default::default()
+        };
+        let raft = switch.apply(&next).unwrap();
+        let c = ConsensusType::decode(
+            raft.groups[ORDERER_GROUP].values["ConsensusType"]
+                .value
+                .as_ref(),
+        )
+        .unwrap();
+        assert_eq!(c.r#type, "etcdraft");
+        assert_eq!(c.metadata.as_ref(), b"\x0a\x00");
+        assert_eq!(c.state, consensus_type::State::Maintenance as i32);
     }
 
     /// A BatchSize change bumps only the BatchSize value, with the Orderer and Channel groups at their versions in both sets.
