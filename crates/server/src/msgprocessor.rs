@@ -686,6 +686,15 @@ mod tests {
 
     const PREFIX: &str = "config transaction inspection failed: ";
 
+    /// One transition: name, current tree, next tree, update write set, expected outcome.
+    type Case = (
+        &'static str,
+        ConfigGroup,
+        ConfigGroup,
+        ConfigGroup,
+        Result<(), String>,
+    );
+
     /// Scenario 84 with the capability: every allowed and forbidden transition, with
     /// Fabric's error texts.
     #[test]
@@ -695,7 +704,7 @@ mod tests {
         let kafka_normal = || tree(cap, "kafka", NORMAL, b"");
         let kafka_maint = || tree(cap, "kafka", MAINTENANCE, b"");
         let ct = || write_set(&[CONSENSUS_TYPE_KEY]);
-        let cases: Vec<(&str, ConfigGroup, ConfigGroup, ConfigGroup, Result<(), String>)> = vec![
+        let cases: Vec<Case> = vec![
             ("enter maintenance alone", kafka_normal(), kafka_maint(), ct(), Ok(())),
             ("leave maintenance alone", kafka_maint(), kafka_normal(), ct(), Ok(())),
             (
