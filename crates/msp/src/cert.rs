@@ -78,6 +78,46 @@ pub enum SanitizeError {
 /// input unchanged and the bit string (no unused bits) holds the minimal DER of
 /// `(r, n - s)`. The caller decides whether the certificate is ECDSA-signed.
 pub fn sanitize_der(der: &[u8], issuer_curve: EcCurve) -> Result<Option<Vec<u8>>, SanitizeError> {
+    let parts = split_certificate(der)?;
+    let Some(low) = crate::signature::signature_to_low_s(issuer_curve, parts.signature)
+        .map_err(SanitizeError::Signature)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(parts.encode(&low)))
+}
+
+/// Re-encodes a DER certificate with another signature value: the tbsCertificate and
+/// signatureAlgorithm elements are copied unchanged, `signature` goes into the BIT
+/// STRING. Used to present one certificate in several signature encodings.
+pub fn with_signature_value(der: &[u8], signature: &[u8]) -> Result<Vec<u8>, SanitizeError> {
+    Ok(split_certificate(der)?.encode(signature))
+}
+
+/// The three elements of a certificate, as slices of its DER.
+struct CertificateParts<'a> {
+    /// The whole tbsCertificate element.
+    tbs: &'a [u8],
+    /// The whole signatureAlgorithm element.
+    algorithm: &'a [u8],
+    /// The contents of the signatureValue BIT STRING after the unused-bits octet.
+    signature: &'a [u8],
+}
+
+impl CertificateParts<'_> {
+    fn encode(&self, signature: &[u8]) -> Vec<u8> {
+        yasna::construct_der(|writer| {
+            writer.write_sequence(|seq| {
+                seq.next().write_der(self.tbs);
+                seq.next().write_der(self.algorithm);
+                seq.next()
+                    .write_bitvec_bytes(signature, signature.len() * 8);
+            });
+        })
+    }
+}
+
+fn split_certificate(der: &[u8]) -> Result<CertificateParts<'_>, SanitizeError> {
     let malformed = |reason| SanitizeError::Malformed { reason };
     let (_, body, rest) = der_split(der).ok_or(malformed("truncated certificate"))?;
     if der.first() != Some(&0x30) || !rest.is_empty() {
@@ -96,18 +136,11 @@ pub fn sanitize_der(der: &[u8], issuer_curve: EcCurve) -> Result<Option<Vec<u8>>
     if unused_bits != 0 {
         return Err(malformed("signatureValue has unused bits"));
     }
-    let Some(low) = crate::signature::signature_to_low_s(issuer_curve, signature)
-        .map_err(SanitizeError::Signature)?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(yasna::construct_der(|writer| {
-        writer.write_sequence(|seq| {
-            seq.next().write_der(tbs);
-            seq.next().write_der(algorithm);
-            seq.next().write_bitvec_bytes(&low, low.len() * 8);
-        });
-    })))
+    Ok(CertificateParts {
+        tbs,
+        algorithm,
+        signature,
+    })
 }
 
 /// Splits the first DER element off `input`: (whole element, contents, rest).
@@ -456,6 +489,16 @@ impl Certificate {
             &self.signature_value,
             issuer,
         )
+    }
+
+    /// The DER of the tbsCertificate element (the signed part).
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.tbs_raw
+    }
+
+    /// The certificate's own signature value (for ECDSA, a DER `SEQUENCE { r, s }`).
+    pub fn signature_value(&self) -> &[u8] {
+        &self.signature_value
     }
 
     /// Whether the certificate's own signature is an ECDSA signature.

@@ -23,7 +23,10 @@ pub mod mspdir;
 pub mod signature;
 pub mod signer;
 
-pub use cert::{CertError, Certificate, ChainError, HasPublicKey, SanitizeError, sanitize_der};
+pub use cert::{
+    CertError, Certificate, ChainError, HasPublicKey, SanitizeError, sanitize_der,
+    with_signature_value,
+};
 pub use identity::{Identity, IdentityError};
 pub use msp::{Msp, MspError, MspVersion};
 pub use signature::{
