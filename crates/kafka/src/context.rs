@@ -6,6 +6,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Context shared by korder's producers, consumers and admin clients.
@@ -20,6 +21,10 @@ pub(crate) struct TracingContext {
     /// after the topic was deleted), through the error callback; the reader
     /// watches both.
     pub(crate) out_of_range: Option<watch::Sender<bool>>,
+    /// The most telling connection-level error the client reported, such as a
+    /// failed TLS handshake or SASL authentication; request failures (which
+    /// librdkafka reports only as "broker transport failure") quote it.
+    pub(crate) last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl TracingContext {
@@ -28,7 +33,37 @@ impl TracingContext {
             client,
             topic: topic.to_owned(),
             out_of_range: None,
+            last_error: Arc::default(),
         }
+    }
+
+    /// The last connection-level error reported by the client, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn note_error(&self, error: &KafkaError, reason: &str) {
+        // "All brokers are down" follows the real cause and says less.
+        if is_out_of_range(error)
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+        {
+            return;
+        }
+        self.set_last_error(if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_owned()
+        });
+    }
+
+    fn set_last_error(&self, text: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
     }
 }
 
@@ -48,9 +83,16 @@ impl ClientContext for TracingContext {
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
+                // Failed connections (TLS, SASL) arrive as error-level log lines.
+                self.set_last_error(format!("[{facility}] {message}"));
                 tracing::error!(target: "korder_kafka::client", client, topic, facility, "{message}")
             }
             RDKafkaLogLevel::Warning => {
+                // A client certificate the brokers will not accept shows up only
+                // as a TLS warning before the broker drops the connection.
+                if matches!(facility, "SSL" | "SASL" | "SASLAUTH" | "AUTH") {
+                    self.set_last_error(format!("[{facility}] {message}"));
+                }
                 tracing::warn!(target: "korder_kafka::client", client, topic, facility, "{message}")
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
@@ -70,6 +112,7 @@ impl ClientContext for TracingContext {
         {
             flag.send_replace(true);
         }
+        self.note_error(&error, reason);
         // librdkafka retries connection-level failures by itself; these reports are
         // for the operator, the caller sees failures through results.
         tracing::warn!(

@@ -32,16 +32,27 @@ pub enum KafkaLogError {
         code: RDKafkaErrorCode,
     },
     /// A request to the brokers failed (unreachable, timed out, refused).
-    #[error("Kafka request failed ({what}) for topic {topic}: {source}")]
+    /// `broker_error` is the client's last connection-level report (a failed TLS
+    /// handshake, refused SASL credentials), which librdkafka does not attach to
+    /// the request's own error.
+    #[error("Kafka request failed ({what}) for topic {topic}: {source}{}", broker_note(.broker_error))]
     Request {
         what: &'static str,
         topic: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
+        broker_error: Option<Box<str>>,
     },
     /// The topic or its partition 0 is not in the cluster's metadata.
     #[error("topic {topic} partition 0 is not in the cluster metadata: {reason}")]
     MissingPartition { topic: String, reason: String },
+}
+
+fn broker_note(broker_error: &Option<Box<str>>) -> String {
+    broker_error
+        .as_deref()
+        .map(|e| format!("; last broker connection error: {e}"))
+        .unwrap_or_default()
 }
 
 impl KafkaLogError {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -36,7 +36,21 @@ const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Distinguishes the consumer groups of readers opened by one process.
 static READER_SEQ: AtomicU64 = AtomicU64::new(0);
 
-type Producer0 = FutureProducer<TracingContext>;
+/// The producer with its context, whose last connection error request failures quote
+/// (librdkafka's producer context is not reachable through the producer itself).
+#[derive(Clone)]
+struct Producer0 {
+    client: FutureProducer<TracingContext>,
+    context: TracingContext,
+}
+
+impl Producer0 {
+    fn build(config: &KafkaConfig, topic: &str) -> Result<Self, KafkaLogError> {
+        let context = TracingContext::new("producer", topic);
+        let client = build_client(&config.producer_properties(), context.clone(), topic)?;
+        Ok(Self { client, context })
+    }
+}
 
 /// A channel's ordered log on Kafka: topic = channel name, partition 0 only,
 /// records acknowledged by all in-sync replicas through an idempotent producer,
@@ -71,11 +85,7 @@ impl KafkaLog {
         let config = Arc::new(config);
         let topic: Arc<str> = Arc::from(topic);
         ensure_topic(&config, &topic).await?;
-        let producer: Producer0 = build_client(
-            &config.producer_properties(),
-            TracingContext::new("producer", &topic),
-            &topic,
-        )?;
+        let producer = Producer0::build(&config, &topic)?;
         let log = Self {
             config,
             topic,
@@ -147,7 +157,7 @@ impl KafkaLog {
                 max: self.config.max_record_bytes,
             });
         }
-        let queued = self.producer.send_result(
+        let queued = self.producer.client.send_result(
             FutureRecord::to(&self.topic)
                 .partition(PARTITION)
                 .key(RECORD_KEY)
@@ -463,41 +473,61 @@ where
 
 /// Creates the topic unless the metadata already lists it. TOPIC_ALREADY_EXISTS
 /// (another node won the race) is success.
+/// What a transport failure without any reported cause usually means.
+const UNEXPLAINED_TRANSPORT_FAILURE: &str = "none reported; the brokers closed the \
+    connection or could not be reached: check the broker addresses, and that \
+    Kafka.TLS.Enabled and Kafka.SASLPlain.Enabled match the listener's security.protocol";
+
 async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogError> {
-    let admin: AdminClient<TracingContext> = build_client(
+    // The metadata probe runs on a consumer handle, not the admin client: polling
+    // it brings the client's connection errors (TLS, SASL) to the context, so that a
+    // refused connection is reported with its cause.
+    let probe: BaseConsumer<TracingContext> = build_client(
         &config.admin_properties(),
         TracingContext::new("admin", topic),
         topic,
     )?;
-    let admin = Arc::new(admin);
     let timeout = config.retry.read_timeout;
-    let probe = Arc::clone(&admin);
     let owned_topic = topic.to_owned();
     let exists = tokio::task::spawn_blocking(move || {
-        let md = probe
-            .inner()
-            .fetch_metadata(Some(&owned_topic), Timeout::After(timeout))?;
-        Ok::<bool, KafkaError>(md.topics().iter().any(|t| {
-            t.name() == owned_topic
-                && t.error().is_none_or(|e| {
-                    RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
-                })
-        }))
+        match probe.fetch_metadata(Some(&owned_topic), Timeout::After(timeout)) {
+            Ok(md) => Ok(md.topics().iter().any(|t| {
+                t.name() == owned_topic
+                    && t.error().is_none_or(|e| {
+                        RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
+                    })
+            })),
+            Err(e) => {
+                // Deliver the queued error events to the context.
+                while probe.poll(Duration::ZERO).is_some() {}
+                let broker_error = probe.context().last_error().or_else(|| {
+                    (e.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure))
+                        .then(|| UNEXPLAINED_TRANSPORT_FAILURE.to_owned())
+                });
+                Err((e, broker_error))
+            }
+        }
     })
     .await
     .map_err(|e| KafkaLogError::MissingPartition {
         topic: topic.to_owned(),
         reason: format!("metadata task failed: {e}"),
     })?
-    .map_err(|source| KafkaLogError::Request {
+    .map_err(|(source, broker_error)| KafkaLogError::Request {
         what: "metadata",
         topic: topic.to_owned(),
-        source,
+        source: Box::new(source),
+        broker_error: broker_error.map(Into::into),
     })?;
     if exists {
         tracing::debug!(topic, "topic exists");
         return Ok(());
     }
+    let admin: AdminClient<TracingContext> = build_client(
+        &config.admin_properties(),
+        TracingContext::new("admin", topic),
+        topic,
+    )?;
     let rf = config.topic_replication_factor;
     let options = AdminOptions::new()
         .request_timeout(Some(timeout))
@@ -515,7 +545,8 @@ async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogE
         .map_err(|source| KafkaLogError::Request {
             what: "CreateTopics",
             topic: topic.to_owned(),
-            source,
+            source: Box::new(source),
+            broker_error: admin.inner().context().last_error().map(Into::into),
         })?;
     for result in results {
         match result {
@@ -541,7 +572,7 @@ async fn partition_metadata(
     topic: &str,
     timeout: Duration,
 ) -> Result<(Vec<i32>, i32), KafkaLogError> {
-    let client = producer.clone();
+    let client = producer.client.clone();
     let owned_topic = topic.to_owned();
     let md = tokio::task::spawn_blocking(move || {
         client
@@ -556,7 +587,8 @@ async fn partition_metadata(
     .map_err(|source| KafkaLogError::Request {
         what: "metadata",
         topic: topic.to_owned(),
-        source,
+        source: Box::new(source),
+        broker_error: producer.context.last_error().map(Into::into),
     })?;
     let missing = |reason: String| KafkaLogError::MissingPartition {
         topic: topic.to_owned(),
@@ -583,7 +615,7 @@ async fn fetch_watermarks(
     topic: &str,
     timeout: Duration,
 ) -> Result<(i64, i64), KafkaLogError> {
-    let client = producer.clone();
+    let client = producer.client.clone();
     let owned_topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         client
@@ -598,7 +630,8 @@ async fn fetch_watermarks(
     .map_err(|source| KafkaLogError::Request {
         what: "watermarks (ListOffsets)",
         topic: topic.to_owned(),
-        source,
+        source: Box::new(source),
+        broker_error: producer.context.last_error().map(Into::into),
     })
 }
 

@@ -57,6 +57,9 @@ pub struct ChainStatus {
     pub error: Option<String>,
 }
 
+/// How a start-up attempt cut short by its phase's end reports itself.
+const NO_ANSWER: &str = "no answer within";
+
 /// Config-related work the chain hands back to the node.
 pub trait ConfigHooks: Send + Sync + 'static {
     /// Re-runs the channel's filters on a normal envelope validated under an older
@@ -498,7 +501,11 @@ impl<L: Log> Runner<L> {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");
-                        last_error = e;
+                        // An attempt cut short by the end of its phase says less than
+                        // one that failed with a cause (a refused TLS handshake, say).
+                        if !e.starts_with(NO_ANSWER) || last_error.is_empty() {
+                            last_error = e;
+                        }
                         attempt += 1;
                     }
                 }
@@ -545,7 +552,7 @@ impl<L: Log> Runner<L> {
                 match budget {
                     Some(b) => tokio::time::timeout_at((at + b).into(), work)
                         .await
-                        .unwrap_or_else(|_| Err(format!("no answer within {b:?}"))),
+                        .unwrap_or_else(|_| Err(format!("{NO_ANSWER} {b:?}"))),
                     None => work.await,
                 }
             };
