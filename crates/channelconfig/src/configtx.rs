@@ -592,7 +592,7 @@ pub fn validate_new(current: &Bundle, next: &Bundle) -> Result<(), ConfigTxError
     match (cur.groups.get(ORDERER_GROUP), nxt.groups.get(ORDERER_GROUP)) {
         (Some(_), None) => {
             return Err(ConfigTxError::ValidateNew(
-                "Current config has orderer section, but new config does not".into(),
+                "current config has orderer section, but new config does not".into(),
             ));
         }
         (Some(a), Some(b)) => {
@@ -600,11 +600,11 @@ pub fn validate_new(current: &Bundle, next: &Bundle) -> Result<(), ConfigTxError
                 && !consensus_type_migration(current)
             {
                 return Err(ConfigTxError::ValidateNew(format!(
-                    "Attempted to change consensus type from {} to {}",
+                    "attempted to change consensus type from {} to {}",
                     current.orderer.consensus_type, next.orderer.consensus_type
                 )));
             }
-            check_org_msp_ids("Orderer org", a, b)?;
+            check_org_msp_ids("orderer org", a, b)?;
         }
         _ => {}
     }
@@ -614,10 +614,10 @@ pub fn validate_new(current: &Bundle, next: &Bundle) -> Result<(), ConfigTxError
     ) {
         (Some(_), None) => {
             return Err(ConfigTxError::ValidateNew(
-                "Current config has application section, but new config does not".into(),
+                "current config has application section, but new config does not".into(),
             ));
         }
-        (Some(a), Some(b)) => check_org_msp_ids("Application org", a, b)?,
+        (Some(a), Some(b)) => check_org_msp_ids("application org", a, b)?,
         _ => {}
     }
     match (
@@ -626,19 +626,19 @@ pub fn validate_new(current: &Bundle, next: &Bundle) -> Result<(), ConfigTxError
     ) {
         (Some(_), None) => {
             return Err(ConfigTxError::ValidateNew(
-                "Current config has consortiums section, but new config does not".into(),
+                "current config has consortiums section, but new config does not".into(),
             ));
         }
         (None, Some(_)) => {
             return Err(ConfigTxError::ValidateNew(
-                "Current config has no consortiums section, but new config does".into(),
+                "current config has no consortiums section, but new config does".into(),
             ));
         }
         (Some(a), Some(b)) => {
             for (name, consortium) in &a.groups {
                 if let Some(next_consortium) = b.groups.get(name) {
                     check_org_msp_ids(
-                        &format!("Consortium {name} org"),
+                        &format!("consortium {name} org"),
                         consortium,
                         next_consortium,
                     )?;

@@ -354,7 +354,7 @@ fn org_msp_id_change_is_refused() {
     let err = propose(&app, &update, &[&net.org1.admin]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Application org Org1MSP attempted to change MSP ID from Org1MSP to Org2MSP"
+        "application org Org1MSP attempted to change MSP ID from Org1MSP to Org2MSP"
     );
 }
 
@@ -400,7 +400,7 @@ fn consensus_type_change_needs_migration_capability() {
     let err = propose(&b, &update, &[&orderer_org.admin]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Attempted to change consensus type from solo to kafka"
+        "attempted to change consensus type from solo to kafka"
     );
     // With V1_4_3 (the sample's level) the same change is allowed.
     propose(&net.system, &update, &[&net.orderer_org.admin]).unwrap();

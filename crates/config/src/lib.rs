@@ -39,5 +39,5 @@ pub use general::{
 pub use kafka::{Kafka, KafkaRetry, KafkaTls, KafkaVersion, PemSource, SaslPlain};
 pub use sections::{
     Debug, FileLedger, Korder, LogBackend, Metrics, MetricsProvider, Operations, RamLedger,
-    ResolvedLog, Statsd,
+    ResolvedLog, Statsd, UnsupportedConsensusType,
 };

@@ -246,19 +246,6 @@ impl LogBackend {
         }
     }
 
-    /// The log for a channel whose `/Channel/Orderer/ConsensusType` type is
-    /// `consensus_type`, without refusing anything: in `auto` mode every type other
-    /// than `kafka` maps to the embedded log. A node starting a channel uses
-    /// [`LogBackend::resolve_channel`], which refuses types korder does not run.
-    pub fn resolve(self, consensus_type: &str) -> ResolvedLog {
-        match self {
-            LogBackend::Embedded => ResolvedLog::Embedded,
-            LogBackend::Kafka => ResolvedLog::Kafka,
-            LogBackend::Auto if consensus_type.eq_ignore_ascii_case("kafka") => ResolvedLog::Kafka,
-            LogBackend::Auto => ResolvedLog::Embedded,
-        }
-    }
-
     /// The log for `channel`, whose consensus type is `consensus_type`. In `auto`
     /// mode only `kafka` (Kafka) and `solo` (embedded log) are run; any other type,
     /// such as `etcdraft` after a Kafka-to-Raft migration, is refused rather than
@@ -279,7 +266,11 @@ impl LogBackend {
                     consensus_type: consensus_type.to_owned(),
                 })
             }
-            _ => Ok(self.resolve(consensus_type)),
+            LogBackend::Auto if consensus_type.eq_ignore_ascii_case("kafka") => {
+                Ok(ResolvedLog::Kafka)
+            }
+            LogBackend::Auto | LogBackend::Embedded => Ok(ResolvedLog::Embedded),
+            LogBackend::Kafka => Ok(ResolvedLog::Kafka),
         }
     }
 }

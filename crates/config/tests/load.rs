@@ -563,14 +563,26 @@ fn summary_masks_secrets() {
     assert!(!s.contains('\n'));
 }
 
-/// `auto` follows the channel's consensus type; explicit backends ignore it.
+/// `auto` follows the channel's consensus type (kafka or solo, refusing others);
+/// explicit backends ignore it.
 #[test]
 fn log_backend_resolution() {
-    assert_eq!(LogBackend::Auto.resolve("kafka"), ResolvedLog::Kafka);
-    assert_eq!(LogBackend::Auto.resolve("solo"), ResolvedLog::Embedded);
-    assert_eq!(LogBackend::Auto.resolve("etcdraft"), ResolvedLog::Embedded);
-    assert_eq!(LogBackend::Embedded.resolve("kafka"), ResolvedLog::Embedded);
-    assert_eq!(LogBackend::Kafka.resolve("solo"), ResolvedLog::Kafka);
+    let resolve = |b: LogBackend, t: &str| b.resolve_channel("ch", t).ok();
+    assert_eq!(resolve(LogBackend::Auto, "kafka"), Some(ResolvedLog::Kafka));
+    assert_eq!(
+        resolve(LogBackend::Auto, "solo"),
+        Some(ResolvedLog::Embedded)
+    );
+    assert_eq!(resolve(LogBackend::Auto, "etcdraft"), None);
+    assert_eq!(
+        resolve(LogBackend::Embedded, "kafka"),
+        Some(ResolvedLog::Embedded)
+    );
+    assert_eq!(
+        resolve(LogBackend::Embedded, "etcdraft"),
+        Some(ResolvedLog::Embedded)
+    );
+    assert_eq!(resolve(LogBackend::Kafka, "solo"), Some(ResolvedLog::Kafka));
 }
 
 /// BootstrapMethod (v2) wins over GenesisMethod (v1.4); its file falls back to GenesisFile.
