@@ -19,7 +19,6 @@ use korder_proto::orderer::{
     BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType, KafkaBrokers, consensus_type,
 };
 
-use crate::duration::parse_go_duration;
 use crate::policies::{MspManager, PolicyError, PolicyManager, SignedData};
 use korder_msp::MspVersion;
 
@@ -422,7 +421,7 @@ fn orderer_values(group: &ConfigGroup) -> Result<OrdererValues, ConfigError> {
             "BatchSize" => batch_size = decode(&path, &value.value)?,
             "BatchTimeout" => {
                 let v: BatchTimeout = decode(&path, &value.value)?;
-                let d = parse_go_duration(&v.timeout).map_err(|e| {
+                let d = korder_config::parse_duration(&v.timeout).map_err(|e| {
                     ConfigError::Invalid(format!(
                         "attempted to set the batch timeout to a invalid value: {e}"
                     ))

@@ -26,33 +26,59 @@ pub struct Kafka {
     pub version: KafkaVersion,
 }
 
-/// `Kafka.Retry`.
+/// `Kafka.Retry`: the start-up retry windows of a chain and the Kafka client's own
+/// timeouts and retries. [`Default`] gives the values orderer.yaml falls back to
+/// when a key is unset or zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaRetry {
-    /// `ShortInterval` (default 1m).
+    /// `ShortInterval` (default 1m): pause between attempts in the short phase.
     pub short_interval: Duration,
-    /// `ShortTotal` (default 10m).
+    /// `ShortTotal` (default 10m): length of the short phase.
     pub short_total: Duration,
-    /// `LongInterval` (default 10m).
+    /// `LongInterval` (default 10m): pause between attempts in the long phase.
     pub long_interval: Duration,
-    /// `LongTotal` (default 12h).
+    /// `LongTotal` (default 12h): length of the long phase.
     pub long_total: Duration,
-    /// `NetworkTimeouts.DialTimeout` (default 30s).
+    /// `NetworkTimeouts.DialTimeout` (default 30s): TCP (and TLS) connection set-up.
     pub dial_timeout: Duration,
-    /// `NetworkTimeouts.ReadTimeout` (default 30s).
+    /// `NetworkTimeouts.ReadTimeout` (default 30s): a request without an answer fails.
     pub read_timeout: Duration,
-    /// `NetworkTimeouts.WriteTimeout` (default 30s).
+    /// `NetworkTimeouts.WriteTimeout` (default 30s): a produce request without an
+    /// answer fails.
     pub write_timeout: Duration,
-    /// `Metadata.RetryBackoff` (default 250ms).
+    /// `Metadata.RetryBackoff` (default 250ms): pause between metadata refreshes
+    /// while a partition has no leader.
     pub metadata_retry_backoff: Duration,
-    /// `Metadata.RetryMax` (default 3).
+    /// `Metadata.RetryMax` (default 3): kept for fidelity with orderer.yaml; the
+    /// client refreshes metadata until the leader is known, bounded by the produce
+    /// timeout.
     pub metadata_retry_max: u32,
-    /// `Producer.RetryBackoff` (default 100ms).
+    /// `Producer.RetryBackoff` (default 100ms): pause before a produce request is
+    /// retried.
     pub producer_retry_backoff: Duration,
-    /// `Producer.RetryMax` (default 3).
+    /// `Producer.RetryMax` (default 3): retries of one produce request.
     pub producer_retry_max: u32,
-    /// `Consumer.RetryBackoff` (default 2s).
+    /// `Consumer.RetryBackoff` (default 2s): pause after a fetch error.
     pub consumer_retry_backoff: Duration,
+}
+
+impl Default for KafkaRetry {
+    fn default() -> Self {
+        Self {
+            short_interval: Duration::from_secs(60),
+            short_total: Duration::from_secs(10 * 60),
+            long_interval: Duration::from_secs(10 * 60),
+            long_total: Duration::from_secs(12 * 60 * 60),
+            dial_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            metadata_retry_backoff: Duration::from_millis(250),
+            metadata_retry_max: 3,
+            producer_retry_backoff: Duration::from_millis(100),
+            producer_retry_max: 3,
+            consumer_retry_backoff: Duration::from_secs(2),
+        }
+    }
 }
 
 /// PEM material given inline or, with Fabric's `File:` convention, by file name.
@@ -218,25 +244,26 @@ fn retry_max(s: &mut Section<'_>) -> Result<u32, ConfigError> {
 
 impl KafkaRetry {
     fn decode(s: &mut Section<'_>) -> Result<KafkaRetry, ConfigError> {
-        let short_interval = s.duration_or("ShortInterval", Duration::from_secs(60))?;
-        let short_total = s.duration_or("ShortTotal", Duration::from_secs(600))?;
-        let long_interval = s.duration_or("LongInterval", Duration::from_secs(600))?;
-        let long_total = s.duration_or("LongTotal", Duration::from_secs(12 * 3600))?;
+        let d = KafkaRetry::default();
+        let short_interval = s.duration_or("ShortInterval", d.short_interval)?;
+        let short_total = s.duration_or("ShortTotal", d.short_total)?;
+        let long_interval = s.duration_or("LongInterval", d.long_interval)?;
+        let long_total = s.duration_or("LongTotal", d.long_total)?;
         let mut nt = s.section("NetworkTimeouts")?;
-        let dial_timeout = nt.duration_or("DialTimeout", Duration::from_secs(30))?;
-        let read_timeout = nt.duration_or("ReadTimeout", Duration::from_secs(30))?;
-        let write_timeout = nt.duration_or("WriteTimeout", Duration::from_secs(30))?;
+        let dial_timeout = nt.duration_or("DialTimeout", d.dial_timeout)?;
+        let read_timeout = nt.duration_or("ReadTimeout", d.read_timeout)?;
+        let write_timeout = nt.duration_or("WriteTimeout", d.write_timeout)?;
         nt.finish()?;
         let mut md = s.section("Metadata")?;
-        let metadata_retry_backoff = md.duration_or("RetryBackoff", Duration::from_millis(250))?;
+        let metadata_retry_backoff = md.duration_or("RetryBackoff", d.metadata_retry_backoff)?;
         let metadata_retry_max = retry_max(&mut md)?;
         md.finish()?;
         let mut pr = s.section("Producer")?;
-        let producer_retry_backoff = pr.duration_or("RetryBackoff", Duration::from_millis(100))?;
+        let producer_retry_backoff = pr.duration_or("RetryBackoff", d.producer_retry_backoff)?;
         let producer_retry_max = retry_max(&mut pr)?;
         pr.finish()?;
         let mut co = s.section("Consumer")?;
-        let consumer_retry_backoff = co.duration_or("RetryBackoff", Duration::from_secs(2))?;
+        let consumer_retry_backoff = co.duration_or("RetryBackoff", d.consumer_retry_backoff)?;
         co.finish()?;
         Ok(KafkaRetry {
             short_interval,

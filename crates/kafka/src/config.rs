@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::error::KafkaLogError;
+use korder_config::KafkaRetry;
 
 /// Largest record the producer sends by default: 100 MiB − 1 MiB, the fixed limit of
 /// Fabric's Kafka producer. A channel's AbsoluteMaxBytes must stay below it, and the
@@ -20,58 +21,6 @@ const FRAMING_HEADROOM_BYTES: usize = 64 * 1024;
 
 /// librdkafka refuses `message.max.bytes` and `fetch.max.bytes` above this.
 const RDKAFKA_MAX_PROTOCOL_BYTES: usize = 1_000_000_000;
-
-/// `Kafka.Retry`: the start-up retry windows and the client's own timeouts and
-/// retries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryConfig {
-    /// `Retry.ShortInterval`: pause between attempts in the short phase.
-    pub short_interval: Duration,
-    /// `Retry.ShortTotal`: length of the short phase.
-    pub short_total: Duration,
-    /// `Retry.LongInterval`: pause between attempts in the long phase.
-    pub long_interval: Duration,
-    /// `Retry.LongTotal`: length of the long phase.
-    pub long_total: Duration,
-    /// `Retry.NetworkTimeouts.DialTimeout`: TCP (and TLS) connection set-up.
-    pub dial_timeout: Duration,
-    /// `Retry.NetworkTimeouts.ReadTimeout`: a request without an answer fails.
-    pub read_timeout: Duration,
-    /// `Retry.NetworkTimeouts.WriteTimeout`: a produce request without an answer fails.
-    pub write_timeout: Duration,
-    /// `Retry.Metadata.RetryBackoff`: pause between metadata refreshes while a
-    /// partition has no leader.
-    pub metadata_retry_backoff: Duration,
-    /// `Retry.Metadata.RetryMax`: kept for fidelity with orderer.yaml; librdkafka
-    /// refreshes metadata until the leader is known, bounded by the produce timeout.
-    pub metadata_retry_max: u32,
-    /// `Retry.Producer.RetryBackoff`: pause before a produce request is retried.
-    pub producer_retry_backoff: Duration,
-    /// `Retry.Producer.RetryMax`: retries of one produce request.
-    pub producer_retry_max: u32,
-    /// `Retry.Consumer.RetryBackoff`: pause after a fetch error.
-    pub consumer_retry_backoff: Duration,
-}
-
-impl Default for RetryConfig {
-    /// The values orderer.yaml falls back to when a key is unset or zero.
-    fn default() -> Self {
-        Self {
-            short_interval: Duration::from_secs(60),
-            short_total: Duration::from_secs(10 * 60),
-            long_interval: Duration::from_secs(10 * 60),
-            long_total: Duration::from_secs(12 * 60 * 60),
-            dial_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
-            metadata_retry_backoff: Duration::from_millis(250),
-            metadata_retry_max: 3,
-            producer_retry_backoff: Duration::from_millis(100),
-            producer_retry_max: 3,
-            consumer_retry_backoff: Duration::from_secs(2),
-        }
-    }
-}
 
 /// `Kafka.TLS`: client-certificate TLS to the brokers. PEM text, already read from
 /// files by the configuration loader.
@@ -124,7 +73,7 @@ pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port` (the channel config's `KafkaBrokers`).
     pub brokers: Vec<String>,
     /// `Kafka.Retry`.
-    pub retry: RetryConfig,
+    pub retry: KafkaRetry,
     /// `Kafka.Topic.ReplicationFactor`: used only when korder creates a topic.
     pub topic_replication_factor: i16,
     /// `Kafka.Verbose`: client debug logging.
@@ -147,7 +96,7 @@ impl KafkaConfig {
     pub fn new(brokers: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             brokers: brokers.into_iter().map(Into::into).collect(),
-            retry: RetryConfig::default(),
+            retry: KafkaRetry::default(),
             topic_replication_factor: 3,
             verbose: false,
             tls: TlsConfig::default(),

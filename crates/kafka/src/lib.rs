@@ -27,6 +27,7 @@ mod context;
 mod error;
 mod log;
 
-pub use config::{DEFAULT_MAX_RECORD_BYTES, KafkaConfig, RetryConfig, SaslPlainConfig, TlsConfig};
+pub use config::{DEFAULT_MAX_RECORD_BYTES, KafkaConfig, SaslPlainConfig, TlsConfig};
 pub use error::KafkaLogError;
+pub use korder_config::KafkaRetry;
 pub use log::{KafkaLog, KafkaReader, PARTITION};

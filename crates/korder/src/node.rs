@@ -41,18 +41,7 @@ impl NodeLogs {
     fn kafka_config(&self, brokers: &[String]) -> anyhow::Result<KafkaConfig> {
         let k = &self.config.kafka;
         let mut c = KafkaConfig::new(brokers.iter().cloned());
-        c.retry.short_interval = k.retry.short_interval;
-        c.retry.short_total = k.retry.short_total;
-        c.retry.long_interval = k.retry.long_interval;
-        c.retry.long_total = k.retry.long_total;
-        c.retry.dial_timeout = k.retry.dial_timeout;
-        c.retry.read_timeout = k.retry.read_timeout;
-        c.retry.write_timeout = k.retry.write_timeout;
-        c.retry.metadata_retry_backoff = k.retry.metadata_retry_backoff;
-        c.retry.metadata_retry_max = k.retry.metadata_retry_max;
-        c.retry.producer_retry_backoff = k.retry.producer_retry_backoff;
-        c.retry.producer_retry_max = k.retry.producer_retry_max;
-        c.retry.consumer_retry_backoff = k.retry.consumer_retry_backoff;
+        c.retry = k.retry.clone();
         c.topic_replication_factor = i16::try_from(k.topic_replication_factor)
             .context("Kafka.Topic.ReplicationFactor is too large")?;
         c.verbose = k.verbose;

@@ -27,7 +27,8 @@ use anyhow::{Context, bail};
 use bytes::BytesMut;
 use clap::{Args, Subcommand};
 use korder_channelconfig::bundle::{APPLICATION_GROUP, CONSORTIUMS_GROUP, ORDERER_GROUP};
-use korder_channelconfig::{ChannelProfile, config_from_envelope, parse_go_duration};
+use korder_channelconfig::{ChannelProfile, config_from_envelope};
+use korder_config::parse_duration;
 use korder_ledger::block::last_config_index;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
@@ -79,10 +80,6 @@ pub fn run(command: ChannelCommand) -> anyhow::Result<ExitCode> {
         ChannelCommand::Fetch(a) => client::fetch(a),
         ChannelCommand::Sign(a) => sign(a),
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 /// An identity that signs a config update: `DIR:MSPID`.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use korder_channelconfig::genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
-use korder_config::{Config, LogBackend};
+use korder_config::{Config, LogBackend, parse_duration};
 use korder_ledger::block::next_block;
 use korder_ledger::{Ledgers, StoreOptions};
 use korder_msp::devpki::{DevPki, NodeRole};
@@ -81,10 +81,6 @@ pub struct InitArgs {
     /// Overwrite an existing network in DIR.
     #[arg(long)]
     pub force: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    korder_channelconfig::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 impl InitArgs {

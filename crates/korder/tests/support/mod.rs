@@ -440,6 +440,9 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// What a node logs once its gRPC listener and operations endpoint are up.
+const LISTENING: &str = "korder is listening";
+
 /// A dev network of several nodes (`korder init --nodes N`), each node a process
 /// started with `--config DIR/nodeK/orderer.yaml`. Nodes are numbered from 1.
 pub struct Cluster {
@@ -560,9 +563,12 @@ impl Cluster {
     }
 
     /// Starts node `k` with extra environment variables (e.g. `ORDERER_*`
-    /// overrides) and waits until it accepts connections.
+    /// overrides) and waits until it accepts connections and has announced its
+    /// operations endpoint (both come before its "korder is listening" line).
     pub fn start_with_env(&mut self, k: usize, env: &[(&str, &str)]) {
         assert!(self.children[k - 1].is_none(), "node{k} already running");
+        let announced = |log: &str| log.matches(LISTENING).count();
+        let before = announced(&self.log(k));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -579,10 +585,8 @@ impl Cluster {
             .spawn()
             .expect("korder start");
         self.children[k - 1] = Some(child);
-        let port = usize::from(self.port) + 10 * (k - 1);
-        let port = u16::try_from(port).expect("port fits");
         let deadline = Instant::now() + STARTUP_LIMIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while announced(&self.log(k)) <= before {
             if let Some(status) = self.try_wait(k) {
                 panic!("node{k} exited with {status}; log:\n{}", self.log(k));
             }
