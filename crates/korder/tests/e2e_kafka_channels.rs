@@ -15,6 +15,7 @@ use bytes::Bytes;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Block, HeaderType, Status};
+use korder_proto::orderer::{SeekSpecified, seek_position};
 use support::{
     Cluster, assert_same_chain, envelope, is_config, korder, org1_policy_admins_only,
     try_all_blocks, try_broadcast_all, tx_counts, tx_id_of, unique_name,
@@ -277,8 +278,10 @@ async fn resubmission_across_two_nodes() {
 }
 
 /// On two Kafka nodes, a BatchSize update takes effect at its config block on both
-/// (blocks of exactly the new size, identical chains), and a bad signature and an
-/// expired certificate are refused on either node with nothing ordered.
+/// (blocks of exactly the new size, identical chains); an unknown MSP, a foreign
+/// CA, a bad and a high-S signature (FORBIDDEN) and an expired certificate
+/// (BAD_REQUEST) are refused with nothing ordered, and Deliver by a non-reader is
+/// FORBIDDEN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batch_size_update_and_refusals_on_kafka() {
     let brokers = kafka1();
@@ -303,54 +306,25 @@ async fn batch_size_update_and_refusals_on_kafka() {
     .await
     .unwrap();
 
-    let mut bad = envelope(
-        &client,
-        &channel,
-        HeaderType::EndorserTransaction,
-        "bad-sig",
-        Bytes::new(),
-    );
-    let mut sig = bad.signature.to_vec();
-    let last = sig.len() - 1;
-    sig[last] ^= 1;
-    bad.signature = sig.into();
-    let r = try_broadcast_all(&c.address(2), vec![bad]).await;
-    assert_eq!(r[0].0, Status::Forbidden as i32, "{}", r[0].1);
-    let org1 = korder_msp::devpki::DevPki::load(
-        c.data_dir().join("ca/org1"),
-        "Org1MSP",
-        "org1.example.com",
-    )
-    .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let old = org1
-        .issue_with_validity(
-            "old",
-            korder_msp::devpki::NodeRole::Client,
-            now - 7200,
-            now - 60,
-        )
-        .unwrap();
-    let expired =
-        SigningIdentity::from_pem("Org1MSP", old.cert_pem.as_bytes(), old.key_pem.as_bytes())
-            .unwrap();
-    let r = try_broadcast_all(
-        &c.address(1),
-        vec![envelope(
-            &expired,
-            &channel,
-            HeaderType::EndorserTransaction,
-            "expired",
-            Bytes::new(),
-        )],
+    // Refused on either node, nothing ordered: checked on the chain below.
+    support::assert_refused(
+        &c.address(2),
+        support::refused_envelopes(c.data_dir(), &client, &channel),
     )
     .await;
+    let stranger = support::foreign_identity("stranger", "Org1MSP");
+    let zero = || seek_position::Type::Specified(SeekSpecified { number: 0 });
+    let (blocks, status) = support::try_deliver(
+        &c.address(1),
+        support::seek(&stranger, &channel, zero(), zero(), 0),
+    )
+    .await
+    .expect("Deliver answers");
+    assert!(blocks.is_empty());
     assert_eq!(
-        (r[0].0, r[0].1.as_str()),
-        (Status::BadRequest as i32, "identity expired")
+        status,
+        Some(Status::Forbidden as i32),
+        "Deliver by a non-reader"
     );
 
     let mut acked = HashSet::new();
@@ -367,6 +341,9 @@ async fn batch_size_update_and_refusals_on_kafka() {
         assert_eq!(b.data.as_ref().unwrap().data.len(), 3);
     }
     let counts = tx_counts(&chain);
-    assert!(!counts.contains_key("bad-sig") && !counts.contains_key("expired"));
+    assert!(
+        counts.keys().all(|id| !id.starts_with("refused-")),
+        "a refused envelope was ordered: {counts:?}"
+    );
     c.stop_all();
 }

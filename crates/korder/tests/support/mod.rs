@@ -794,3 +794,123 @@ pub fn is_config(envelope_bytes: &[u8]) -> bool {
     .unwrap();
     ch.r#type == HeaderType::Config as i32
 }
+
+/// One Broadcast the channel's policies must refuse, with the status Fabric answers
+/// and, where Fabric's text is fixed, the info it gives.
+pub struct Refused {
+    pub what: &'static str,
+    pub envelope: Envelope,
+    pub status: Status,
+    pub info: Option<&'static str>,
+}
+
+fn issued_identity(issued: &korder_msp::devpki::IssuedCert, msp_id: &str) -> SigningIdentity {
+    SigningIdentity::from_pem(
+        msp_id,
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .expect("issued identity loads")
+}
+
+/// A client of a CA no channel MSP knows, claiming `msp_id`.
+pub fn foreign_identity(cn: &str, msp_id: &str) -> SigningIdentity {
+    let foreign =
+        korder_msp::devpki::DevPki::generate("Org1MSP", "org1.example.com").expect("a second CA");
+    issued_identity(
+        &foreign
+            .issue(cn, korder_msp::devpki::NodeRole::Client)
+            .expect("issue"),
+        msp_id,
+    )
+}
+
+/// The envelopes of a dev network in `data_dir` that `channel` must refuse: an
+/// unknown MSP, a certificate from another CA, a bad signature and a high-S
+/// signature (FORBIDDEN), and an expired certificate (BAD_REQUEST "identity
+/// expired"). Their transaction ids start with `refused-`.
+pub fn refused_envelopes(data_dir: &Path, client: &SigningIdentity, channel: &str) -> Vec<Refused> {
+    let tx = |signer: &SigningIdentity, id: &str| {
+        envelope(
+            signer,
+            channel,
+            HeaderType::EndorserTransaction,
+            &format!("refused-{id}"),
+            Bytes::from_static(b"data"),
+        )
+    };
+    let forbidden = |what, envelope| Refused {
+        what,
+        envelope,
+        status: Status::Forbidden,
+        info: None,
+    };
+    let mut bad_sig = tx(client, "bad-signature");
+    let mut sig = bad_sig.signature.to_vec();
+    let last = sig.len() - 1;
+    sig[last] ^= 0x01;
+    bad_sig.signature = sig.into();
+
+    let mut high_s = tx(client, "high-s");
+    let parsed = korder_msp::EcdsaSignature::from_der(&high_s.signature).expect("DER signature");
+    let flipped = if parsed.is_high_s() {
+        parsed.to_low_s()
+    } else {
+        parsed.negate_s()
+    };
+    assert!(flipped.is_high_s());
+    high_s.signature = Bytes::from(flipped.to_der());
+
+    let org1 =
+        korder_msp::devpki::DevPki::load(data_dir.join("ca/org1"), "Org1MSP", "org1.example.com")
+            .expect("the dev network's Org1 CA");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let expired = issued_identity(
+        &org1
+            .issue_with_validity(
+                "old@org1.example.com",
+                korder_msp::devpki::NodeRole::Client,
+                now - 7200,
+                now - 60,
+            )
+            .expect("issue an expired certificate"),
+        "Org1MSP",
+    );
+    vec![
+        forbidden(
+            "unknown MSP",
+            tx(&foreign_identity("someone", "NoSuchMSP"), "unknown-msp"),
+        ),
+        forbidden(
+            "certificate from another CA",
+            tx(&foreign_identity("impostor", "Org1MSP"), "other-ca"),
+        ),
+        forbidden("bad signature", bad_sig),
+        forbidden("high-S signature", high_s),
+        Refused {
+            what: "expired certificate",
+            envelope: tx(&expired, "expired"),
+            status: Status::BadRequest,
+            info: Some("identity expired"),
+        },
+    ]
+}
+
+/// Broadcasts each refused envelope on its own stream to `address` and checks its
+/// status (and info where fixed).
+pub async fn assert_refused(address: &str, refused: Vec<Refused>) {
+    for r in refused {
+        let got = try_broadcast_all(address, vec![r.envelope]).await;
+        let (status, info) = got.first().cloned().expect("one response");
+        assert_eq!(status, r.status as i32, "{}: {info}", r.what);
+        if r.status == Status::Forbidden {
+            assert!(info.ends_with("permission denied"), "{}: {info}", r.what);
+        }
+        if let Some(want) = r.info {
+            assert_eq!(info, want, "{}", r.what);
+        }
+    }
+}
