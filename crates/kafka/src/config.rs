@@ -305,8 +305,12 @@ impl KafkaConfig {
                 (fetch_max + 1024 * 1024).to_string(),
             ),
             ("fetch.error.backoff.ms", ms(r.consumer_retry_backoff)),
-            ("queued.min.messages", "1000".to_owned()),
+            // Prefetch up to 10,000 records or 64 MiB ahead of the chain. When the
+            // chain is that far behind, look again after 10 ms: librdkafka's default
+            // (1 s) left the chain idle for most of that second once it caught up.
+            ("queued.min.messages", "10000".to_owned()),
             ("queued.max.messages.kbytes", "65536".to_owned()),
+            ("fetch.queue.backoff.ms", "10".to_owned()),
             ("check.crcs", "true".to_owned()),
         ]);
         p
@@ -363,6 +367,18 @@ mod tests {
         assert_eq!(value(&p, "enable.auto.commit"), Some("false"));
         assert_eq!(value(&p, "auto.offset.reset"), Some("error"));
         assert_eq!(value(&p, "group.id"), Some("g"));
+    }
+
+    /// A consumer whose prefetch queue is full looks again within milliseconds, not
+    /// librdkafka's default second (which stalled block cutting under load).
+    #[test]
+    fn consumer_backs_off_briefly_when_its_queue_is_full() {
+        let c = KafkaConfig::new(["127.0.0.1:9092"]);
+        let p = c.consumer_properties("g");
+        let backoff: u64 = value(&p, "fetch.queue.backoff.ms").unwrap().parse().unwrap();
+        assert!(backoff <= 50, "fetch.queue.backoff.ms = {backoff}");
+        let queued: u64 = value(&p, "queued.min.messages").unwrap().parse().unwrap();
+        assert!(queued >= 10_000, "queued.min.messages = {queued}");
     }
 
     /// TLS and SASL/PLAIN select the matching security protocol and settings.

@@ -672,6 +672,14 @@ impl<L: Log> Runner<L> {
                         .with_label_values(&[self.shared.channel.as_str()])
                         .observe(filled_s);
                     self.record_block(number.0, &metadata);
+                    tracing::debug!(
+                        channel = %self.shared.channel,
+                        block = number.0,
+                        envelopes = envelopes.len(),
+                        last_offset = metadata.last_offset_persisted,
+                        filled_s,
+                        "block cut"
+                    );
                     let sequence = self.state.sequence();
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(envelopes);
