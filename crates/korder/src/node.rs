@@ -256,7 +256,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         startup_ms = began.elapsed().as_millis() as u64,
         "korder is listening"
     );
-    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    // General.Keepalive: the server pings idle connections every ServerInterval and
+    // drops those that do not answer within ServerTimeout. (ServerMinInterval, the
+    // limit on client pings, has no counterpart in the HTTP/2 server.)
+    let keepalive = &config.general.keepalive;
+    let mut server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(keepalive.server_interval))
+        .http2_keepalive_timeout(Some(keepalive.server_timeout));
     let router = server.add_service(service.into_server());
     let shutdown = async move {
         shutdown_signal().await;
