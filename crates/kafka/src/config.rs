@@ -375,7 +375,10 @@ mod tests {
     fn consumer_backs_off_briefly_when_its_queue_is_full() {
         let c = KafkaConfig::new(["127.0.0.1:9092"]);
         let p = c.consumer_properties("g");
-        let backoff: u64 = value(&p, "fetch.queue.backoff.ms").unwrap().parse().unwrap();
+        let backoff: u64 = value(&p, "fetch.queue.backoff.ms")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(backoff <= 50, "fetch.queue.backoff.ms = {backoff}");
         let queued: u64 = value(&p, "queued.min.messages").unwrap().parse().unwrap();
         assert!(queued >= 10_000, "queued.min.messages = {queued}");
