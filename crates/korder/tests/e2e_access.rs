@@ -175,3 +175,70 @@ async fn deliver_stream_ends_when_read_access_is_revoked() {
         &blocks[0].data.as_ref().unwrap().data[0]
     ));
 }
+
+/// On one pipelined stream, envelopes before a refused one are ordered and answered
+/// SUCCESS, the refused one gets FORBIDDEN, the stream ends there, and none of the
+/// envelopes sent after it is ever ordered (even those validated alongside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_ends_the_stream_and_nothing_after_it_is_ordered() {
+    let mut net = Net::init(&["--batch-timeout", "100ms"]);
+    net.start();
+    let address = net.address();
+    let client = net.client();
+    let mut envelopes: Vec<Envelope> = (0..200)
+        .map(|i| tx(&client, &format!("before-{i}")))
+        .collect();
+    let mut bad = tx(&client, "refused");
+    let mut sig = bad.signature.to_vec();
+    let last = sig.len() - 1;
+    sig[last] ^= 0x01;
+    bad.signature = sig.into();
+    envelopes.push(bad);
+    envelopes.extend((0..200).map(|i| tx(&client, &format!("after-{i}"))));
+
+    let responses = broadcast_all(&address, envelopes).await;
+    assert_eq!(
+        responses.len(),
+        201,
+        "200 answers, the refusal, then the end"
+    );
+    assert!(
+        responses[..200]
+            .iter()
+            .all(|r| r.0 == Status::Success as i32),
+        "{:?}",
+        &responses[..3]
+    );
+    assert_eq!(
+        responses[200].0,
+        Status::Forbidden as i32,
+        "{}",
+        responses[200].1
+    );
+
+    // A later envelope on a new stream is ordered after every earlier one, so once
+    // it is delivered the chain holds all that will ever be ordered from the first.
+    let (st, info) = one(&address, tx(&client, "marker")).await;
+    assert_eq!(st, Status::Success as i32, "{info}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let counts = loop {
+        let counts = support::tx_counts(&all_blocks(&address, &client, "mychannel").await);
+        if counts.contains_key("marker") {
+            break counts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "marker never delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let before = counts.keys().filter(|id| id.starts_with("before-")).count();
+    assert_eq!(before, 200, "every envelope before the refusal, once");
+    assert!(counts.values().all(|&n| n == 1), "ordered twice");
+    assert!(
+        counts
+            .keys()
+            .all(|id| !id.starts_with("after-") && id != "refused"),
+        "an envelope from after the refusal was ordered"
+    );
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use korder_consensus::MsgClass;
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType, Status};
@@ -73,12 +74,34 @@ impl Tracker {
     }
 }
 
-/// Validates one envelope and starts ordering it. Returns the future of its
-/// response, and whether the stream may continue (false after a refusal).
-pub async fn process(
+/// Most envelopes of one stream validated in one hand-off to the blocking pool.
+pub const MAX_VALIDATION_BATCH: usize = 64;
+
+/// An envelope that parsed and names a channel this node serves, waiting for
+/// validation.
+struct Prepared {
+    tracker: Tracker,
+    parsed: crate::msgprocessor::Parsed,
+    channel: Arc<crate::registrar::Channel>,
+    class: MsgClass,
+}
+
+/// What validation made of an envelope: the record to order, the config sequence
+/// it was validated at, and whether it is a config message.
+type Validated = (Bytes, u64, bool);
+
+/// The response future of a message that ends the stream.
+fn finish(tracker: Tracker, r: BroadcastResponse) -> BoxFuture<'static, BroadcastResponse> {
+    tracker.done(&r);
+    Box::pin(async move { r })
+}
+
+/// Parses `envelope` and finds its channel (cheap, on the async worker); `Err` is
+/// the refusal that ends the stream.
+fn prepare(
     registrar: &Registrar,
     envelope: Envelope,
-) -> (BoxFuture<'static, BroadcastResponse>, bool) {
+) -> Result<Prepared, BoxFuture<'static, BroadcastResponse>> {
     let mut tracker = Tracker {
         metrics: registrar.metrics(),
         channel: "unknown".into(),
@@ -86,13 +109,9 @@ pub async fn process(
         began: Instant::now(),
         validated: None,
     };
-    let done = |tracker: Tracker, r: BroadcastResponse| -> BoxFuture<'static, BroadcastResponse> {
-        tracker.done(&r);
-        Box::pin(async move { r })
-    };
     let parsed = match parse(envelope) {
         Ok(p) => p,
-        Err(e) => return (done(tracker, refused(e)), false),
+        Err(e) => return Err(finish(tracker, refused(e))),
     };
     tracker.channel = parsed.channel_header.channel_id.clone();
     tracker.kind = HeaderType::try_from(parsed.channel_header.r#type)
@@ -100,43 +119,53 @@ pub async fn process(
         .unwrap_or_else(|_| parsed.channel_header.r#type.to_string());
     let channel = match registrar.broadcast_target(&parsed) {
         Ok(c) => c,
-        Err(e) => return (done(tracker, refused(e)), false),
+        Err(e) => return Err(finish(tracker, refused(e))),
     };
     let class = parsed.class();
+    Ok(Prepared {
+        tracker,
+        parsed,
+        channel,
+        class,
+    })
+}
+
+/// Runs the filters (signature checks included) on each prepared envelope in
+/// order, stopping at the first refusal. CPU work: called on the blocking pool.
+fn validate_batch(
+    registrar: &Registrar,
+    batch: &[Prepared],
+) -> Vec<Result<Validated, ProcessError>> {
     let filters = registrar.filters();
-    // Validation verifies signatures: CPU work kept off the async workers.
-    let validated = {
-        let registrar = registrar.clone();
-        let channel = channel.clone();
-        tokio::task::spawn_blocking(move || {
-            let id = &parsed.channel_header.channel_id;
-            if class == MsgClass::ConfigUpdate {
-                registrar
-                    .process_config_update(&channel, &parsed.envelope, id)
-                    .map(|(env, seq)| (env.encode_to_vec().into(), seq, true))
-            } else {
-                process_normal(&parsed.envelope, id, &channel.state.bundle(), &filters)
-                    .map(|seq| (parsed.envelope.encode_to_vec().into(), seq, false))
-            }
-        })
-        .await
-    };
-    let (bytes, config_seq, is_config): (Bytes, u64, bool) = match validated {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return (done(tracker, refused(e)), false),
-        Err(e) => {
-            return (
-                done(
-                    tracker,
-                    response(Status::InternalServerError, e.to_string()),
-                ),
-                false,
-            );
+    let mut out = Vec::with_capacity(batch.len());
+    for p in batch {
+        let id = &p.parsed.channel_header.channel_id;
+        let r = if p.class == MsgClass::ConfigUpdate {
+            registrar
+                .process_config_update(&p.channel, &p.parsed.envelope, id)
+                .map(|(env, seq)| (env.encode_to_vec().into(), seq, true))
+        } else {
+            process_normal(&p.parsed.envelope, id, &p.channel.state.bundle(), &filters)
+                .map(|seq| (p.parsed.envelope.encode_to_vec().into(), seq, false))
+        };
+        let refused = r.is_err();
+        out.push(r);
+        if refused {
+            break;
         }
-    };
+    }
+    out
+}
+
+/// Starts ordering a validated envelope; the future of its response.
+async fn submit(
+    mut tracker: Tracker,
+    channel: &crate::registrar::Channel,
+    (bytes, config_seq, is_config): Validated,
+) -> (BoxFuture<'static, BroadcastResponse>, bool) {
     tracker.validated = Some(tracker.began.elapsed());
     if let Err(e) = channel.chain.wait_ready().await {
-        return (done(tracker, response(e.status(), e.to_string())), false);
+        return (finish(tracker, response(e.status(), e.to_string())), false);
     }
     let ordered = if is_config {
         channel.chain.configure(bytes, config_seq)
@@ -156,6 +185,49 @@ pub async fn process(
     )
 }
 
+/// Validates a batch of a stream's envelopes in one blocking-pool hand-off and
+/// starts ordering them in order; one response future per envelope handed over,
+/// and whether the stream may continue (false after a refusal).
+async fn process_batch(
+    registrar: &Arc<Registrar>,
+    batch: Vec<Prepared>,
+) -> (Vec<BoxFuture<'static, BroadcastResponse>>, bool) {
+    let validated = {
+        let registrar = Arc::clone(registrar);
+        tokio::task::spawn_blocking(move || {
+            let results = validate_batch(&registrar, &batch);
+            (batch, results)
+        })
+        .await
+    };
+    let (batch, results) = match validated {
+        Ok(v) => v,
+        Err(e) => {
+            // The validation task panicked: the batch's first message gets the
+            // answer, nothing of it is ordered.
+            let r = response(Status::InternalServerError, e.to_string());
+            return (vec![Box::pin(async move { r })], false);
+        }
+    };
+    let mut answers = Vec::with_capacity(results.len());
+    for (p, result) in batch.into_iter().zip(results) {
+        match result {
+            Ok(v) => {
+                let (answer, go_on) = submit(p.tracker, &p.channel, v).await;
+                answers.push(answer);
+                if !go_on {
+                    return (answers, false);
+                }
+            }
+            Err(e) => {
+                answers.push(finish(p.tracker, refused(e)));
+                return (answers, false);
+            }
+        }
+    }
+    (answers, true)
+}
+
 /// Serves one Broadcast stream.
 pub fn serve(
     registrar: Registrar,
@@ -166,17 +238,54 @@ pub fn serve(
         mpsc::channel::<BoxFuture<'static, BroadcastResponse>>(MAX_IN_FLIGHT_PER_STREAM);
     let registrar = Arc::new(registrar);
     tokio::spawn(async move {
-        loop {
-            let envelope = match inbound.message().await {
-                Ok(Some(e)) => e,
+        let mut ended = false;
+        while !ended {
+            let mut envelope = match inbound.message().await {
+                Ok(Some(e)) => Some(e),
                 Ok(None) => break,
                 Err(status) => {
                     tracing::debug!(%status, "broadcast stream ended by the client");
                     break;
                 }
             };
-            let (answer, go_on) = process(&registrar, envelope).await;
-            if pending_tx.send(answer).await.is_err() || !go_on {
+            // Take what the client has already sent, up to a batch, without waiting.
+            let mut batch = Vec::new();
+            let mut refusal = None;
+            while let Some(e) = envelope.take() {
+                match prepare(&registrar, e) {
+                    Ok(p) => batch.push(p),
+                    Err(answer) => {
+                        refusal = Some(answer);
+                        break;
+                    }
+                }
+                if batch.len() == MAX_VALIDATION_BATCH {
+                    break;
+                }
+                envelope = match inbound.message().now_or_never() {
+                    Some(Ok(Some(e))) => Some(e),
+                    Some(Ok(None)) | Some(Err(_)) => {
+                        ended = true;
+                        None
+                    }
+                    None => None,
+                };
+            }
+            let (answers, go_on) = if batch.is_empty() {
+                (Vec::new(), true)
+            } else {
+                process_batch(&registrar, batch).await
+            };
+            for answer in answers {
+                if pending_tx.send(answer).await.is_err() {
+                    return;
+                }
+            }
+            if !go_on {
+                break;
+            }
+            if let Some(answer) = refusal {
+                let _ = pending_tx.send(answer).await;
                 break;
             }
         }
