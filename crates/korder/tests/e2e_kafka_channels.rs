@@ -212,9 +212,7 @@ async fn resubmission_across_two_nodes() {
             }));
         }
     }
-    while acked.lock().unwrap().len() < 300 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_acked(&acked, 300, &c, "before the update").await;
     let (dir, ch, file) = (
         c.data_dir().to_str().unwrap().to_string(),
         channel.clone(),
@@ -238,9 +236,7 @@ async fn resubmission_across_two_nodes() {
     .await
     .unwrap();
     let after = acked.lock().unwrap().len();
-    while acked.lock().unwrap().len() < after + 200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_acked(&acked, after + 200, &c, "after the update").await;
     stop.store(true, Ordering::SeqCst);
     for l in load {
         l.await.unwrap();
@@ -275,6 +271,21 @@ async fn resubmission_across_two_nodes() {
         .sum();
     eprintln!("records dropped by re-validation on the two nodes: {dropped}");
     c.stop_all();
+}
+
+/// Waits, bounded by LIMIT, until the load has `n` acknowledged envelopes.
+async fn wait_acked(acked: &Mutex<HashSet<String>>, n: usize, c: &Cluster, what: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while acked.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {n} envelopes acknowledged in time\n{}",
+            acked.lock().unwrap().len(),
+            c.logs_tail(30)
+        );
+        // Poll interval of a bounded wait.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// On two Kafka nodes, a BatchSize update takes effect at its config block on both
