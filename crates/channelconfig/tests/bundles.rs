@@ -16,7 +16,7 @@ use korder_proto::orderer::BatchSize;
 
 fn testdata(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/fabric-v1.4.12/blocks")
+        .join("../../tests/fixtures/fabric-v1.4.12/blocks")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -44,7 +44,7 @@ fn server_genesis_is_a_solo_system_channel() {
     );
 }
 
-/// Every genesis block in the shared testdata decodes into a bundle.
+/// Every genesis block in the fixtures decodes into a bundle.
 #[test]
 fn every_testdata_genesis_loads() {
     for name in [

@@ -12,9 +12,9 @@ use korder_config::{
 
 fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/fabric-v1.4.12/sampleconfig")
+        .join("../../tests/fixtures/fabric-v1.4.12/sampleconfig")
         .canonicalize()
-        .expect("shared testdata present")
+        .expect("fixtures present")
 }
 
 fn no_env() -> BTreeMap<String, String> {

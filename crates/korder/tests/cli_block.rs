@@ -9,7 +9,7 @@ use korder_proto::Message;
 use korder_proto::common::{Block, Metadata};
 
 fn testdata_blocks() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/fabric-v1.4.12/blocks")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fabric-v1.4.12/blocks")
 }
 
 fn inspect(path: &Path, json: bool) -> Output {

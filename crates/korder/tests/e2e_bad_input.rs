@@ -17,7 +17,7 @@ use korder_proto::orderer::{SeekNewest, SeekSpecified, seek_position};
 use support::{KORDER, Net, broadcast_all, deliver, envelope, free_port, seek};
 
 fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/fabric-v1.4.12")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fabric-v1.4.12")
 }
 
 async fn one(address: &str, env: Envelope) -> (i32, String) {

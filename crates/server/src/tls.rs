@@ -945,7 +945,7 @@ mod tests {
     #[test]
     fn bundle_roots_include_consortium_members() {
         let testdata = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/testdata/fabric-v1.4.12");
+            .join("../../tests/fixtures/fabric-v1.4.12");
         let bytes = std::fs::read(testdata.join("blocks/common-server-genesis.block"))
             .expect("genesis block");
         let block = korder_proto::common::Block::decode(bytes.as_slice()).expect("block");

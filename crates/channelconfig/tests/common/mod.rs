@@ -21,7 +21,7 @@ use korder_proto::msp::FabricMspConfig;
 /// The shared Fabric block directory.
 pub fn testdata_block(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/fabric-v1.4.12/blocks")
+        .join("../../tests/fixtures/fabric-v1.4.12/blocks")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

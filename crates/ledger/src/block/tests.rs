@@ -274,7 +274,7 @@ fn signed_entries_of_a_signed_block() {
 
 fn testdata_blocks() -> Vec<(String, Block)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/fabric-v1.4.12/blocks");
+        .join("../../tests/fixtures/fabric-v1.4.12/blocks");
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

@@ -647,7 +647,7 @@ fn verify_finds_bad_data_and_runs_hook() {
 fn real_directory_with_testdata_block() {
     let dir = tempfile::tempdir().unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/fabric-v1.4.12/blocks/common-server-genesis.block");
+        .join("../../tests/fixtures/fabric-v1.4.12/blocks/common-server-genesis.block");
     let genesis = Block::decode(&std::fs::read(path).unwrap()[..]).unwrap();
     {
         let l = Ledgers::open_dir(dir.path(), StoreOptions::default()).unwrap();

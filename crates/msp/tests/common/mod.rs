@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The shared Fabric test data directory.
 pub fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/fabric-v1.4.12")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fabric-v1.4.12")
 }
 
 /// The sample local MSP shipped with Fabric.
