@@ -1,0 +1,155 @@
+//! Seed inputs for every target, made from real material: the Fabric blocks,
+//! certificates and orderer.yaml files in `tests/fixtures`, the signatures those
+//! blocks carry, and records and updates of the shapes korder writes.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use korder_consensus::{ConfigSeq, LogOffset, connect_record, regular_record, time_to_cut_record};
+use korder_ledger::block::signed_entries;
+use korder_proto::Message;
+use korder_proto::common::Block;
+use korder_proto::orderer::kafka_message_regular::Class;
+
+use crate::orderer_yaml::ENV_SEPARATOR;
+
+/// One seed: the target it is for, a file name, and its bytes.
+#[derive(Debug)]
+pub struct Seed {
+    pub target: &'static str,
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            files_under(&p, keep, out);
+        } else if keep(&p) {
+            out.push(p);
+        }
+    }
+}
+
+fn name_of(fixtures: &Path, path: &Path) -> String {
+    path.strip_prefix(fixtures)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace(['/', '\\'], "_")
+}
+
+/// Every seed made from the fixtures directory (`tests/fixtures` of the repository).
+pub fn seeds(fixtures: &Path) -> Vec<Seed> {
+    let mut out = Vec::new();
+    let mut add = |target, name: String, bytes: Vec<u8>| {
+        out.push(Seed {
+            target,
+            name,
+            bytes,
+        })
+    };
+
+    let mut blocks = Vec::new();
+    files_under(
+        fixtures,
+        &|p| p.parent().is_some_and(|d| d.ends_with("blocks")),
+        &mut blocks,
+    );
+    for path in &blocks {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        if let Ok(block) = Block::decode(bytes.as_slice()) {
+            for (i, e) in signed_entries(&block)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                add(
+                    "ecdsa_signature",
+                    format!("{}-sig{i}", name_of(fixtures, path)),
+                    e.signature.to_vec(),
+                );
+            }
+            if let Some(first) = block.data.as_ref().and_then(|d| d.data.first()) {
+                let mut update = vec![1u8];
+                update.extend_from_slice(first);
+                add(
+                    "config_update",
+                    format!("{}-envelope", name_of(fixtures, path)),
+                    update,
+                );
+            }
+        }
+        add("block_decode", name_of(fixtures, path), bytes);
+    }
+
+    let mut certs = Vec::new();
+    files_under(
+        fixtures,
+        &|p| p.extension().is_some_and(|e| e == "pem"),
+        &mut certs,
+    );
+    for path in &certs {
+        if let Ok(bytes) = std::fs::read(path) {
+            add("x509_cert", name_of(fixtures, path), bytes);
+        }
+    }
+
+    let mut yamls = Vec::new();
+    files_under(
+        fixtures,
+        &|p| p.file_name().is_some_and(|n| n == "orderer.yaml"),
+        &mut yamls,
+    );
+    for path in &yamls {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let with_env = format!(
+                "{text}{ENV_SEPARATOR}ORDERER_GENERAL_LISTENPORT=7051\n\
+                 ORDERER_GENERAL_BOOTSTRAPFILE=/tmp/genesis.block\n\
+                 ORDERER_KAFKA_RETRY_SHORTINTERVAL=1s\n"
+            );
+            add("orderer_yaml", name_of(fixtures, path), text.into_bytes());
+            add(
+                "orderer_yaml",
+                format!("{}-env", name_of(fixtures, path)),
+                with_env.into_bytes(),
+            );
+        }
+    }
+
+    // Log records of every kind, as the arbitrary-decoded operation stream sees
+    // them, plus the records themselves.
+    let records = [
+        connect_record(),
+        time_to_cut_record(korder_consensus::BlockNumber(1)),
+        regular_record(
+            Bytes::from_static(b"tx"),
+            ConfigSeq(0),
+            Class::Normal,
+            LogOffset(0),
+        ),
+        regular_record(
+            Bytes::from_static(b"cfg"),
+            ConfigSeq(0),
+            Class::Config,
+            LogOffset(3),
+        ),
+    ];
+    for (i, r) in records.iter().enumerate() {
+        add("chain_records", format!("record{i}"), r.to_vec());
+    }
+    add("chain_records", "counting".into(), (0u8..=255).collect());
+    add("config_update", "structured-zero".into(), vec![0u8; 64]);
+    add(
+        "config_update",
+        "structured-counting".into(),
+        (0u8..=255).step_by(2).collect(),
+    );
+    out
+}
