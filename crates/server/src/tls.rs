@@ -944,8 +944,8 @@ mod tests {
     /// intermediate certificates, not only the orderer organisations.
     #[test]
     fn bundle_roots_include_consortium_members() {
-        let testdata = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/fabric-v1.4.12");
+        let testdata =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fabric-v1.4.12");
         let bytes = std::fs::read(testdata.join("blocks/common-server-genesis.block"))
             .expect("genesis block");
         let block = korder_proto::common::Block::decode(bytes.as_slice()).expect("block");
