@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use korder_consensus::MsgClass;
 use korder_proto::Message;
-use korder_proto::common::{Envelope, HeaderType, Status};
+use korder_proto::common::{HeaderType, Status};
 use korder_proto::orderer::BroadcastResponse;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +23,7 @@ use crate::chain::BoxFuture;
 use crate::metrics::Metrics;
 use crate::msgprocessor::{parse, process_normal};
 use crate::registrar::Registrar;
+use crate::service::{Inbound, ReceivedEnvelope};
 use crate::status::ProcessError;
 
 /// Most envelopes of one stream that may wait for their acknowledgement at once.
@@ -81,6 +81,8 @@ pub const MAX_VALIDATION_BATCH: usize = 64;
 /// validation.
 struct Prepared {
     tracker: Tracker,
+    /// The envelope's bytes as received: what is ordered and stored.
+    raw: Bytes,
     parsed: crate::msgprocessor::Parsed,
     channel: Arc<crate::registrar::Channel>,
     class: MsgClass,
@@ -96,11 +98,11 @@ fn finish(tracker: Tracker, r: BroadcastResponse) -> BoxFuture<'static, Broadcas
     Box::pin(async move { r })
 }
 
-/// Parses `envelope` and finds its channel (cheap, on the async worker); `Err` is
+/// Parses `received` and finds its channel (cheap, on the async worker); `Err` is
 /// the refusal that ends the stream.
 fn prepare(
     registrar: &Registrar,
-    envelope: Envelope,
+    received: ReceivedEnvelope,
 ) -> Result<Prepared, BoxFuture<'static, BroadcastResponse>> {
     let mut tracker = Tracker {
         metrics: registrar.metrics(),
@@ -109,6 +111,7 @@ fn prepare(
         began: Instant::now(),
         validated: None,
     };
+    let ReceivedEnvelope { raw, envelope } = received;
     let parsed = match parse(envelope) {
         Ok(p) => p,
         Err(e) => return Err(finish(tracker, refused(e))),
@@ -124,6 +127,7 @@ fn prepare(
     let class = parsed.class();
     Ok(Prepared {
         tracker,
+        raw,
         parsed,
         channel,
         class,
@@ -146,7 +150,7 @@ fn validate_batch(
                 .map(|(env, seq)| (env.encode_to_vec().into(), seq, true))
         } else {
             process_normal(&p.parsed.envelope, id, &p.channel.state.bundle(), &filters)
-                .map(|seq| (p.parsed.envelope.encode_to_vec().into(), seq, false))
+                .map(|seq| (p.raw.clone(), seq, false))
         };
         let refused = r.is_err();
         out.push(r);
@@ -228,14 +232,26 @@ async fn process_batch(
     (answers, true)
 }
 
+/// What the answering task sends next: a response once its future resolves, or
+/// the gRPC status that ends the stream.
+enum Pending {
+    Answer(BoxFuture<'static, BroadcastResponse>),
+    End(tonic::Status),
+}
+
+/// Logs why a stream's next message could not be received; the status ends it.
+fn receive_failed(status: tonic::Status) -> Pending {
+    tracing::debug!(code = ?status.code(), message = status.message(), "broadcast: ending the stream, a request could not be received");
+    Pending::End(status)
+}
+
 /// Serves one Broadcast stream.
 pub fn serve(
     registrar: Registrar,
-    mut inbound: tonic::Streaming<Envelope>,
+    mut inbound: Inbound,
 ) -> ReceiverStream<Result<BroadcastResponse, tonic::Status>> {
     let (out_tx, out_rx) = mpsc::channel(64);
-    let (pending_tx, mut pending_rx) =
-        mpsc::channel::<BoxFuture<'static, BroadcastResponse>>(MAX_IN_FLIGHT_PER_STREAM);
+    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT_PER_STREAM);
     let registrar = Arc::new(registrar);
     tokio::spawn(async move {
         let mut ended = false;
@@ -244,13 +260,14 @@ pub fn serve(
                 Ok(Some(e)) => Some(e),
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::debug!(%status, "broadcast stream ended by the client");
+                    let _ = pending_tx.send(receive_failed(status)).await;
                     break;
                 }
             };
             // Take what the client has already sent, up to a batch, without waiting.
             let mut batch = Vec::new();
             let mut refusal = None;
+            let mut failure = None;
             while let Some(e) = envelope.take() {
                 match prepare(&registrar, e) {
                     Ok(p) => batch.push(p),
@@ -262,10 +279,15 @@ pub fn serve(
                 if batch.len() == MAX_VALIDATION_BATCH {
                     break;
                 }
-                envelope = match inbound.message().now_or_never() {
+                envelope = match inbound.ready_message() {
                     Some(Ok(Some(e))) => Some(e),
-                    Some(Ok(None)) | Some(Err(_)) => {
+                    Some(Ok(None)) => {
                         ended = true;
+                        None
+                    }
+                    Some(Err(status)) => {
+                        ended = true;
+                        failure = Some(status);
                         None
                     }
                     None => None,
@@ -277,7 +299,7 @@ pub fn serve(
                 process_batch(&registrar, batch).await
             };
             for answer in answers {
-                if pending_tx.send(answer).await.is_err() {
+                if pending_tx.send(Pending::Answer(answer)).await.is_err() {
                     return;
                 }
             }
@@ -285,13 +307,24 @@ pub fn serve(
                 break;
             }
             if let Some(answer) = refusal {
-                let _ = pending_tx.send(answer).await;
+                let _ = pending_tx.send(Pending::Answer(answer)).await;
+                break;
+            }
+            if let Some(status) = failure {
+                let _ = pending_tx.send(receive_failed(status)).await;
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        while let Some(answer) = pending_rx.recv().await {
+        while let Some(pending) = pending_rx.recv().await {
+            let answer = match pending {
+                Pending::Answer(answer) => answer,
+                Pending::End(status) => {
+                    let _ = out_tx.send(Err(status)).await;
+                    break;
+                }
+            };
             let r = answer.await;
             let success = r.status == Status::Success as i32;
             if out_tx.send(Ok(r)).await.is_err() || !success {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use korder_channelconfig::policies::{CHANNEL_READERS, ORDERER_READERS, SignedData};
 use korder_msp::Identity;
 use korder_proto::Message;
-use korder_proto::common::{ChannelHeader, Envelope, Payload, Status};
+use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
 use korder_proto::orderer::{
     DeliverResponse, SeekInfo, deliver_response, seek_info, seek_position,
 };
@@ -47,7 +47,7 @@ pub fn serve(
     registrar: Registrar,
     config: DeliverConfig,
     binding: crate::tls::TlsBinding,
-    mut inbound: tonic::Streaming<Envelope>,
+    mut inbound: crate::service::Inbound,
 ) -> ReceiverStream<Result<DeliverResponse, tonic::Status>> {
     let (tx, rx) = mpsc::channel(16);
     let metrics = registrar.metrics();
@@ -55,8 +55,13 @@ pub fn serve(
     tokio::spawn(async move {
         loop {
             let envelope = match inbound.message().await {
-                Ok(Some(e)) => e,
-                Ok(None) | Err(_) => break,
+                Ok(Some(e)) => e.envelope,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), "deliver: ending the stream, a request could not be received");
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
             };
             let Some(status) = handle(&registrar, &config, &binding, envelope, &tx).await else {
                 break; // the client went away
@@ -93,6 +98,9 @@ async fn handle(
     let Ok(ch) = ChannelHeader::decode(header.channel_header.as_ref()) else {
         return Some(Status::BadRequest);
     };
+    if SignatureHeader::decode(header.signature_header.as_ref()).is_err() {
+        return Some(Status::BadRequest);
+    }
     let Some(ts) = ch.timestamp.as_ref() else {
         return Some(Status::BadRequest);
     };

@@ -1,16 +1,154 @@
 //! The gRPC `orderer.AtomicBroadcast` service.
+//!
+//! Requests are decoded by [`EnvelopeCodec`], which keeps the bytes the client sent
+//! next to the decoded [`Envelope`]: an envelope is ordered, logged and stored in a
+//! block exactly as it was received (unknown fields included), never re-encoded.
+//!
+//! A request message that cannot be received ends its stream with a non-OK gRPC
+//! status, as Fabric's orderer does:
+//!
+//! | what was received | gRPC status |
+//! | --- | --- |
+//! | bytes that do not decode as an `Envelope` | INTERNAL `grpc: failed to unmarshal the received message ...` |
+//! | a message over [`MAX_MESSAGE_BYTES`] | RESOURCE_EXHAUSTED `grpc: received message larger than max ...` |
+//! | a broken gRPC frame (bad compression flag, truncated body) | INTERNAL |
+//!
+//! Answers already due for earlier messages of the stream are sent first.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use korder_proto::Message;
 use korder_proto::common::Envelope;
-use korder_proto::orderer::atomic_broadcast_server::AtomicBroadcast;
 use korder_proto::orderer::{BroadcastResponse, DeliverResponse};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::deliver::DeliverConfig;
 use crate::registrar::Registrar;
 
 /// Largest message the server receives or sends: 100 MiB, as Fabric's orderer.
 pub const MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
+
+/// gRPC service name.
+pub const SERVICE_NAME: &str = "orderer.AtomicBroadcast";
+const BROADCAST_PATH: &str = "/orderer.AtomicBroadcast/Broadcast";
+const DELIVER_PATH: &str = "/orderer.AtomicBroadcast/Deliver";
+
+/// An envelope as received: the client's bytes and their decoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedEnvelope {
+    /// The message bytes exactly as the client sent them.
+    pub raw: Bytes,
+    /// `raw` decoded.
+    pub envelope: Envelope,
+}
+
+impl ReceivedEnvelope {
+    /// Decodes `raw`, keeping it.
+    pub fn decode(raw: Bytes) -> Result<Self, prost::DecodeError> {
+        let envelope = Envelope::decode(raw.clone())?;
+        Ok(ReceivedEnvelope { raw, envelope })
+    }
+}
+
+/// Decodes requests into [`ReceivedEnvelope`]s and encodes responses of type `R`.
+#[derive(Debug)]
+pub struct EnvelopeCodec<R>(std::marker::PhantomData<fn(R)>);
+
+impl<R> Default for EnvelopeCodec<R> {
+    fn default() -> Self {
+        EnvelopeCodec(std::marker::PhantomData)
+    }
+}
+
+impl<R: Message + Send + 'static> Codec for EnvelopeCodec<R> {
+    type Encode = R;
+    type Decode = ReceivedEnvelope;
+    type Encoder = ResponseEncoder<R>;
+    type Decoder = EnvelopeDecoder;
+
+    fn encoder(&mut self) -> ResponseEncoder<R> {
+        ResponseEncoder(std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> EnvelopeDecoder {
+        EnvelopeDecoder
+    }
+}
+
+/// Encodes a response message.
+#[derive(Debug)]
+pub struct ResponseEncoder<R>(std::marker::PhantomData<fn(R)>);
+
+impl<R: Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.encoded_len());
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("grpc: error while marshaling: {e}")))
+    }
+}
+
+/// Decodes a request message into a [`ReceivedEnvelope`].
+#[derive(Debug, Default)]
+pub struct EnvelopeDecoder;
+
+impl Decoder for EnvelopeDecoder {
+    type Item = ReceivedEnvelope;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ReceivedEnvelope>, Status> {
+        let raw = src.copy_to_bytes(src.remaining());
+        ReceivedEnvelope::decode(raw).map(Some).map_err(|e| {
+            Status::internal(format!(
+                "grpc: failed to unmarshal the received message: {e}"
+            ))
+        })
+    }
+}
+
+/// The inbound messages of a Broadcast or Deliver stream.
+pub struct Inbound(Streaming<ReceivedEnvelope>);
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+impl Inbound {
+    /// The next message; `Ok(None)` at the end of the stream (also when the client
+    /// cancelled it), `Err` with the status that must end the stream when the next
+    /// message cannot be received.
+    pub async fn message(&mut self) -> Result<Option<ReceivedEnvelope>, Status> {
+        self.0.message().await.map_err(receive_error)
+    }
+
+    /// The next message if it is already there, without waiting.
+    pub fn ready_message(&mut self) -> Option<Result<Option<ReceivedEnvelope>, Status>> {
+        futures::FutureExt::now_or_never(self.message())
+    }
+}
+
+/// The status a receive failure ends the stream with: a message over the limit is
+/// RESOURCE_EXHAUSTED (as gRPC-Go reports it), everything else as received.
+fn receive_error(status: Status) -> Status {
+    if status.code() == Code::OutOfRange {
+        Status::resource_exhausted(format!(
+            "grpc: received message larger than max: {}",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
 
 /// Broadcast and Deliver over one registrar.
 #[derive(Clone, Debug)]
@@ -25,41 +163,137 @@ impl AtomicBroadcastService {
         AtomicBroadcastService { registrar, deliver }
     }
 
-    /// The tonic server for this service, with Fabric's message size limits.
-    pub fn into_server(
-        self,
-    ) -> korder_proto::orderer::atomic_broadcast_server::AtomicBroadcastServer<Self> {
-        korder_proto::orderer::atomic_broadcast_server::AtomicBroadcastServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    /// The tonic service, with Fabric's message size limits.
+    pub fn into_server(self) -> AtomicBroadcastServer {
+        AtomicBroadcastServer {
+            inner: std::sync::Arc::new(self),
+        }
     }
 }
 
-#[tonic::async_trait]
-impl AtomicBroadcast for AtomicBroadcastService {
-    type BroadcastStream = ReceiverStream<Result<BroadcastResponse, Status>>;
-    type DeliverStream = ReceiverStream<Result<DeliverResponse, Status>>;
+/// Routes `orderer.AtomicBroadcast` requests to Broadcast and Deliver.
+#[derive(Clone, Debug)]
+pub struct AtomicBroadcastServer {
+    inner: std::sync::Arc<AtomicBroadcastService>,
+}
 
-    async fn broadcast(
-        &self,
-        request: Request<Streaming<Envelope>>,
-    ) -> Result<Response<Self::BroadcastStream>, Status> {
-        Ok(Response::new(crate::broadcast::serve(
-            self.registrar.clone(),
-            request.into_inner(),
-        )))
+impl NamedService for AtomicBroadcastServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct BroadcastMethod(std::sync::Arc<AtomicBroadcastService>);
+
+impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
+    type Response = BroadcastResponse;
+    type ResponseStream = ReceiverStream<Result<BroadcastResponse, Status>>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
+        let registrar = self.0.registrar.clone();
+        Box::pin(async move {
+            Ok(Response::new(crate::broadcast::serve(
+                registrar,
+                Inbound(request.into_inner()),
+            )))
+        })
+    }
+}
+
+struct DeliverMethod(std::sync::Arc<AtomicBroadcastService>);
+
+impl StreamingService<ReceivedEnvelope> for DeliverMethod {
+    type Response = DeliverResponse;
+    type ResponseStream = ReceiverStream<Result<DeliverResponse, Status>>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
+        let registrar = self.0.registrar.clone();
+        let config = self.0.deliver;
+        Box::pin(async move {
+            let binding = crate::tls::TlsBinding::of_request(&request);
+            Ok(Response::new(crate::deliver::serve(
+                registrar,
+                config,
+                binding,
+                Inbound(request.into_inner()),
+            )))
+        })
+    }
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for AtomicBroadcastServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn deliver(
-        &self,
-        request: Request<Streaming<Envelope>>,
-    ) -> Result<Response<Self::DeliverStream>, Status> {
-        let binding = crate::tls::TlsBinding::of_request(&request);
-        Ok(Response::new(crate::deliver::serve(
-            self.registrar.clone(),
-            self.deliver,
-            binding,
-            request.into_inner(),
-        )))
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        match request.uri().path() {
+            BROADCAST_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(EnvelopeCodec::<BroadcastResponse>::default())
+                    .apply_max_message_size_config(
+                        Some(MAX_MESSAGE_BYTES),
+                        Some(MAX_MESSAGE_BYTES),
+                    );
+                Ok(grpc.streaming(BroadcastMethod(inner), request).await)
+            }),
+            DELIVER_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(EnvelopeCodec::<DeliverResponse>::default())
+                    .apply_max_message_size_config(
+                        Some(MAX_MESSAGE_BYTES),
+                        Some(MAX_MESSAGE_BYTES),
+                    );
+                Ok(grpc.streaming(DeliverMethod(inner), request).await)
+            }),
+            _ => Box::pin(async move {
+                Ok(Status::unimplemented("unknown method").into_http::<tonic::body::Body>())
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    /// The received bytes are kept as sent, unknown fields included.
+    #[test]
+    fn received_envelope_keeps_unknown_fields() {
+        let envelope = Envelope {
+            payload: Bytes::from_static(b"payload"),
+            signature: Bytes::from_static(b"sig"),
+        };
+        let mut raw = envelope.encode_to_vec();
+        // field 15, length-delimited, two bytes
+        raw.put_slice(&[0x7a, 0x02, 0xab, 0xcd]);
+        let received = ReceivedEnvelope::decode(Bytes::from(raw.clone())).unwrap();
+        assert_eq!(received.envelope, envelope);
+        assert_eq!(received.raw.as_ref(), raw.as_slice());
+        assert_ne!(received.envelope.encode_to_vec(), raw);
+    }
+
+    /// Bytes that are not an Envelope do not decode.
+    #[test]
+    fn undecodable_bytes_are_refused() {
+        assert!(ReceivedEnvelope::decode(Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
+        assert!(ReceivedEnvelope::decode(Bytes::from_static(&[0x0a, 0x05])).is_err());
+    }
+
+    /// Tonic's over-the-limit error becomes RESOURCE_EXHAUSTED; others pass through.
+    #[test]
+    fn oversize_is_resource_exhausted() {
+        let s = receive_error(Status::out_of_range("too large"));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let s = receive_error(Status::internal("x"));
+        assert_eq!(s.code(), Code::Internal);
     }
 }
