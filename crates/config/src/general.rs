@@ -30,6 +30,9 @@ pub struct General {
     pub tls: Tls,
     /// `Keepalive` of the gRPC server.
     pub keepalive: Keepalive,
+    /// `ConnectionTimeout`: how long a new gRPC connection may take to complete its
+    /// TLS handshake and send its first bytes (zero or unset means 5s, as Fabric).
+    pub connection_timeout: Duration,
     /// `Cluster`: read and checked, not used (a Kafka orderer has no cluster links).
     pub cluster: Cluster,
     /// `GenesisMethod` (v1.4 name): `provisional` or `file`.
@@ -94,12 +97,21 @@ impl General {
         }
     }
 
+    /// Default `ConnectionTimeout`.
+    pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<General, ConfigError> {
         let ledger_type = s.string_or("LedgerType", "file")?;
         let listen_address = s.string_or("ListenAddress", "127.0.0.1")?;
         let listen_port = port(s, "ListenPort")?.unwrap_or(7050);
         let tls = Tls::decode(&mut s.section("TLS")?)?;
         let keepalive = Keepalive::decode(&mut s.section("Keepalive")?)?;
+        let connection_timeout = s.duration_or("ConnectionTimeout", Duration::ZERO)?;
+        let connection_timeout = if connection_timeout.is_zero() {
+            Self::DEFAULT_CONNECTION_TIMEOUT
+        } else {
+            connection_timeout
+        };
         let cluster = Cluster::decode(&mut s.section("Cluster")?)?;
         let genesis_method =
             choice(s, "GenesisMethod", GenesisMethod::parse)?.unwrap_or(GenesisMethod::Provisional);
@@ -121,6 +133,7 @@ impl General {
             listen_port,
             tls,
             keepalive,
+            connection_timeout,
             cluster,
             genesis_method,
             genesis_profile,
@@ -143,6 +156,7 @@ impl General {
             ("ListenPort", Node::Int(i64::from(self.listen_port))),
             ("TLS", self.tls.encode()),
             ("Keepalive", self.keepalive.encode()),
+            ("ConnectionTimeout", Node::duration(self.connection_timeout)),
             ("Cluster", self.cluster.encode()),
             ("GenesisMethod", Node::str(self.genesis_method.as_str())),
             ("GenesisProfile", Node::str(&self.genesis_profile)),

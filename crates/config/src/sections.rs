@@ -302,6 +302,14 @@ pub struct Korder {
     /// `MaxInFlightBlocks`: blocks cut but not yet written to the ledger, per
     /// channel, before the chain stops reading its log (default 16).
     pub max_in_flight_blocks: u32,
+    /// `MaxConnections`: gRPC connections open at once (default 4096).
+    pub max_connections: u32,
+    /// `MaxConnectionsPerAddress`: gRPC connections open at once from one client
+    /// IP address (default 1024).
+    pub max_connections_per_address: u32,
+    /// `MaxConcurrentStreams`: HTTP/2 streams open at once on one connection
+    /// (default 1024).
+    pub max_concurrent_streams: u32,
 }
 
 impl Korder {
@@ -313,6 +321,12 @@ impl Korder {
     pub const MAX_SEGMENT_BYTES: u64 = 16 << 30;
     /// Largest `MaxInFlightBlocks` accepted.
     pub const MAX_IN_FLIGHT_BLOCKS: u32 = 4096;
+    /// Default `MaxConnections`.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+    /// Default `MaxConnectionsPerAddress`.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 1024;
+    /// Default `MaxConcurrentStreams`.
+    pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<Korder, ConfigError> {
         let log_backend = choice(s, "LogBackend", LogBackend::parse)?.unwrap_or(LogBackend::Auto);
@@ -328,11 +342,27 @@ impl Korder {
             .filter(|&n| n != 0)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(16);
+        let mut limit = |key: &str, default: u32| -> Result<u32, ConfigError> {
+            Ok(s.uint(key, u64::from(u32::MAX))?
+                .filter(|&n| n != 0)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(default))
+        };
+        let max_connections = limit("MaxConnections", Self::DEFAULT_MAX_CONNECTIONS)?;
+        let max_connections_per_address = limit(
+            "MaxConnectionsPerAddress",
+            Self::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        )?;
+        let max_concurrent_streams =
+            limit("MaxConcurrentStreams", Self::DEFAULT_MAX_CONCURRENT_STREAMS)?;
         Ok(Korder {
             log_backend,
             embedded_log_dir,
             embedded_log_segment_bytes,
             max_in_flight_blocks,
+            max_connections,
+            max_connections_per_address,
+            max_concurrent_streams,
         })
     }
 
@@ -347,6 +377,15 @@ impl Korder {
                 ]),
             ),
             ("MaxInFlightBlocks", Node::uint(self.max_in_flight_blocks)),
+            ("MaxConnections", Node::uint(self.max_connections)),
+            (
+                "MaxConnectionsPerAddress",
+                Node::uint(self.max_connections_per_address),
+            ),
+            (
+                "MaxConcurrentStreams",
+                Node::uint(self.max_concurrent_streams),
+            ),
         ])
     }
 

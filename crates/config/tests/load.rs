@@ -160,6 +160,27 @@ fn defaults_for_an_empty_file() {
     assert_eq!(c.kafka.version.to_string(), "0.10.2.0");
     assert_eq!(c.korder.embedded_log_segment_bytes, 64 << 20);
     assert_eq!(c.korder.max_in_flight_blocks, 16);
+    assert_eq!(c.general.connection_timeout, secs(5));
+    assert_eq!(c.korder.max_connections, 4096);
+    assert_eq!(c.korder.max_connections_per_address, 1024);
+    assert_eq!(c.korder.max_concurrent_streams, 1024);
+}
+
+/// The connection limits are read from `General.ConnectionTimeout` and the
+/// `Korder` section; zero takes the default.
+#[test]
+fn connection_limits_are_read() {
+    let c = from_str(
+        "General:\n  ConnectionTimeout: 2s\nKorder:\n  MaxConnections: 10\n  MaxConnectionsPerAddress: 3\n  MaxConcurrentStreams: 7\n",
+    )
+    .unwrap();
+    assert_eq!(c.general.connection_timeout, secs(2));
+    assert_eq!(c.korder.max_connections, 10);
+    assert_eq!(c.korder.max_connections_per_address, 3);
+    assert_eq!(c.korder.max_concurrent_streams, 7);
+    let c = from_str("General:\n  ConnectionTimeout: 0s\nKorder:\n  MaxConnections: 0\n").unwrap();
+    assert_eq!(c.general.connection_timeout, secs(5));
+    assert_eq!(c.korder.max_connections, 4096);
 }
 
 /// Zero values take the default, as in Fabric; null and empty values count as unset.

@@ -254,6 +254,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         client_auth_required = tls.as_ref().is_some_and(|t| t.client_auth_required()),
         channels = ?registrar.channel_ids(),
         startup_ms = began.elapsed().as_millis() as u64,
+        connection_timeout_ms = config.general.connection_timeout.as_millis() as u64,
+        max_connections = config.korder.max_connections,
+        max_connections_per_address = config.korder.max_connections_per_address,
+        max_concurrent_streams = config.korder.max_concurrent_streams,
         "korder is listening"
     );
     // General.Keepalive: the server pings idle connections every ServerInterval and
@@ -263,7 +267,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(keepalive.server_interval))
-        .http2_keepalive_timeout(Some(keepalive.server_timeout));
+        .http2_keepalive_timeout(Some(keepalive.server_timeout))
+        .max_concurrent_streams(Some(config.korder.max_concurrent_streams));
+    // General.ConnectionTimeout, Korder.MaxConnections and
+    // Korder.MaxConnectionsPerAddress, on TLS and plain TCP alike.
+    let connections = korder_server::connections::Connections::new(
+        korder_server::connections::ConnectionLimits {
+            handshake_timeout: config.general.connection_timeout,
+            max_connections: config.korder.max_connections as usize,
+            max_per_address: config.korder.max_connections_per_address as usize,
+        },
+    );
     let router = server.add_service(service.into_server());
     let shutdown = async move {
         shutdown_signal().await;
@@ -271,13 +285,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     match tls {
         Some(acceptor) => {
-            let incoming = korder_server::tls::incoming(listener, acceptor);
+            let incoming = korder_server::tls::incoming(listener, acceptor, connections);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = korder_server::connections::incoming_plain(listener, connections);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -17,6 +17,7 @@ pub mod blockwriter;
 pub mod broadcast;
 pub mod chain;
 pub mod channel;
+pub mod connections;
 pub mod deliver;
 pub mod metrics;
 pub mod msgprocessor;

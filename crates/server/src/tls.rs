@@ -2,7 +2,7 @@
 //! TLS binding check.
 //!
 //! ```text
-//! TcpListener ─accept─▶ handshake task (timeout, bounded count) ─▶ TlsConn ─▶ tonic
+//! TcpListener ─accept─▶ Connections (limits) ─▶ handshake task ─▶ TlsConn ─▶ tonic
 //!                              │ ServerConfig of the moment
 //!                              ▼
 //!               TlsAcceptor: server key pair + client roots =
@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use korder_channelconfig::Bundle;
@@ -38,22 +37,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::connections::{Connections, Guarded, Proof};
 use crate::registrar::Registrar;
-
-/// Longest a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most TLS handshakes in progress at once; the accept loop waits beyond that.
-pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 
 /// Handshaken connections queued for the gRPC server.
 const ACCEPTED_QUEUE_LEN: usize = 64;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) before the next.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// ALPN protocol of gRPC.
 const ALPN_H2: &[u8] = b"h2";
@@ -380,23 +371,14 @@ impl TlsAcceptor {
         Ok(config)
     }
 
-    /// Performs the server side of the handshake on `tcp`, within [`HANDSHAKE_TIMEOUT`].
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsConn> {
+    /// Performs the server side of the handshake on `tcp`; the connection's
+    /// deadline (`General.ConnectionTimeout`) bounds it.
+    pub async fn accept(&self, tcp: Guarded<TcpStream>) -> io::Result<TlsConn> {
         let config = self.server_config().map_err(io::Error::other)?;
-        let local_addr = tcp.local_addr().ok();
-        let remote_addr = tcp.peer_addr().ok();
-        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "TLS handshake not done within {} ms",
-                        HANDSHAKE_TIMEOUT.as_millis()
-                    ),
-                )
-            })??;
+        let local_addr = tcp.get_ref().local_addr().ok();
+        let remote_addr = Some(tcp.remote());
+        let proof = tcp.proof();
+        let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
         let peer_certificate = stream
             .get_ref()
             .1
@@ -411,6 +393,7 @@ impl TlsAcceptor {
                 client_auth_required: self.client_auth_required(),
             },
             stream,
+            proof,
         })
     }
 }
@@ -419,63 +402,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Accepts TCP connections on `listener` and yields them once their TLS handshake
-/// succeeded, for `tonic::transport::Server::serve_with_incoming_shutdown`.
+/// Accepts TCP connections on `listener` within the limits of `connections` and
+/// yields them once their TLS handshake succeeded, for
+/// `tonic::transport::Server::serve_with_incoming_shutdown`.
 ///
-/// Each handshake runs in its own task (at most [`HANDSHAKES_IN_FLIGHT_MAX`] at once,
-/// each bounded by [`HANDSHAKE_TIMEOUT`]); failed handshakes are logged and dropped,
+/// Each handshake runs in its own task, bounded by the connection's deadline;
+/// the accept loop never waits for one. Failed handshakes are logged and dropped,
 /// never yielded. The accept loop ends when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    connections: Connections,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_LEN);
-    tokio::spawn(accept_loop(listener, acceptor, tx));
-    ReceiverStream::new(rx)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<Result<TlsConn, io::Error>>,
-) {
-    let permits = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
-    loop {
-        let permit = tokio::select! {
-            _ = tx.closed() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = tx.closed() => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
+    let closed = tx.clone();
+    tokio::spawn(async move {
+        let accept = crate::connections::accept_loop(listener, connections, false, move |tcp| {
+            if tx.is_closed() {
+                return false;
             }
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
-        }
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = acceptor.accept(tcp).await;
-            drop(permit);
-            match result {
-                Ok(conn) => {
-                    let _ = tx.send(Ok(conn)).await;
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let remote = tcp.remote();
+                match acceptor.accept(tcp).await {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(e) => tracing::info!(%remote, error = %e, "TLS handshake failed"),
                 }
-                Err(e) => tracing::info!(%remote, error = %e, "TLS handshake failed"),
-            }
+            });
+            true
         });
-    }
+        tokio::select! {
+            _ = closed.closed() => {}
+            _ = accept => {}
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// What a TLS connection tells request handlers; found in every request's
@@ -495,7 +459,8 @@ pub struct TlsConnectInfo {
 /// A server-side TLS connection, as tonic serves it.
 pub struct TlsConn {
     info: TlsConnectInfo,
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
+    proof: Proof,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -525,7 +490,12 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.proof.is_proven() {
+            self.proof.prove();
+        }
+        r
     }
 }
 
@@ -792,7 +762,10 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let acceptor = acceptor.clone();
         let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
+            let (tcp, remote) = listener.accept().await.expect("accept");
+            let tcp = Connections::new(crate::connections::ConnectionLimits::default())
+                .admit(tcp, remote, false)
+                .expect("admitted");
             acceptor.accept(tcp).await.map(|c| c.info().clone())
         });
         let mut roots = RootCertStore::empty();
