@@ -914,3 +914,35 @@ pub async fn assert_refused(address: &str, refused: Vec<Refused>) {
         }
     }
 }
+
+/// Each block's header hash (the value the next block carries as `previous_hash`),
+/// indexed by block number.
+pub fn header_hashes(blocks: &[Block]) -> Vec<[u8; 32]> {
+    blocks
+        .iter()
+        .map(|b| korder_ledger::block::header_hash(b.header.as_ref().expect("block header")))
+        .collect()
+}
+
+/// The newest block of `channel` on `address`, or `None` while the node is down or
+/// its chain does not serve Deliver.
+pub async fn try_newest_block(
+    address: &str,
+    signer: &SigningIdentity,
+    channel: &str,
+) -> Option<Block> {
+    let (blocks, status) = try_deliver(
+        address,
+        seek(
+            signer,
+            channel,
+            seek_position::Type::Newest(SeekNewest {}),
+            seek_position::Type::Newest(SeekNewest {}),
+            0,
+        ),
+    )
+    .await?;
+    (status == Some(Status::Success as i32))
+        .then(|| blocks.into_iter().next())
+        .flatten()
+}
