@@ -1017,8 +1017,9 @@ fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scann
                 index: i,
                 damage: LogDamage {
                     reason: format!(
-                        "{}; acknowledged records follow (the commit frame at byte {at} covers records up to offset {upto})",
-                        damage.reason
+                        "{}; acknowledged records follow (the commit frame at byte {at} acknowledges records up to offset {})",
+                        damage.reason,
+                        upto - 1
                     ),
                     ..damage
                 },
@@ -1048,7 +1049,7 @@ fn read_segment_header(file: &dyn StorageFile, len: u64) -> io::Result<Option<(V
     Ok(decode_segment_header(&head))
 }
 
-/// The first valid commit frame after byte `from` of `seg`: its position and the next
+/// The last valid commit frame after byte `from` of `seg`: its position and the next
 /// offset it records. Any such frame proves that what lies before it was acknowledged.
 fn commit_after(seg: &Segment, from: u64, len: u64) -> Result<Option<(u64, i64)>, LogError> {
     let start = from + 1;
@@ -1061,7 +1062,7 @@ fn commit_after(seg: &Segment, from: u64, len: u64) -> Result<Option<(u64, i64)>
         .map_err(|e| seg.io(e))?;
     let marker = COMMIT_MARKER.to_be_bytes();
     let frame_len = COMMIT_FRAME_LEN as usize;
-    for i in 0..=rest.len() - frame_len {
+    for i in (0..=rest.len() - frame_len).rev() {
         if rest[i..i + 4] != marker {
             continue;
         }

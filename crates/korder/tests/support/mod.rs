@@ -914,3 +914,14 @@ pub async fn assert_refused(address: &str, refused: Vec<Refused>) {
         }
     }
 }
+
+/// The operations endpoint of a single-node network, as its log announced it last.
+pub fn net_ops_address(net: &Net) -> Option<String> {
+    let log = net.log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("operations endpoint"))?;
+    let rest = line.split("address=").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
