@@ -92,27 +92,25 @@ impl LogFactory for NodeLogs {
                     segment_size_bytes: self.config.korder.embedded_log_segment_bytes,
                     ..EmbeddedLogOptions::default()
                 };
-                // Opened by the chain: a log that cannot be opened (damaged data, say)
-                // stops this channel, with the reason in /healthz, and no other.
+                // A log that cannot be opened (damaged data, say) stops this channel,
+                // with the reason in /healthz, and no other.
                 params.retry = RetryPolicy::ONCE;
-                let store = params.store.clone();
-                let metrics = self.metrics.clone();
+                let opened = EmbeddedLog::open(&dir, options)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{}: {e}", dir.display()));
+                if let Ok(log) = &opened {
+                    crate::cmd::log::keep_bounded(
+                        &params.runtime,
+                        log.clone(),
+                        params.store.clone(),
+                        channel.clone(),
+                        self.metrics.clone(),
+                    );
+                }
                 let opener = Box::new(
                     move || -> BoxFuture<'static, Result<Arc<EmbeddedLog>, String>> {
-                        let (dir, options) = (dir.clone(), options.clone());
-                        let (store, metrics) = (store.clone(), metrics.clone());
-                        let channel = channel.clone();
-                        Box::pin(async move {
-                            let log = tokio::task::spawn_blocking(move || {
-                                EmbeddedLog::open(&dir, options)
-                                    .map_err(|e| format!("{}: {e}", dir.display()))
-                            })
-                            .await
-                            .map_err(|e| format!("opening the log: {e}"))??;
-                            let log = Arc::new(log);
-                            crate::cmd::log::keep_bounded(log.clone(), store, channel, metrics);
-                            Ok(log)
-                        })
+                        let opened = opened.clone();
+                        Box::pin(async move { opened })
                     },
                 );
                 start_chain(opener, params)

@@ -210,6 +210,7 @@ fn reset(args: &LogArgs) -> anyhow::Result<ExitCode> {
 /// margin of one block), and reports the log's size in the metrics. Stops when the
 /// log is dropped.
 pub(crate) fn keep_bounded(
+    runtime: &tokio::runtime::Handle,
     log: Arc<EmbeddedLog>,
     store: BlockStore,
     channel: String,
@@ -217,7 +218,7 @@ pub(crate) fn keep_bounded(
 ) {
     let weak: Weak<EmbeddedLog> = Arc::downgrade(&log);
     drop(log);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         loop {
             let Some(log) = weak.upgrade() else {
                 return;
