@@ -12,6 +12,7 @@
 //! | `consensus_kafka_last_offset_persisted` | gauge | channel |
 //! | `blockcutter_block_fill_duration` | histogram (s) | channel |
 //! | `ledger_blockchain_height` | gauge | channel |
+//! | `korder_embedded_log_bytes` / `korder_embedded_log_segments` (korder's own) | gauge | channel |
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
