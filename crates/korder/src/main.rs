@@ -32,6 +32,9 @@ enum Command {
     /// Check channel ledgers.
     #[command(subcommand)]
     Ledger(cmd::ledger::LedgerCommand),
+    /// Check and recover a channel's embedded log (the node must be stopped).
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
     /// Fetch blocks of a channel to files (oldest, newest, a number, or the last config block).
     Fetch(cmd::client::FetchArgs),
     /// Broadcast the envelopes stored in files.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Block(c) => cmd::block::run(c),
         Command::Ledger(c) => cmd::ledger::run(c),
+        Command::Log(c) => cmd::log::run(c),
         Command::Fetch(a) => cmd::client::fetch(a),
         Command::Broadcast(a) => cmd::client::broadcast(a),
         Command::Channel(c) => cmd::channel::run(c),

@@ -35,6 +35,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// `Korder.LogBackend` and the channel's ConsensusType say.
 struct NodeLogs {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeLogs {
@@ -91,18 +92,25 @@ impl LogFactory for NodeLogs {
                     segment_size_bytes: self.config.korder.embedded_log_segment_bytes,
                     ..EmbeddedLogOptions::default()
                 };
-                let log =
-                    Arc::new(
-                        EmbeddedLog::open(&dir, options).map_err(|e| StartError::Log {
-                            channel: channel.clone(),
-                            reason: format!("{}: {e}", dir.display()),
-                        })?,
-                    );
+                // A log that cannot be opened (damaged data, say) stops this channel,
+                // with the reason in /healthz, and no other.
                 params.retry = RetryPolicy::ONCE;
+                let opened = EmbeddedLog::open(&dir, options)
+                    .map(Arc::new)
+                    .map_err(|e| format!("{}: {e}", dir.display()));
+                if let Ok(log) = &opened {
+                    crate::cmd::log::keep_bounded(
+                        &params.runtime,
+                        log.clone(),
+                        params.store.clone(),
+                        channel.clone(),
+                        self.metrics.clone(),
+                    );
+                }
                 let opener = Box::new(
                     move || -> BoxFuture<'static, Result<Arc<EmbeddedLog>, String>> {
-                        let log = log.clone();
-                        Box::pin(async move { Ok(log) })
+                        let opened = opened.clone();
+                        Box::pin(async move { opened })
                     },
                 );
                 start_chain(opener, params)
@@ -188,11 +196,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let genesis = genesis_block(&config, &ledgers)?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let logs = Arc::new(NodeLogs {
         config: config.clone(),
+        metrics: metrics.clone(),
     });
     let handle = Handle::current();
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let reg_metrics = metrics.clone();
     let filters = FilterOptions {
         no_expiration_checks: config.general.authentication.no_expiration_checks,

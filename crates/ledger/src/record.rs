@@ -172,16 +172,25 @@ impl Cursor {
 /// Decodes a record body. Empty hashes decode as empty byte strings; entries are
 /// zero-copy slices of `body`.
 pub fn decode_body(body: Bytes) -> Result<Block, RecordError> {
-    let mut c = Cursor { buf: body, pos: 0 };
+    let (block, used) = decode_body_prefix(body.clone())?;
+    if used != body.len() {
+        return Err(RecordError::TrailingBytes {
+            extra: body.len() - used,
+        });
+    }
+    Ok(block)
+}
+
+/// Decodes the record body at the start of `bytes` (which may go on past it): the
+/// block and the body's length in bytes.
+pub fn decode_body_prefix(bytes: Bytes) -> Result<(Block, usize), RecordError> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
     let number = c.varint()?;
     let data_hash = c.raw("data hash")?;
     let previous_hash = c.raw("previous hash")?;
     let data = c.list("data")?;
     let metadata = c.list("metadata")?;
-    if c.left() != 0 {
-        return Err(RecordError::TrailingBytes { extra: c.left() });
-    }
-    Ok(Block {
+    let block = Block {
         header: Some(BlockHeader {
             number,
             previous_hash,
@@ -189,7 +198,8 @@ pub fn decode_body(body: Bytes) -> Result<Block, RecordError> {
         }),
         data: Some(BlockData { data }),
         metadata: Some(BlockMetadata { metadata }),
-    })
+    };
+    Ok((block, c.pos))
 }
 
 /// What sits at some offset of a block file.

@@ -20,10 +20,12 @@ use bytes::Bytes;
 use korder_proto::common::{Block, BlockHeader, BlockchainInfo};
 use tokio::sync::watch;
 
-use crate::block::header_hash;
+use crate::block::{data_hash_of, header_hash};
 use crate::error::LedgerError;
 use crate::index::{Index, Location};
-use crate::record::{Framing, MAX_VARINT_LEN, decode_body, encode_record, framing};
+use crate::record::{
+    Framing, MAX_VARINT_LEN, decode_body, decode_body_prefix, encode_record, framing,
+};
 use crate::storage::{FsStorage, Storage, StorageFile};
 
 /// Fabric's default maximum block file size (64 MiB).
@@ -442,8 +444,9 @@ impl BlockStore {
         }
     }
 
-    /// Scans the block files from `start` (or from the beginning), truncating a torn
-    /// tail of the last file and indexing every block past the index checkpoint.
+    /// Scans every block file from the beginning, checking each block's number, hash
+    /// chain and data hash, truncating a torn tail of the last file and indexing every
+    /// block past the index checkpoint `start`.
     fn recover(
         storage: &dyn Storage,
         channel: &str,
@@ -453,8 +456,10 @@ impl BlockStore {
         last_suffix: u32,
     ) -> Result<(Tip, Writer), LedgerError> {
         const INDEX_BATCH: usize = 1024;
-        let first_suffix = start.map_or(0, |(_, l)| l.suffix);
-        let mut expected = start.map_or(0, |(c, _)| c);
+        // Every block is read and checked, not only those past the index checkpoint:
+        // a flipped bit anywhere in the block files is found at open.
+        let first_suffix = 0;
+        let mut expected = 0;
         let mut prev: Option<BlockHeader> = None;
         let mut pending: Vec<(u64, Location)> = Vec::new();
         let mut last_file = None;
@@ -465,14 +470,21 @@ impl BlockStore {
                 .open(&p, false)
                 .map_err(LedgerError::io("open", &p))?;
             let len = file.len().map_err(LedgerError::io("stat", &p))?;
-            let mut off = match start {
-                Some((_, l)) if suffix == first_suffix => l.offset,
-                _ => 0,
-            };
+            let mut off = 0;
             loop {
                 match read_step(&*file, &p, len, off)? {
                     Step::End => break,
                     Step::Torn if suffix == last_suffix => {
+                        if let Some(reason) =
+                            whole_block_after(&*file, &p, len, off, expected, prev.as_ref())?
+                        {
+                            return Err(LedgerError::Corrupt {
+                                file: p,
+                                offset: off,
+                                block: Some(expected),
+                                reason,
+                            });
+                        }
                         tracing::warn!(file = %p, offset = off, dropped_bytes = len - off, "cutting off a torn last record");
                         file.set_len(off).map_err(LedgerError::io("truncate", &p))?;
                         file.sync().map_err(LedgerError::io("sync", &p))?;
@@ -495,8 +507,9 @@ impl BlockStore {
                         });
                     }
                     Step::Record(block, rec_len) => {
-                        let header = block.header.unwrap_or_default();
+                        let header = block.header.clone().unwrap_or_default();
                         check_link(&p, off, expected, prev.as_ref(), &header)?;
+                        check_data_hash(&p, off, &block, &header)?;
                         if start.is_none_or(|(c, _)| header.number > c) {
                             let loc = Location {
                                 suffix,
@@ -852,6 +865,57 @@ impl BlockStore {
             t = self.inner.cond.wait(t).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+/// Whether the block's data hashes to the data hash its header records.
+fn check_data_hash(
+    path: &str,
+    offset: u64,
+    block: &Block,
+    header: &BlockHeader,
+) -> Result<(), LedgerError> {
+    let entries = block.data.as_ref().map_or(&[][..], |d| &d.data[..]);
+    if header.data_hash[..] != data_hash_of(entries)[..] {
+        return Err(LedgerError::Corrupt {
+            file: path.to_owned(),
+            offset,
+            block: Some(header.number),
+            reason: "the block's data does not match the data hash in its header".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A last record that looks cut short is a torn write only if the bytes after its
+/// length prefix do not start with the whole expected block: when they do, the
+/// length prefix itself was damaged and the block (and whatever follows it) was
+/// written completely. Returns why the record is damaged, or `None` for a torn write.
+fn whole_block_after(
+    file: &dyn StorageFile,
+    path: &str,
+    len: u64,
+    offset: u64,
+    expected: u64,
+    prev: Option<&BlockHeader>,
+) -> Result<Option<String>, LedgerError> {
+    let mut rest = vec![0u8; (len - offset) as usize];
+    file.read_at(offset, &mut rest)
+        .map_err(LedgerError::io("read", path))?;
+    let rest = Bytes::from(rest);
+    for prefix_len in 1..=MAX_VARINT_LEN.min(rest.len().saturating_sub(1)) {
+        let Ok((block, _)) = decode_body_prefix(rest.slice(prefix_len..)) else {
+            continue;
+        };
+        let header = block.header.clone().unwrap_or_default();
+        if check_link(path, offset, expected, prev, &header).is_ok()
+            && check_data_hash(path, offset, &block, &header).is_ok()
+        {
+            return Ok(Some(format!(
+                "the length prefix of block {expected} is damaged (the block's bytes are all there)"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn check_link(

@@ -18,8 +18,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{
-    RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, decode_record_header,
-    decode_segment_header, encode_record, encode_segment_header, parse_segment_name, segment_name,
+    COMMIT_FRAME_LEN, COMMIT_MARKER, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, Version,
+    decode_commit, decode_record_header, decode_segment_header, encode_commit, encode_record,
+    encode_segment_header, parse_segment_name, segment_name,
 };
 use crate::storage::{FsStorage, Storage, StorageFile};
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
@@ -66,8 +67,9 @@ impl EmbeddedLogOptions {
         if self.segment_size_bytes <= SEGMENT_HEADER_LEN {
             return bad("segment_size_bytes must exceed the 16-byte segment header");
         }
-        if self.max_record_bytes == 0 || u32::try_from(self.max_record_bytes).is_err() {
-            return bad("max_record_bytes must be between 1 and 4294967295");
+        let too_large = u32::try_from(self.max_record_bytes).map_or(true, |m| m == COMMIT_MARKER);
+        if self.max_record_bytes == 0 || too_large {
+            return bad("max_record_bytes must be between 1 and 4294967294");
         }
         if self.queue_capacity == 0 {
             return bad("queue_capacity must be at least 1");
@@ -113,6 +115,7 @@ struct Durable {
 /// One segment file and what is known about its durable content.
 struct Segment {
     base: i64,
+    version: Version,
     path: String,
     file: Arc<dyn StorageFile>,
     state: Mutex<SegmentState>,
@@ -155,6 +158,11 @@ impl SegmentState {
         self.end_offset = offset + 1;
         self.end_pos = end;
     }
+
+    /// Records that a commit frame at the durable end is durable and ends at `end`.
+    fn push_commit(&mut self, end: u64) {
+        self.end_pos = end;
+    }
 }
 
 impl Segment {
@@ -189,14 +197,36 @@ impl Segment {
         LogError::Corrupt(format!("{} at byte {pos}: {what}", self.path))
     }
 
-    /// Reads and checks the frame header of record `expected` at `pos`.
-    fn read_header(&self, pos: u64, expected: i64, end_pos: u64) -> Result<RecordHeader, LogError> {
+    /// Reads and checks the frame header of record `expected` at `pos` or after the
+    /// commit frames found there; returns the record's position and header.
+    fn read_header(
+        &self,
+        mut pos: u64,
+        expected: i64,
+        end_pos: u64,
+    ) -> Result<(u64, RecordHeader), LogError> {
         let mut head = [0u8; RECORD_HEADER_LEN as usize];
-        self.file
-            .read_exact_at(&mut head, pos)
-            .map_err(|e| self.io(e))?;
-        let header = decode_record_header(&head)
-            .ok_or_else(|| self.corrupt(pos, "record offset field out of range"))?;
+        let header = loop {
+            self.file
+                .read_exact_at(&mut head, pos)
+                .map_err(|e| self.io(e))?;
+            let header = decode_record_header(&head)
+                .ok_or_else(|| self.corrupt(pos, "record offset field out of range"))?;
+            if self.version == Version::V1 || header.value_len != COMMIT_MARKER {
+                break header;
+            }
+            if pos + COMMIT_FRAME_LEN > end_pos {
+                return Err(self.corrupt(pos, "commit frame runs past the durable end"));
+            }
+            let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
+            self.file
+                .read_exact_at(&mut frame, pos)
+                .map_err(|e| self.io(e))?;
+            if decode_commit(&frame, pos).is_none() {
+                return Err(self.corrupt(pos, "damaged commit frame"));
+            }
+            pos += COMMIT_FRAME_LEN;
+        };
         if header.offset != expected {
             return Err(self.corrupt(
                 pos,
@@ -215,7 +245,7 @@ impl Segment {
                 ),
             ));
         }
-        Ok(header)
+        Ok((pos, header))
     }
 
     /// Reads record `expected` at `pos` and verifies its checksum.
@@ -224,8 +254,8 @@ impl Segment {
         pos: u64,
         expected: i64,
         end_pos: u64,
-    ) -> Result<(RecordHeader, Vec<u8>), LogError> {
-        let header = self.read_header(pos, expected, end_pos)?;
+    ) -> Result<(u64, RecordHeader, Vec<u8>), LogError> {
+        let (pos, header) = self.read_header(pos, expected, end_pos)?;
         let mut value = vec![0u8; header.value_len as usize];
         self.file
             .read_exact_at(&mut value, pos + RECORD_HEADER_LEN)
@@ -233,13 +263,14 @@ impl Segment {
         if !header.checks(&value) {
             return Err(self.corrupt(pos, format!("checksum mismatch in record {expected}")));
         }
-        Ok((header, value))
+        Ok((pos, header, value))
     }
 }
 
 /// State shared by the log handle, the writer thread and the readers.
 struct Shared {
     options: EmbeddedLogOptions,
+    storage: Arc<dyn Storage>,
     segments: RwLock<Vec<Arc<Segment>>>,
     durable: watch::Sender<Durable>,
     closed: AtomicBool,
@@ -258,11 +289,17 @@ impl Shared {
     }
 
     /// The segment that holds `offset` (or would, for the next offset).
-    fn segment_for(&self, offset: i64) -> Arc<Segment> {
+    fn segment_for(&self, offset: i64) -> Result<Arc<Segment>, LogError> {
         let segs = self.segments();
         let i = segs.partition_point(|s| s.base <= offset);
-        assert!(i > 0, "offset {offset} precedes the oldest segment");
-        segs[i - 1].clone()
+        if i == 0 {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                oldest: segs.first().map_or(0, |s| s.base),
+                next: self.durable.borrow().next,
+            });
+        }
+        Ok(segs[i - 1].clone())
     }
 }
 
@@ -331,6 +368,7 @@ impl EmbeddedLog {
         });
         let shared = Arc::new(Shared {
             options: options.clone(),
+            storage: storage.clone(),
             segments: RwLock::new(recovered.segments),
             durable,
             closed: AtomicBool::new(false),
@@ -557,7 +595,7 @@ fn read_batch(
     while offset < target && out.len() < READ_BATCH_RECORDS && bytes < READ_BATCH_BYTES {
         let (seg_end, end_pos) = cur.seg.end();
         if offset >= seg_end {
-            let seg = shared.segment_for(offset);
+            let seg = shared.segment_for(offset)?;
             assert_eq!(
                 seg.base, offset,
                 "offset {offset} is durable but no segment starts there"
@@ -568,8 +606,8 @@ fn read_batch(
             };
             continue;
         }
-        let (header, value) = cur.seg.read_record(cur.pos, offset, end_pos)?;
-        cur.pos += header.frame_len();
+        let (pos, header, value) = cur.seg.read_record(cur.pos, offset, end_pos)?;
+        cur.pos = pos + header.frame_len();
         bytes += value.len();
         out.push(LogRecord {
             offset: LogOffset(offset),
@@ -582,12 +620,12 @@ fn read_batch(
 
 /// Finds the file position of durable record `offset` through the sparse index.
 fn locate(shared: &Shared, offset: i64) -> Result<Cursor, LogError> {
-    let seg = shared.segment_for(offset);
+    let seg = shared.segment_for(offset)?;
     let (mut o, mut pos) = seg.index_floor(offset);
     let (_, end_pos) = seg.end();
     while o < offset {
-        let header = seg.read_header(pos, o, end_pos)?;
-        pos += header.frame_len();
+        let (at, header) = seg.read_header(pos, o, end_pos)?;
+        pos = at + header.frame_len();
         o += 1;
     }
     Ok(Cursor { seg, pos })
@@ -671,7 +709,8 @@ impl Writer {
             }
             return;
         }
-        let full = self.end_pos >= self.shared.options.segment_size_bytes;
+        let full = self.end_pos >= self.shared.options.segment_size_bytes
+            || self.active.version == Version::V1;
         let rolled = if full && self.next_offset > self.active.base {
             self.roll()
         } else {
@@ -690,6 +729,12 @@ impl Writer {
             encode_record(&mut self.buf, self.next_offset + i as i64, value);
             frames.push((pos, start + self.buf.len() as u64, value.len()));
         }
+        let commit_pos = start + self.buf.len() as u64;
+        encode_commit(
+            &mut self.buf,
+            self.next_offset + batch.len() as i64,
+            commit_pos,
+        );
         let file = self.active.file.clone();
         let written = file
             .write_all_at(&self.buf, start)
@@ -708,6 +753,7 @@ impl Writer {
             for (i, &(pos, end, _)) in frames.iter().enumerate() {
                 st.push(self.next_offset + i as i64, pos, end);
             }
+            st.push_commit(start + self.buf.len() as u64);
         }
         let first = self.next_offset;
         self.next_offset += batch.len() as i64;
@@ -756,6 +802,7 @@ impl Writer {
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let seg = Arc::new(Segment {
             base: self.next_offset,
+            version: Version::V2,
             path: path.clone(),
             file,
             state: Mutex::new(SegmentState::new(
@@ -784,62 +831,328 @@ fn fail_all(batch: &mut Vec<Waiter>, path: &str, e: &io::Error) {
     }
 }
 
+/// Where a log's stored data is damaged: the first place its records cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogDamage {
+    /// The damaged segment file.
+    pub file: String,
+    /// Byte position of the damage in that file.
+    pub byte: u64,
+    /// Offset of the first record that cannot be read.
+    pub offset: i64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LogDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {} (record {}): {}",
+            self.file, self.byte, self.offset, self.reason
+        )
+    }
+}
+
+/// What [`EmbeddedLog::check`] found, without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCheck {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in the segment files.
+    pub bytes: u64,
+    /// Oldest offset held.
+    pub oldest: i64,
+    /// Offset after the last record that reads back intact (before any damage).
+    pub next: i64,
+    /// Damage in acknowledged data: opening the log refuses it.
+    pub damage: Option<LogDamage>,
+    /// An unacknowledged, incomplete last write that opening the log cuts off.
+    pub torn_tail: Option<LogDamage>,
+}
+
+/// What a scan of every segment found.
+enum Outcome {
+    Clean,
+    /// The last segment's header was never completely written.
+    InterruptedCreation,
+    /// The last segment ends with a write that was never acknowledged.
+    TornTail(LogDamage),
+    /// Acknowledged data is damaged in segment `index`.
+    Damaged {
+        index: usize,
+        damage: LogDamage,
+    },
+}
+
+struct Scanned {
+    /// The segments up to the damaged one (included), each scanned up to its end or
+    /// to the damage.
+    segments: Vec<Arc<Segment>>,
+    lens: Vec<u64>,
+    outcome: Outcome,
+}
+
+fn storage_err(storage: &dyn Storage, name: &str) -> impl FnOnce(io::Error) -> LogError {
+    let path = storage.describe(name);
+    move |source| LogError::Io { path, source }
+}
+
+fn segment_bases(storage: &dyn Storage) -> Result<Vec<i64>, LogError> {
+    let mut bases: Vec<i64> = storage
+        .list()
+        .map_err(storage_err(storage, ""))?
+        .iter()
+        .filter_map(|n| parse_segment_name(n))
+        .collect();
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Opens and verifies every segment (checksums included) without changing anything.
+fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scanned, LogError> {
+    let bases = segment_bases(storage)?;
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    let mut lens = Vec::with_capacity(bases.len());
+    let last = bases.len().saturating_sub(1);
+    for (i, &base) in bases.iter().enumerate() {
+        let name = segment_name(base);
+        let path = storage.describe(&name);
+        let file = storage.open(&name).map_err(storage_err(storage, &name))?;
+        let len = file.len().map_err(storage_err(storage, &name))?;
+        let damaged = |byte: u64, offset: i64, reason: String| Outcome::Damaged {
+            index: i,
+            damage: LogDamage {
+                file: path.clone(),
+                byte,
+                offset,
+                reason,
+            },
+        };
+        let version =
+            read_segment_header(file.as_ref(), len).map_err(storage_err(storage, &name))?;
+        let version = match version {
+            Some((v, b)) if b == base => v,
+            _ if i == last && len <= SEGMENT_HEADER_LEN => {
+                // A segment is fully written and synced before any record goes into
+                // it: a short or damaged header alone is an interrupted creation.
+                segments.push(Arc::new(Segment {
+                    base,
+                    version: Version::V2,
+                    path,
+                    file,
+                    state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
+                }));
+                lens.push(len);
+                return Ok(Scanned {
+                    segments,
+                    lens,
+                    outcome: Outcome::InterruptedCreation,
+                });
+            }
+            _ => {
+                let outcome = damaged(0, base, "missing or invalid segment header".to_owned());
+                segments.push(Arc::new(Segment {
+                    base,
+                    version: Version::V2,
+                    path,
+                    file,
+                    state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
+                }));
+                lens.push(len);
+                return Ok(Scanned {
+                    segments,
+                    lens,
+                    outcome,
+                });
+            }
+        };
+        let seg = Arc::new(Segment {
+            base,
+            version,
+            path: path.clone(),
+            file,
+            state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
+        });
+        let prev_end = segments.last().map(|p| p.end().0);
+        let prev_path = segments.last().map(|p| p.path.clone());
+        segments.push(seg.clone());
+        lens.push(len);
+        if let (Some(prev_end), Some(prev_path)) = (prev_end, prev_path)
+            && prev_end != base
+        {
+            let outcome = damaged(
+                0,
+                prev_end,
+                format!(
+                    "the segment starts at offset {base} but {prev_path} ends at offset {prev_end}"
+                ),
+            );
+            return Ok(Scanned {
+                segments,
+                lens,
+                outcome,
+            });
+        }
+        let Some(bad) = scan(&seg, len)? else {
+            continue;
+        };
+        let offset = seg.end().0;
+        let damage = LogDamage {
+            file: path.clone(),
+            byte: bad.pos,
+            offset,
+            reason: bad.reason,
+        };
+        let outcome = if i < last {
+            // A sealed segment was completely synced before the next one was created:
+            // nothing in it can be a torn write.
+            Outcome::Damaged { index: i, damage }
+        } else if version == Version::V1 {
+            // Format 1 cannot tell a torn write from damage: the tail is cut, as it
+            // always was for this format.
+            Outcome::TornTail(damage)
+        } else if let Some((at, upto)) = commit_after(&seg, bad.pos, len)? {
+            Outcome::Damaged {
+                index: i,
+                damage: LogDamage {
+                    reason: format!(
+                        "{}; acknowledged records follow (the commit frame at byte {at} acknowledges records up to offset {})",
+                        damage.reason,
+                        upto - 1
+                    ),
+                    ..damage
+                },
+            }
+        } else {
+            Outcome::TornTail(damage)
+        };
+        return Ok(Scanned {
+            segments,
+            lens,
+            outcome,
+        });
+    }
+    Ok(Scanned {
+        segments,
+        lens,
+        outcome: Outcome::Clean,
+    })
+}
+
+fn read_segment_header(file: &dyn StorageFile, len: u64) -> io::Result<Option<(Version, i64)>> {
+    if len < SEGMENT_HEADER_LEN {
+        return Ok(None);
+    }
+    let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact_at(&mut head, 0)?;
+    Ok(decode_segment_header(&head))
+}
+
+/// The last valid commit frame after byte `from` of `seg`: its position and the next
+/// offset it records. Any such frame proves that what lies before it was acknowledged.
+fn commit_after(seg: &Segment, from: u64, len: u64) -> Result<Option<(u64, i64)>, LogError> {
+    let start = from + 1;
+    if len < start + COMMIT_FRAME_LEN {
+        return Ok(None);
+    }
+    let mut rest = vec![0u8; (len - start) as usize];
+    seg.file
+        .read_exact_at(&mut rest, start)
+        .map_err(|e| seg.io(e))?;
+    let marker = COMMIT_MARKER.to_be_bytes();
+    let frame_len = COMMIT_FRAME_LEN as usize;
+    for i in (0..=rest.len() - frame_len).rev() {
+        if rest[i..i + 4] != marker {
+            continue;
+        }
+        let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
+        frame.copy_from_slice(&rest[i..i + frame_len]);
+        let pos = start + i as u64;
+        if let Some(next) = decode_commit(&frame, pos) {
+            return Ok(Some((pos, next)));
+        }
+    }
+    Ok(None)
+}
+
 struct Recovered {
     segments: Vec<Arc<Segment>>,
     next_offset: i64,
 }
 
-/// Opens every segment, checks the chain of offsets, rebuilds the indexes and cuts a
-/// torn tail off the last segment.
+/// Opens every segment, verifies every record, rebuilds the indexes and cuts a torn
+/// tail off the last segment. Damage in acknowledged data is refused.
 fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recovered, LogError> {
-    let io_err = |path: String| move |source| LogError::Io { path, source };
-    let mut bases: Vec<i64> = storage
-        .list()
-        .map_err(io_err(storage.describe("")))?
-        .iter()
-        .filter_map(|n| parse_segment_name(n))
-        .collect();
-    bases.sort_unstable();
-    if bases.is_empty() {
-        let seg = create_segment(storage, 0, options)?;
-        return Ok(Recovered {
-            segments: vec![seg],
-            next_offset: 0,
-        });
+    let scanned = scan_all(storage, options)?;
+    let mut segments = scanned.segments;
+    match scanned.outcome {
+        Outcome::Clean => {}
+        Outcome::Damaged { damage, .. } => {
+            return Err(LogError::Corrupt(format!(
+                "{damage}; records from offset {} on cannot be read back ('korder log check' reports it, 'korder log truncate' or 'korder log reset' recovers)",
+                damage.offset
+            )));
+        }
+        Outcome::InterruptedCreation => {
+            let seg = segments.pop().ok_or_else(|| {
+                LogError::Corrupt("an interrupted segment creation without a segment".into())
+            })?;
+            tracing::warn!(path = %seg.path, "rewriting the header of an interrupted segment creation");
+            segments.push(rewrite_empty(&seg, options)?);
+        }
+        Outcome::TornTail(torn) => {
+            let seg = segments
+                .last()
+                .ok_or_else(|| LogError::Corrupt("a torn tail without a segment".into()))?;
+            let len = scanned.lens.last().copied().unwrap_or(torn.byte);
+            tracing::warn!(
+                path = %seg.path,
+                at_byte = torn.byte,
+                cut_bytes = len - torn.byte,
+                next_offset = torn.offset,
+                reason = %torn.reason,
+                "cutting an unacknowledged torn write off the end of the log"
+            );
+            seg.file
+                .set_len(torn.byte)
+                .and_then(|()| seg.file.sync_data())
+                .map_err(|e| seg.io(e))?;
+        }
     }
-    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-    let last = bases.len() - 1;
-    for (i, &base) in bases.iter().enumerate() {
-        let name = segment_name(base);
-        let path = storage.describe(&name);
-        if let Some(prev) = segments.last() {
-            let (prev_end, _) = prev.end();
-            if prev_end != base {
-                return Err(LogError::Corrupt(format!(
-                    "{path} starts at offset {base} but {} ends at offset {prev_end}",
-                    prev.path
-                )));
-            }
-        }
-        let file = storage.open(&name).map_err(io_err(path.clone()))?;
-        let seg = Arc::new(Segment {
-            base,
-            path: path.clone(),
-            file,
-            state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
-        });
-        if i == last {
-            recover_last(&seg)?;
-        } else {
-            scan_sealed(&seg)?;
-        }
-        segments.push(seg);
+    if segments.is_empty() {
+        segments.push(create_segment(storage, 0, options)?);
+    }
+    // A format 1 segment without records is rewritten in format 2, so that the writer
+    // never puts commit frames into a format 1 segment.
+    if let Some(last) = segments.last().cloned()
+        && last.version == Version::V1
+        && last.end().0 == last.base
+    {
+        segments.pop();
+        segments.push(rewrite_empty(&last, options)?);
     }
     let next_offset = segments.last().map_or(0, |s| s.end().0);
     Ok(Recovered {
         segments,
         next_offset,
     })
+}
+
+/// Rewrites `seg` as an empty format 2 segment with the same base offset.
+fn rewrite_empty(seg: &Segment, options: &EmbeddedLogOptions) -> Result<Arc<Segment>, LogError> {
+    let file = &seg.file;
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(&encode_segment_header(seg.base), 0))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| seg.io(e))?;
+    Ok(Arc::new(Segment {
+        base: seg.base,
+        version: Version::V2,
+        path: seg.path.clone(),
+        file: seg.file.clone(),
+        state: Mutex::new(SegmentState::new(seg.base, options.index_interval_bytes)),
+    }))
 }
 
 fn create_segment(
@@ -860,6 +1173,7 @@ fn create_segment(
     storage.sync_dir().map_err(io_err)?;
     Ok(Arc::new(Segment {
         base,
+        version: Version::V2,
         path: path.clone(),
         file,
         state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
@@ -872,9 +1186,9 @@ struct BadRecord {
     reason: String,
 }
 
-/// Walks the records of `seg` from its start, adding each good one to its state.
-/// With `verify`, values are read and checksums checked; otherwise only frames.
-fn scan(seg: &Segment, len: u64, verify: bool) -> Result<Option<BadRecord>, LogError> {
+/// Walks the frames of `seg` from its start, verifying every checksum and adding
+/// each good record (and commit frame) to its state.
+fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
     let mut st = seg.state();
     loop {
         let pos = st.end_pos;
@@ -893,6 +1207,27 @@ fn scan(seg: &Segment, len: u64, verify: bool) -> Result<Option<BadRecord>, LogE
         seg.file
             .read_exact_at(&mut head, pos)
             .map_err(|e| seg.io(e))?;
+        if seg.version == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
+            if len - pos < COMMIT_FRAME_LEN {
+                return bad("commit frame cut short".to_owned());
+            }
+            let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
+            seg.file
+                .read_exact_at(&mut frame, pos)
+                .map_err(|e| seg.io(e))?;
+            match decode_commit(&frame, pos) {
+                Some(next) if next == expected => {
+                    st.push_commit(pos + COMMIT_FRAME_LEN);
+                    continue;
+                }
+                Some(next) => {
+                    return bad(format!(
+                        "commit frame records offset {next} where {expected} was expected"
+                    ));
+                }
+                None => return bad("damaged commit frame".to_owned()),
+            }
+        }
         let Some(header) = decode_record_header(&head) else {
             return bad("record offset field out of range".to_owned());
         };
@@ -909,77 +1244,156 @@ fn scan(seg: &Segment, len: u64, verify: bool) -> Result<Option<BadRecord>, LogE
                 header.value_len
             ));
         }
-        if verify {
-            let mut value = vec![0u8; header.value_len as usize];
-            seg.file
-                .read_exact_at(&mut value, pos + RECORD_HEADER_LEN)
-                .map_err(|e| seg.io(e))?;
-            if !header.checks(&value) {
-                return bad(format!("checksum mismatch in record {expected}"));
-            }
+        let mut value = vec![0u8; header.value_len as usize];
+        seg.file
+            .read_exact_at(&mut value, pos + RECORD_HEADER_LEN)
+            .map_err(|e| seg.io(e))?;
+        if !header.checks(&value) {
+            return bad(format!("checksum mismatch in record {expected}"));
         }
         st.push(expected, pos, end);
     }
 }
 
-/// Reads and checks the segment header. `Ok(false)` if it is missing or invalid.
-fn header_ok(seg: &Segment, len: u64) -> Result<bool, LogError> {
-    if len < SEGMENT_HEADER_LEN {
-        return Ok(false);
+impl EmbeddedLog {
+    /// Verifies every segment of the log in `dir` and reports the first damage,
+    /// changing nothing. Blocking.
+    pub fn check(dir: impl AsRef<Path>) -> Result<LogCheck, LogError> {
+        Self::check_storage(&existing(dir.as_ref())?)
     }
-    let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
-    seg.file
-        .read_exact_at(&mut head, 0)
-        .map_err(|e| seg.io(e))?;
-    Ok(decode_segment_header(&head) == Some(seg.base))
-}
 
-/// A sealed segment was fully synced before the next one was created: any damage is
-/// corruption, never a torn write. Checksums are verified when records are read.
-fn scan_sealed(seg: &Segment) -> Result<(), LogError> {
-    let len = seg.file.len().map_err(|e| seg.io(e))?;
-    if !header_ok(seg, len)? {
-        return Err(seg.corrupt(0, "missing or invalid segment header"));
+    /// [`EmbeddedLog::check`] on any [`Storage`].
+    pub fn check_storage(storage: &dyn Storage) -> Result<LogCheck, LogError> {
+        let scanned = scan_all(storage, &EmbeddedLogOptions::default())?;
+        let all = segment_bases(storage)?.len();
+        let bytes = scanned.lens.iter().sum::<u64>();
+        let oldest = scanned.segments.first().map_or(0, |s| s.base);
+        let next = scanned.segments.last().map_or(0, |s| s.end().0);
+        let (damage, torn_tail) = match scanned.outcome {
+            Outcome::Damaged { damage, .. } => (Some(damage), None),
+            Outcome::TornTail(t) => (None, Some(t)),
+            Outcome::Clean | Outcome::InterruptedCreation => (None, None),
+        };
+        Ok(LogCheck {
+            segments: all,
+            bytes,
+            oldest,
+            next,
+            damage,
+            torn_tail,
+        })
     }
-    if let Some(bad) = scan(seg, len, false)? {
-        return Err(seg.corrupt(bad.pos, bad.reason));
-    }
-    Ok(())
-}
 
-/// The last segment may end with a write that a crash interrupted: verify every
-/// record and cut the file after the last good one.
-fn recover_last(seg: &Segment) -> Result<(), LogError> {
-    let len = seg.file.len().map_err(|e| seg.io(e))?;
-    if !header_ok(seg, len)? {
-        // A segment is fully written and synced before any record goes into it, so a
-        // short or damaged header with nothing after it is an interrupted creation.
-        if len > SEGMENT_HEADER_LEN {
-            return Err(seg.corrupt(0, "invalid segment header"));
+    /// Cuts the log in `dir` at its first damage, discarding every record from there
+    /// on (later segments included), so that it opens again. Returns the damage cut,
+    /// `None` if there was none. Blocking; the log must not be open.
+    pub fn truncate(dir: impl AsRef<Path>) -> Result<Option<LogDamage>, LogError> {
+        Self::truncate_storage(&existing(dir.as_ref())?)
+    }
+
+    /// [`EmbeddedLog::truncate`] on any [`Storage`].
+    pub fn truncate_storage(storage: &dyn Storage) -> Result<Option<LogDamage>, LogError> {
+        let scanned = scan_all(storage, &EmbeddedLogOptions::default())?;
+        let Outcome::Damaged { index, damage } = scanned.outcome else {
+            return Ok(None);
+        };
+        // Later segments go first, newest first: a crash part way leaves a log whose
+        // segments still follow one another.
+        let bases = segment_bases(storage)?;
+        let seg = &scanned.segments[index];
+        for &base in bases.iter().rev().filter(|&&b| b > seg.base) {
+            let name = segment_name(base);
+            storage.remove(&name).map_err(storage_err(storage, &name))?;
+            storage.sync_dir().map_err(storage_err(storage, &name))?;
         }
-        tracing::warn!(path = %seg.path, len, "rewriting the header of an interrupted segment creation");
-        let file = &seg.file;
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(&encode_segment_header(seg.base), 0))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| seg.io(e))?;
-        return Ok(());
+        if damage.byte <= SEGMENT_HEADER_LEN {
+            let name = segment_name(seg.base);
+            storage.remove(&name).map_err(storage_err(storage, &name))?;
+            storage.sync_dir().map_err(storage_err(storage, &name))?;
+            if index == 0 {
+                create_segment(storage, seg.base, &EmbeddedLogOptions::default())?;
+            }
+        } else {
+            seg.file
+                .set_len(damage.byte)
+                .and_then(|()| seg.file.sync_data())
+                .map_err(|e| seg.io(e))?;
+        }
+        Ok(Some(damage))
     }
-    let Some(bad) = scan(seg, len, true)? else {
-        return Ok(());
-    };
-    let (records, _) = seg.end();
-    tracing::warn!(
-        path = %seg.path,
-        at_byte = bad.pos,
-        cut_bytes = len - bad.pos,
-        next_offset = records,
-        reason = %bad.reason,
-        "cutting a torn or corrupt tail off the log"
-    );
-    seg.file
-        .set_len(bad.pos)
-        .and_then(|()| seg.file.sync_data())
-        .map_err(|e| seg.io(e))?;
-    Ok(())
+
+    /// Discards every record of the log in `dir`: it restarts empty, its next offset
+    /// `next_offset`. Returns the number of segment files removed. Blocking; the log
+    /// must not be open.
+    pub fn reset(dir: impl AsRef<Path>, next_offset: i64) -> Result<usize, LogError> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::new(dir).map_err(|source| LogError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Self::reset_storage(&storage, next_offset)
+    }
+
+    /// [`EmbeddedLog::reset`] on any [`Storage`].
+    pub fn reset_storage(storage: &dyn Storage, next_offset: i64) -> Result<usize, LogError> {
+        if next_offset < 0 {
+            return Err(LogError::InvalidConfig(format!(
+                "next offset {next_offset} is negative"
+            )));
+        }
+        let bases = segment_bases(storage)?;
+        for &base in bases.iter().rev() {
+            let name = segment_name(base);
+            storage.remove(&name).map_err(storage_err(storage, &name))?;
+        }
+        storage.sync_dir().map_err(storage_err(storage, ""))?;
+        create_segment(storage, next_offset, &EmbeddedLogOptions::default())?;
+        Ok(bases.len())
+    }
+
+    /// Removes the segment files that hold only records below `offset` (never the
+    /// segment being written). Oldest first, each removal made durable: a crash at
+    /// any point leaves a log whose segments still follow one another. Returns the
+    /// number of segments removed. Blocking.
+    pub fn remove_segments_below(&self, offset: LogOffset) -> Result<usize, LogError> {
+        let shared = &self.inner.shared;
+        let victims: Vec<Arc<Segment>> = {
+            let mut segs = shared.segments.write().unwrap_or_else(|p| p.into_inner());
+            let n = (1..segs.len())
+                .take_while(|&i| segs[i].base <= offset.0)
+                .count();
+            segs.drain(..n).collect()
+        };
+        for seg in &victims {
+            let name = segment_name(seg.base);
+            shared
+                .storage
+                .remove(&name)
+                .and_then(|()| shared.storage.sync_dir())
+                .map_err(|e| seg.io(e))?;
+            tracing::info!(path = %seg.path, below = offset.0, "removed a log segment already in the ledger");
+        }
+        Ok(victims.len())
+    }
+
+    /// Bytes and segment files the log holds on disk.
+    pub fn disk_usage(&self) -> (u64, usize) {
+        let segs = self.inner.shared.segments();
+        let bytes = segs.iter().map(|s| s.end().1).sum();
+        (bytes, segs.len())
+    }
+}
+
+/// The storage of an existing log directory (an error if there is none).
+fn existing(dir: &Path) -> Result<FsStorage, LogError> {
+    if !dir.is_dir() {
+        return Err(LogError::Io {
+            path: dir.display().to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such log directory"),
+        });
+    }
+    FsStorage::new(dir).map_err(|source| LogError::Io {
+        path: dir.display().to_string(),
+        source,
+    })
 }

@@ -2,8 +2,14 @@
 //!
 //! All integers are big-endian. See the crate documentation (FORMAT) for the layout.
 
-/// Magic bytes that open every segment file (format version 1).
-pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"KORDLOG1";
+/// Magic bytes that open a segment file of format version 1 (read, never written).
+pub(crate) const SEGMENT_MAGIC_V1: [u8; 8] = *b"KORDLOG1";
+/// Magic bytes that open a segment file of format version 2 (records and commit frames).
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"KORDLOG2";
+/// Value length that marks a commit frame instead of a record.
+pub(crate) const COMMIT_MARKER: u32 = u32::MAX;
+/// Commit frame: marker u32, CRC32C u32, next offset u64, own file position u64.
+pub(crate) const COMMIT_FRAME_LEN: u64 = 24;
 /// Segment header: magic, then the base offset as u64.
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 16;
 /// Record frame header: value length u32, CRC32C u32, offset u64.
@@ -35,14 +41,70 @@ pub(crate) fn encode_segment_header(base: i64) -> [u8; SEGMENT_HEADER_LEN as usi
     out
 }
 
-/// Checks a segment header; returns the base offset it records.
-pub(crate) fn decode_segment_header(bytes: &[u8; SEGMENT_HEADER_LEN as usize]) -> Option<i64> {
-    if bytes[..8] != SEGMENT_MAGIC {
+/// Format version of a segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// Records only: a damaged record in the last segment cannot be told from a torn write.
+    V1,
+    /// Records, and a commit frame after every durable group commit.
+    V2,
+}
+
+/// Checks a segment header; returns the format version and the base offset it records.
+pub(crate) fn decode_segment_header(
+    bytes: &[u8; SEGMENT_HEADER_LEN as usize],
+) -> Option<(Version, i64)> {
+    let version = if bytes[..8] == SEGMENT_MAGIC {
+        Version::V2
+    } else if bytes[..8] == SEGMENT_MAGIC_V1 {
+        Version::V1
+    } else {
         return None;
-    }
+    };
     let mut base = [0u8; 8];
     base.copy_from_slice(&bytes[8..]);
-    i64::try_from(u64::from_be_bytes(base)).ok()
+    Some((version, i64::try_from(u64::from_be_bytes(base)).ok()?))
+}
+
+/// Appends a commit frame to `out`: everything before `pos` in the segment, records
+/// up to `next_offset` (exclusive), was made durable and acknowledged.
+pub(crate) fn encode_commit(out: &mut Vec<u8>, next_offset: i64, pos: u64) {
+    let next = offset_to_u64(next_offset);
+    out.extend_from_slice(&COMMIT_MARKER.to_be_bytes());
+    out.extend_from_slice(&commit_crc(next, pos).to_be_bytes());
+    out.extend_from_slice(&next.to_be_bytes());
+    out.extend_from_slice(&pos.to_be_bytes());
+}
+
+/// Decodes a commit frame read at file position `pos`: the next offset it records,
+/// or `None` if the bytes are not a valid commit frame written at `pos`.
+pub(crate) fn decode_commit(bytes: &[u8; COMMIT_FRAME_LEN as usize], pos: u64) -> Option<i64> {
+    let word = |i: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[i..i + 4]);
+        u32::from_be_bytes(b)
+    };
+    let long = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    if word(0) != COMMIT_MARKER {
+        return None;
+    }
+    let (next, at) = (long(8), long(16));
+    if at != pos || word(4) != commit_crc(next, at) {
+        return None;
+    }
+    i64::try_from(next).ok()
+}
+
+/// CRC32C over the marker, the next offset and the frame's own position: a commit
+/// frame copied elsewhere in the file does not check.
+fn commit_crc(next: u64, pos: u64) -> u32 {
+    let crc = crc32c::crc32c(&COMMIT_MARKER.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc, &next.to_be_bytes());
+    crc32c::crc32c_append(crc, &pos.to_be_bytes())
 }
 
 /// A decoded record frame header.
@@ -114,6 +176,23 @@ fn offset_to_u64(offset: i64) -> u64 {
 mod tests {
     use super::*;
 
+    /// A commit frame checks only at the position it was written for and without damage.
+    #[test]
+    fn commit_frame_round_trip() {
+        let mut buf = Vec::new();
+        encode_commit(&mut buf, 1234, 4096);
+        assert_eq!(buf.len() as u64, COMMIT_FRAME_LEN);
+        let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
+        frame.copy_from_slice(&buf);
+        assert_eq!(decode_commit(&frame, 4096), Some(1234));
+        assert_eq!(decode_commit(&frame, 4097), None);
+        for bit in 0..COMMIT_FRAME_LEN as usize * 8 {
+            let mut bad = frame;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(decode_commit(&bad, 4096), None, "bit {bit}");
+        }
+    }
+
     /// Segment names sort like their offsets and parse back to them.
     #[test]
     fn segment_names_round_trip() {
@@ -146,7 +225,10 @@ mod tests {
     #[test]
     fn segment_header_round_trip() {
         let h = encode_segment_header(77);
-        assert_eq!(decode_segment_header(&h), Some(77));
+        assert_eq!(decode_segment_header(&h), Some((Version::V2, 77)));
+        let mut v1 = h;
+        v1[..8].copy_from_slice(&SEGMENT_MAGIC_V1);
+        assert_eq!(decode_segment_header(&v1), Some((Version::V1, 77)));
         let mut bad = h;
         bad[0] ^= 1;
         assert_eq!(decode_segment_header(&bad), None);

@@ -35,9 +35,17 @@
 //!   so the record is not in the log and the log stays usable. A record whose append
 //!   was interrupted by a crash may or may not be present after restart (never in
 //!   part, never at another offset);
-//! - on open, the last segment is verified record by record and a torn or corrupt
-//!   tail is cut (and logged); damage anywhere else is reported as
-//!   [`LogError::Corrupt`] naming the file and byte position, never repaired.
+//! - on open, every record of every segment is verified. After each group commit's
+//!   records the writer appends a *commit frame* and only then fsyncs: records
+//!   followed by a valid commit frame were acknowledged. Damage after the last valid
+//!   commit frame of the last segment is a torn write that was never acknowledged: it
+//!   is cut (and logged). Damage anywhere else is reported as [`LogError::Corrupt`]
+//!   naming the file and byte position, never repaired: the log refuses to open until
+//!   an operator decides ([`EmbeddedLog::check`], [`EmbeddedLog::truncate`],
+//!   [`EmbeddedLog::reset`]);
+//! - segments that hold only records already in the ledger may be removed, oldest
+//!   first ([`EmbeddedLog::remove_segments_below`]); the log then starts at the oldest
+//!   remaining segment.
 //!
 //! # FORMAT
 //!
@@ -49,16 +57,24 @@
 //! All integers are big-endian.
 //!
 //! ```text
-//! segment  = header record*
-//! header   = magic[8] = "KORDLOG1"   base_offset: u64          (16 bytes)
+//! segment  = header (record+ commit)*
+//! header   = magic[8] = "KORDLOG2"   base_offset: u64          (16 bytes)
 //! record   = value_len: u32   crc: u32   offset: u64   value[value_len]
 //! crc      = CRC32C (Castagnoli) of value_len ‖ offset ‖ value, as encoded above
+//! commit   = 0xFFFFFFFF   ccrc: u32   next_offset: u64   position: u64   (24 bytes)
+//! ccrc     = CRC32C of 0xFFFFFFFF ‖ next_offset ‖ position
 //! ```
 //!
 //! A record's `offset` must be the previous record's plus one (the segment's
-//! `base_offset` for the first). A record is valid only if its frame fits in the file
-//! and its checksum matches; the first invalid record in the last segment marks the
-//! torn tail. Nothing else is stored: the offset index (one entry per
+//! `base_offset` for the first); a commit frame's `next_offset` is the offset after
+//! the record before it, and its `position` is its own byte position in the file (so
+//! a copy elsewhere does not check). A record is valid only if its frame fits in the
+//! file and its checksum matches. Records are at most 4294967294 bytes, so a value
+//! length of 0xFFFFFFFF always marks a commit frame.
+//!
+//! Format 1 (`"KORDLOG1"`) segments hold records only. They are still read; new
+//! records always go to a format 2 segment. In a format 1 last segment a damaged
+//! record cannot be told from a torn write, so the tail from there is cut, as before. Nothing else is stored: the offset index (one entry per
 //! `index_interval_bytes` of records) is rebuilt in memory when the log opens.
 
 use std::future::Future;
@@ -71,7 +87,9 @@ mod mem;
 pub mod sim;
 pub mod storage;
 
-pub use embedded::{EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader};
+pub use embedded::{
+    EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader, LogCheck, LogDamage,
+};
 pub use mem::{MemLog, MemReader};
 
 /// Position of a record in a channel's log.

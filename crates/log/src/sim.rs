@@ -50,6 +50,9 @@ struct SimFileData {
 struct SimState {
     files: BTreeMap<String, SimFileData>,
     durable_names: BTreeSet<String>,
+    /// Files removed since the last `sync_dir` whose entry was durable: a crash that
+    /// keeps only durable entries brings them back.
+    unlinked: BTreeMap<String, SimFileData>,
     ops: u64,
     crash_at_op: Option<u64>,
     crashed: bool,
@@ -172,7 +175,11 @@ impl SimStorage {
     pub fn crash_image(&self, mode: CrashMode) -> SimStorage {
         let st = self.lock();
         let mut files = BTreeMap::new();
-        for (name, data) in &st.files {
+        let back = st
+            .unlinked
+            .iter()
+            .filter(|_| mode == CrashMode::DurableOnly);
+        for (name, data) in st.files.iter().chain(back) {
             if mode == CrashMode::DurableOnly && !st.durable_names.contains(name) {
                 continue;
             }
@@ -262,6 +269,17 @@ impl Storage for SimStorage {
         let mut st = self.lock();
         st.op()?;
         st.durable_names = st.files.keys().cloned().collect();
+        st.unlinked.clear();
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut st = self.lock();
+        st.op()?;
+        let data = st.files.remove(name).ok_or_else(|| missing(name))?;
+        if st.durable_names.contains(name) {
+            st.unlinked.insert(name.to_owned(), data);
+        }
         Ok(())
     }
 

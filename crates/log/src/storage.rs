@@ -18,8 +18,10 @@ pub trait Storage: Send + Sync + 'static {
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
     /// Creates a file, emptying it if it exists, for reading and writing.
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
-    /// Makes the directory's entries (files created) durable.
+    /// Makes the directory's entries (files created or removed) durable.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Removes a file from the directory (durable after `sync_dir`).
+    fn remove(&self, name: &str) -> io::Result<()>;
     /// How to name a file of this directory in messages (a path).
     fn describe(&self, name: &str) -> String;
 }
@@ -97,6 +99,10 @@ impl Storage for FsStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.dir.join(name))
     }
 
     fn describe(&self, name: &str) -> String {

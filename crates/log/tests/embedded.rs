@@ -14,6 +14,8 @@ use korder_log::sim::{CrashMode, SimStorage};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogError, LogOffset, LogReader, ReadFrom};
 
 /// Upper bound on any wait in these tests; reaching it is a failure, not a timing check.
+/// Bytes of the commit frame that follows every group commit.
+const COMMIT_FRAME: u64 = 24;
 const BOUND: Duration = Duration::from_secs(30);
 
 fn value(i: usize, len: usize) -> Bytes {
@@ -230,7 +232,8 @@ async fn ten_records(dir: &std::path::Path) {
     log.close().await;
 }
 
-/// A file cut in the middle of the last record loses that record only, and the log goes on.
+/// A file cut in the middle of the last record (before its commit frame) loses that
+/// record only, and the log goes on.
 #[tokio::test]
 async fn torn_tail_is_cut() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,7 +241,7 @@ async fn torn_tail_is_cut() {
     let seg = last_segment(dir.path());
     let len = std::fs::metadata(&seg).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    file.set_len(len - 20).unwrap();
+    file.set_len(len - COMMIT_FRAME - 20).unwrap();
     drop(file);
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
     assert_eq!(log.next_offset(), LogOffset(9));
@@ -270,9 +273,31 @@ async fn garbage_tail_is_cut() {
     log.close().await;
 }
 
-/// A flipped bit in the last record of the last segment fails its checksum: it is cut.
+/// A flipped bit in the last acknowledged record of the last segment is refused at
+/// open, naming the file and byte, never cut.
 #[tokio::test]
-async fn corrupt_last_record_is_cut() {
+async fn corrupt_last_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    ten_records(dir.path()).await;
+    let seg = last_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    let record = n - COMMIT_FRAME as usize - (16 + 50);
+    bytes[n - COMMIT_FRAME as usize - 3] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    match EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).err() {
+        Some(LogError::Corrupt(msg)) => {
+            assert!(msg.contains(seg.to_str().unwrap()), "{msg}");
+            assert!(msg.contains(&format!("byte {record}")), "{msg}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+/// A flipped bit in the last commit frame leaves every record, which all check.
+#[tokio::test]
+async fn damaged_last_commit_frame_keeps_the_records() {
     let dir = tempfile::tempdir().unwrap();
     ten_records(dir.path()).await;
     let seg = last_segment(dir.path());
@@ -281,7 +306,7 @@ async fn corrupt_last_record_is_cut() {
     bytes[n - 3] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(9));
+    assert_eq!(log.next_offset(), LogOffset(10));
     log.close().await;
 }
 
@@ -414,9 +439,9 @@ async fn corrupt_sealed_segment_is_reported_at_open() {
     }
 }
 
-/// A damaged value in a sealed segment fails its checksum when read, naming file and byte.
+/// A damaged value in a sealed segment fails its checksum at open, naming file and byte.
 #[tokio::test]
-async fn corrupt_value_is_reported_at_read() {
+async fn corrupt_value_in_sealed_segment_is_refused() {
     let storage = SimStorage::new();
     {
         let log =
@@ -428,15 +453,10 @@ async fn corrupt_value_is_reported_at_read() {
     }
     let first = "log_00000000000000000000";
     let mut bytes = storage.file_bytes(first).unwrap();
-    let third = 16 + 2 * (16 + 80);
+    let third = 16 + 2 * (16 + 80 + COMMIT_FRAME as usize);
     bytes[third + 16 + 5] ^= 0x40;
     storage.set_file_bytes(first, bytes);
-    let log = EmbeddedLog::open_with_storage(Arc::new(storage), small_segments()).unwrap();
-    let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
-    let err = tokio::time::timeout(BOUND, reader.next())
-        .await
-        .unwrap()
-        .err();
+    let err = EmbeddedLog::open_with_storage(Arc::new(storage), small_segments()).err();
     match err {
         Some(LogError::Corrupt(msg)) => {
             assert!(msg.contains(first), "{msg}");
@@ -445,7 +465,6 @@ async fn corrupt_value_is_reported_at_read() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    log.close().await;
 }
 
 /// After close, appends fail with Closed and readers drain what is durable, then get Closed.

@@ -12,6 +12,7 @@
 //! | `consensus_kafka_last_offset_persisted` | gauge | channel |
 //! | `blockcutter_block_fill_duration` | histogram (s) | channel |
 //! | `ledger_blockchain_height` | gauge | channel |
+//! | `korder_embedded_log_bytes` / `korder_embedded_log_segments` (korder's own) | gauge | channel |
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -33,6 +34,8 @@ pub struct Metrics {
     pub kafka_last_offset_persisted: IntGaugeVec,
     pub block_fill_duration: HistogramVec,
     pub ledger_height: IntGaugeVec,
+    pub embedded_log_bytes: IntGaugeVec,
+    pub embedded_log_segments: IntGaugeVec,
 }
 
 fn histogram(
@@ -142,6 +145,18 @@ impl Metrics {
                 &r,
                 "ledger_blockchain_height",
                 "Height of the chain in blocks.",
+                &["channel"],
+            )?,
+            embedded_log_bytes: gauge_vec(
+                &r,
+                "korder_embedded_log_bytes",
+                "Bytes in the segment files of a channel's embedded log.",
+                &["channel"],
+            )?,
+            embedded_log_segments: gauge_vec(
+                &r,
+                "korder_embedded_log_segments",
+                "Segment files of a channel's embedded log.",
                 &["channel"],
             )?,
             registry: r,

@@ -6,4 +6,5 @@ pub mod channel;
 pub mod client;
 pub mod init;
 pub mod ledger;
+pub mod log;
 pub mod start;

@@ -946,3 +946,14 @@ pub async fn try_newest_block(
         .then(|| blocks.into_iter().next())
         .flatten()
 }
+
+/// The operations endpoint of a single-node network, as its log announced it last.
+pub fn net_ops_address(net: &Net) -> Option<String> {
+    let log = net.log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("operations endpoint"))?;
+    let rest = line.split("address=").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
