@@ -15,7 +15,7 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::Block;
 use korder_server::chain::{
-    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain,
+    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain, start_chain_checked,
 };
 use korder_server::msgprocessor::FilterOptions;
 use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
@@ -134,7 +134,7 @@ impl LogFactory for NodeLogs {
                         })
                     },
                 );
-                start_chain(opener, params)
+                start_chain_checked(opener, params)
             }
         }
     }
