@@ -7,9 +7,11 @@
 //!   DeleteRecords) would make the node cut a different chain from the same genesis
 //!   block: refused.
 //! - **after block N** (the last block records `last_offset_persisted = o`): the
-//!   record at `o` must exist and be the one the block was cut from, that is the
-//!   block's last envelope, or the TIMETOCUT of block N with the block's last
-//!   envelope among the [`SEARCH_BACK_RECORDS`] records before it. A log that ends
+//!   record at `o` must exist, and the block's last envelope must be that record
+//!   or one of the [`SEARCH_BACK_RECORDS`] records before it (a block cut by its
+//!   TIMETOCUT, or cut before an envelope that did not fit, ends at a record that
+//!   is not one of its envelopes). An envelope is signed and carries its
+//!   transaction id: another log does not hold it there. A log that ends
 //!   before `o` (deleted and recreated, truncated), lost `o` to retention, or holds
 //!   something else at `o` (recreated and refilled by other nodes) is refused.
 //!
@@ -28,9 +30,9 @@ use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
 use korder_proto::Message;
 use korder_proto::common::Envelope;
 
-/// How many records before the TIMETOCUT at the last block's offset may be read to
-/// find the block's last envelope. Between the two lie only records that went into
-/// no block (CONNECT, duplicate TIMETOCUTs, rejected envelopes).
+/// How many records up to the last block's offset may be read to find the block's
+/// last envelope. Between the two lie only records that went into no block
+/// (CONNECT, TIMETOCUTs, rejected envelopes).
 pub const SEARCH_BACK_RECORDS: i64 = 4096;
 
 /// What the ledger says the log must hold.
@@ -136,19 +138,12 @@ async fn check_after<L: Log>(
     };
     let found = match decode_record(at.value.clone()) {
         Ok(Record::Regular(r)) if same_envelope(&r.envelope, last_envelope) => return Ok(()),
-        Ok(Record::TimeToCut(n)) if n.0 == block => None,
-        Ok(other) => Some(describe(&other)),
-        Err(e) => Some(format!("not a record korder or Fabric writes ({e})")),
+        Ok(other) => describe(&other),
+        Err(e) => format!("not a record korder or Fabric writes ({e})"),
     };
-    if let Some(found) = found {
-        return Err(ResumeError::Refused(format!(
-            "channel {channel}: the last block ({block}) was cut at log offset {o}, but the \
-             record there is {found}, not the block's last envelope nor its TIMETOCUT: the \
-             log is not the one this ledger was built from (topic deleted and recreated, \
-             then written by other nodes?); the channel is stopped"
-        )));
-    }
-    // A block cut by TIMETOCUT: its last envelope lies shortly before.
+    // A block cut by its TIMETOCUT, or before an envelope that did not fit (the
+    // block then ends at the record before that envelope): its last envelope lies
+    // shortly before.
     let mut window = 64;
     let mut hi = o - 1;
     while hi >= 0 {
@@ -177,10 +172,11 @@ async fn check_after<L: Log>(
         window = (window * 4).min(SEARCH_BACK_RECORDS);
     }
     Err(ResumeError::Refused(format!(
-        "channel {channel}: the last block ({block}) was cut by the TIMETOCUT at log offset \
-         {o}, but none of the records before it (up to {SEARCH_BACK_RECORDS}) carries the \
-         block's last envelope: the log is not the one this ledger was built from; the \
-         channel is stopped"
+        "channel {channel}: the last block ({block}) was cut at log offset {o}, but the \
+         record there is {found}, and none of the {SEARCH_BACK_RECORDS} records up to it \
+         carries the block's last envelope: the log is not the one this ledger was built \
+         from (topic deleted and recreated, then written by other nodes?); the channel is \
+         stopped"
     )))
 }
 
@@ -336,13 +332,13 @@ mod tests {
         .await;
         let e = run(&log, after(1, 1, env(1))).await.unwrap_err();
         assert!(
-            matches!(&e, ResumeError::Refused(m) if m.contains("TIMETOCUT at log offset 1")),
+            matches!(&e, ResumeError::Refused(m) if m.contains("the TIMETOCUT of block 1")),
             "{e}"
         );
     }
 
-    /// Another envelope, another block's TIMETOCUT or a CONNECT at the offset: refused,
-    /// naming what was found.
+    /// Another envelope, another block's TIMETOCUT or a CONNECT at the offset, and the
+    /// block's envelope nowhere before it: refused, naming what was found.
     #[tokio::test]
     async fn other_record_at_the_offset_is_refused() {
         for (record, found) in [
@@ -356,13 +352,26 @@ mod tests {
             ),
             (connect_record(), "a CONNECT"),
         ] {
-            let log = log_of(vec![order_record(env(1), ConfigSeq(0)), record]).await;
+            let log = log_of(vec![order_record(env(2), ConfigSeq(0)), record]).await;
             let e = run(&log, after(1, 1, env(1))).await.unwrap_err();
             assert!(
                 matches!(&e, ResumeError::Refused(m) if m.contains(found) && m.contains("offset 1")),
                 "{e}"
             );
         }
+    }
+
+    /// A block cut before an envelope that did not fit ends at the record before that
+    /// envelope, here a CONNECT: the envelope just before it is found.
+    #[tokio::test]
+    async fn block_ending_at_a_connect_passes() {
+        let log = log_of(vec![
+            order_record(env(1), ConfigSeq(0)),
+            connect_record(),
+            order_record(env(2), ConfigSeq(0)),
+        ])
+        .await;
+        run(&log, after(1, 1, env(1))).await.unwrap();
     }
 
     /// A log that ends at or before the last block's offset: refused, with its range.
