@@ -114,6 +114,10 @@ impl LogFactory for NodeLogs {
                         channel: channel.clone(),
                         reason: format!("{e:#}"),
                     })?;
+                // A ledger with blocks cut from the topic needs that topic, not a
+                // new one.
+                let mut config = config;
+                config.create_missing_topic = params.store.height() <= 1;
                 params.read_timeout = config.retry.read_timeout;
                 params.retry = RetryPolicy {
                     short_interval: config.retry.short_interval,

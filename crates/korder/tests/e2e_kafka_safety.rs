@@ -275,11 +275,19 @@ async fn assert_stopped_quietly(
         Some(Status::ServiceUnavailable as i32),
         "a STRICT request is told the chain is down"
     );
-    let (_, body) = c.healthz(k);
-    assert!(
-        !body.contains(&c.system_channel),
-        "only the refused channel fails: {body}"
-    );
+    // The other channel starts (its chain may still be starting).
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (_, body) = c.healthz(k);
+        if !body.contains(&c.system_channel) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only the refused channel fails: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(QUIET).await;
     assert_eq!(
         topic.watermarks().await.unwrap().1,
@@ -394,4 +402,58 @@ async fn genesis_node_refuses_a_topic_missing_its_first_records() {
     let genesis = all_blocks(&c.address(1), &signer, &c.channel).await[..1].to_vec();
     assert_stopped_quietly(&c, 2, 0, &topic, &genesis).await;
     assert_eq!(c.healthz(1).0, 200, "node1 keeps serving");
+}
+
+/// Topic deleted and not recreated: the restarted node does not create a new, empty
+/// topic for a ledger that holds blocks; the channel is not served (Broadcast
+/// SERVICE_UNAVAILABLE, /healthz 503) and the topic stays absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_topic_is_not_created_again() {
+    let brokers = kafka1();
+    let mut c = Cluster::init(
+        "deleted",
+        1,
+        &brokers,
+        &["--batch-timeout", "200ms", "--max-message-count", "10"],
+    );
+    c.start_ready(1).await;
+    order(&c, 1, 20).await;
+    c.stop(1);
+    delete_topic(&brokers, &c.channel);
+
+    let log_from = c.log(1).len();
+    c.start(1);
+    let deadline = Instant::now() + LIMIT;
+    while !c.log(1)[log_from..].contains("does not create a new, empty one") {
+        assert!(Instant::now() < deadline, "no report:\n{}", c.logs_tail(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = c.healthz(1);
+    assert!(code == 503 && body.contains(&c.channel), "{code} {body}");
+    let env = envelope(
+        &c.client(),
+        &c.channel,
+        HeaderType::EndorserTransaction,
+        &unique_name("refused"),
+        Bytes::from_static(b"must not be ordered"),
+    );
+    let statuses = tokio::time::timeout(PROMPT, try_broadcast_all(&c.address(1), vec![env]))
+        .await
+        .expect("Broadcast answers promptly");
+    assert_eq!(
+        statuses.first().map(|s| s.0),
+        Some(Status::ServiceUnavailable as i32)
+    );
+    tokio::time::sleep(QUIET).await;
+    let out = Command::new(kafka_script())
+        .args(["tool", "org.apache.kafka.tools.TopicCommand"])
+        .args(["--bootstrap-server", &brokers, "--list"])
+        .output()
+        .expect("scripts/kafka runs");
+    let topics = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{topics}");
+    assert!(
+        topics.contains(&c.system_channel) && !topics.contains(&c.channel),
+        "the deleted topic was created again: {topics}"
+    );
 }
