@@ -89,6 +89,10 @@ pub struct KafkaConfig {
     pub producer_linger: Duration,
     /// Client id reported to the brokers.
     pub client_id: String,
+    /// Whether [`crate::KafkaLog::open`] creates the topic when it does not exist.
+    /// A node whose ledger holds blocks cut from the topic sets it to false: the
+    /// topic was deleted, and a new, empty one is not the log it needs.
+    pub create_missing_topic: bool,
 }
 
 impl KafkaConfig {
@@ -104,6 +108,7 @@ impl KafkaConfig {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             producer_linger: Duration::from_millis(1),
             client_id: "korder".to_owned(),
+            create_missing_topic: true,
         }
     }
 

@@ -43,6 +43,12 @@ pub enum KafkaLogError {
         source: Box<KafkaError>,
         broker_error: Option<Box<str>>,
     },
+    /// The topic does not exist and the configuration says not to create it.
+    #[error(
+        "topic {topic} does not exist; the node's ledger holds blocks ordered on it, so it \
+         does not create a new, empty one (was the topic deleted?)"
+    )]
+    TopicMissing { topic: String },
     /// The topic or its partition 0 is not in the cluster's metadata.
     #[error("topic {topic} partition 0 is not in the cluster metadata: {reason}")]
     MissingPartition { topic: String, reason: String },
@@ -70,7 +76,10 @@ impl KafkaLogError {
                     | RDKafkaErrorCode::TopicAuthorizationFailed
                     | RDKafkaErrorCode::ClusterAuthorizationFailed
             ),
-            Self::Request { .. } | Self::MissingPartition { .. } => true,
+            // Someone may restore the topic meanwhile; nothing is written.
+            Self::Request { .. } | Self::MissingPartition { .. } | Self::TopicMissing { .. } => {
+                true
+            }
         }
     }
 }

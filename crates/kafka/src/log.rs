@@ -523,6 +523,11 @@ async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogE
         tracing::debug!(topic, "topic exists");
         return Ok(());
     }
+    if !config.create_missing_topic {
+        return Err(KafkaLogError::TopicMissing {
+            topic: topic.to_owned(),
+        });
+    }
     let admin: AdminClient<TracingContext> = build_client(
         &config.admin_properties(),
         TracingContext::new("admin", topic),

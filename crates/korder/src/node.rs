@@ -15,7 +15,7 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::Block;
 use korder_server::chain::{
-    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain,
+    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain, start_chain_checked,
 };
 use korder_server::msgprocessor::FilterOptions;
 use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
@@ -122,6 +122,10 @@ impl LogFactory for NodeLogs {
                         channel: channel.clone(),
                         reason: format!("{e:#}"),
                     })?;
+                // A ledger with blocks cut from the topic needs that topic, not a
+                // new one.
+                let mut config = config;
+                config.create_missing_topic = params.store.height() <= 1;
                 params.read_timeout = config.retry.read_timeout;
                 params.retry = RetryPolicy {
                     short_interval: config.retry.short_interval,
@@ -142,7 +146,7 @@ impl LogFactory for NodeLogs {
                         })
                     },
                 );
-                start_chain(opener, params)
+                start_chain_checked(opener, params)
             }
         }
     }

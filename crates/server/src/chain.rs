@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use crate::blockwriter::{BlockWriter, WriteError};
 use crate::channel::ChannelState;
 use crate::metrics::Metrics;
+use crate::resume::{ResumeError, ResumePoint};
 use crate::signer::Signer;
 use crate::status::{ConsenterError, ProcessError};
 
@@ -289,21 +290,55 @@ pub fn start_chain<L: Log>(
     open: LogOpener<L>,
     params: ChainParams,
 ) -> Result<ChainHandle, StartError> {
+    start(open, params, false)
+}
+
+/// [`start_chain`] for a log that other nodes share and that may be replaced under
+/// the node (Kafka): before anything is written to it, the log is checked to be the
+/// one the ledger was built from ([`crate::resume`]). A refusal stops the channel
+/// with the reason, without retries and without writing.
+pub fn start_chain_checked<L: Log>(
+    open: LogOpener<L>,
+    params: ChainParams,
+) -> Result<ChainHandle, StartError> {
+    start(open, params, true)
+}
+
+fn start<L: Log>(
+    open: LogOpener<L>,
+    params: ChainParams,
+    checked: bool,
+) -> Result<ChainHandle, StartError> {
     let channel = params.state.id().to_string();
     let store = params.store.clone();
     let height = store.height();
-    let metadata = match store.last_block_number() {
-        Some(n) => {
-            let block = store.block(n).map_err(|e| StartError::Metadata {
-                channel: channel.clone(),
-                reason: e.to_string(),
-            })?;
-            consenter_metadata(&block).map_err(|e| StartError::Metadata {
-                channel: channel.clone(),
-                reason: e.to_string(),
-            })?
-        }
+    let last_block = match store.last_block_number() {
+        Some(n) => Some(store.block(n).map_err(|e| StartError::Metadata {
+            channel: channel.clone(),
+            reason: e.to_string(),
+        })?),
         None => None,
+    };
+    let metadata = match &last_block {
+        Some(block) => consenter_metadata(block).map_err(|e| StartError::Metadata {
+            channel: channel.clone(),
+            reason: e.to_string(),
+        })?,
+        None => None,
+    };
+    let resume = match (&last_block, &metadata) {
+        _ if !checked => ResumePoint::Unchecked,
+        (Some(_), None) if height == 1 => ResumePoint::Genesis,
+        (Some(block), Some(m)) => ResumePoint::After {
+            block: height - 1,
+            offset: LogOffset(m.last_offset_persisted),
+            last_envelope: block
+                .data
+                .as_ref()
+                .and_then(|d| d.data.last().cloned())
+                .unwrap_or_default(),
+        },
+        _ => ResumePoint::Unchecked,
     };
     if metadata.is_none() && height > 1 {
         // Only a block that switched the consensus type is written without
@@ -340,6 +375,7 @@ pub fn start_chain<L: Log>(
     });
     let runner = Runner {
         open,
+        resume,
         retry: params.retry,
         read_timeout: params.read_timeout,
         failing_since: None,
@@ -415,6 +451,8 @@ enum Event {
 
 struct Runner<L: Log> {
     open: LogOpener<L>,
+    /// What the log must hold before the chain writes to it.
+    resume: ResumePoint,
     retry: RetryPolicy,
     read_timeout: Duration,
     /// When the log started failing to deliver records (transient errors).
@@ -474,7 +512,13 @@ impl<L: Log> Runner<L> {
     /// Opens the log, posts CONNECT and opens the reader where the ledger left off,
     /// retrying per the policy; a halt cuts the retries short.
     fn start(&mut self) -> Result<L::Reader, Exit> {
-        let from = self.chain.read_from();
+        let from = match (&self.resume, self.chain.read_from()) {
+            // From genesis the chain needs every record, from offset 0.
+            (ResumePoint::Genesis, korder_log::ReadFrom::Oldest) => {
+                korder_log::ReadFrom::Offset(LogOffset(0))
+            }
+            (_, from) => from,
+        };
         let mut last_error = String::new();
         let mut attempt = 0u32;
         let phases = [
@@ -499,7 +543,11 @@ impl<L: Log> Runner<L> {
                         self.log = Some(log);
                         return self.started(reader, from);
                     }
-                    Some(Err(e)) => {
+                    Some(Err(ResumeError::Refused(e))) => {
+                        tracing::error!(channel = %self.channel(), error = %e, "the log is not the one the ledger was built from: nothing is written to it");
+                        return Err(Exit::Failed(e));
+                    }
+                    Some(Err(ResumeError::Transient(e))) => {
                         tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");
                         // An attempt cut short by the end of its phase says less than
                         // one that failed with a cause (a refused TLS handshake, say).
@@ -520,39 +568,46 @@ impl<L: Log> Runner<L> {
         )))
     }
 
-    /// One start-up attempt at `at`: open the log (unless open), post CONNECT, open
-    /// the reader. `None` if halted meanwhile.
+    /// One start-up attempt at `at`: open the log (unless open), check that it is
+    /// the ledger's ([`crate::resume`]), post CONNECT, open the reader. Nothing is
+    /// written before the check passes. `None` if halted meanwhile.
     #[allow(clippy::type_complexity)]
     fn attempt(
         &mut self,
         from: korder_log::ReadFrom,
         at: Instant,
         budget: Option<Duration>,
-    ) -> Option<Result<(Arc<L>, L::Reader), String>> {
+    ) -> Option<Result<(Arc<L>, L::Reader), ResumeError>> {
         let mut halt = self.halt.clone();
         let opener = (self.open)();
         let existing = self.log.clone();
+        let resume = self.resume.clone();
+        let channel = self.shared.channel.clone();
+        let read_timeout = self.read_timeout;
         self.rt.block_on(async move {
             let work = async {
                 tokio::time::sleep_until(at.into()).await;
                 let log = match existing {
                     Some(l) => l,
-                    None => opener.await?,
+                    None => opener.await.map_err(ResumeError::Transient)?,
                 };
+                crate::resume::check(&*log, &channel, &resume, read_timeout).await?;
                 let step = async {
                     log.append(connect_record()).await?;
                     log.reader(from).await
                 };
                 match step.await {
                     Ok(reader) => Ok((log, reader)),
-                    Err(e) => Err(format!("{e}")),
+                    Err(e) => Err(ResumeError::Transient(format!("{e}"))),
                 }
             };
             let bounded = async {
                 match budget {
                     Some(b) => tokio::time::timeout_at((at + b).into(), work)
                         .await
-                        .unwrap_or_else(|_| Err(format!("{NO_ANSWER} {b:?}"))),
+                        .unwrap_or_else(|_| {
+                            Err(ResumeError::Transient(format!("{NO_ANSWER} {b:?}")))
+                        }),
                     None => work.await,
                 }
             };

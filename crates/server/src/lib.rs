@@ -23,12 +23,15 @@ pub mod metrics;
 pub mod msgprocessor;
 pub mod operations;
 pub mod registrar;
+pub mod resume;
 pub mod service;
 pub mod signer;
 pub mod status;
 pub mod tls;
 
-pub use chain::{ChainHandle, ChainParams, ChainStatus, ConfigHooks, start_chain};
+pub use chain::{
+    ChainHandle, ChainParams, ChainStatus, ConfigHooks, start_chain, start_chain_checked,
+};
 pub use channel::ChannelState;
 pub use deliver::DeliverConfig;
 pub use metrics::Metrics;
