@@ -302,6 +302,10 @@ pub struct Korder {
     /// `MaxInFlightBlocks`: blocks cut but not yet written to the ledger, per
     /// channel, before the chain stops reading its log (default 16).
     pub max_in_flight_blocks: u32,
+    /// `ShutdownGracePeriod`: how long SIGTERM/SIGINT waits for open streams to end
+    /// and the blocks in flight to be written before the process exits anyway
+    /// (default 3s).
+    pub shutdown_grace_period: Duration,
 }
 
 impl Korder {
@@ -313,6 +317,10 @@ impl Korder {
     pub const MAX_SEGMENT_BYTES: u64 = 16 << 30;
     /// Largest `MaxInFlightBlocks` accepted.
     pub const MAX_IN_FLIGHT_BLOCKS: u32 = 4096;
+    /// Default `ShutdownGracePeriod`.
+    pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(3);
+    /// Largest `ShutdownGracePeriod` accepted.
+    pub const MAX_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(600);
 
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<Korder, ConfigError> {
         let log_backend = choice(s, "LogBackend", LogBackend::parse)?.unwrap_or(LogBackend::Auto);
@@ -328,11 +336,14 @@ impl Korder {
             .filter(|&n| n != 0)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(16);
+        let shutdown_grace_period =
+            s.duration_or("ShutdownGracePeriod", Self::DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
         Ok(Korder {
             log_backend,
             embedded_log_dir,
             embedded_log_segment_bytes,
             max_in_flight_blocks,
+            shutdown_grace_period,
         })
     }
 
@@ -347,6 +358,10 @@ impl Korder {
                 ]),
             ),
             ("MaxInFlightBlocks", Node::uint(self.max_in_flight_blocks)),
+            (
+                "ShutdownGracePeriod",
+                Node::duration(self.shutdown_grace_period),
+            ),
         ])
     }
 
