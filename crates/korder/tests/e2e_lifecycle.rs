@@ -71,12 +71,10 @@ fn terminate(net: &mut Net, limit: Duration) -> (Duration, bool) {
 
 /// One envelope with its own tx id and `size` bytes of data.
 fn one(
-    net: &Net,
     signer: &korder_msp::signer::SigningIdentity,
     id: &str,
     size: usize,
 ) -> korder_proto::common::Envelope {
-    let _ = net;
     envelope(
         signer,
         "mychannel",
@@ -118,7 +116,7 @@ async fn lifecycle_second_process_on_a_data_dir_in_use_is_refused() {
         "names the holder's pid {pid}: {stderr}"
     );
     let signer = net.client();
-    let r = broadcast_all(&net.address(), vec![one(&net, &signer, "after", 10)]).await;
+    let r = broadcast_all(&net.address(), vec![one(&signer, "after", 10)]).await;
     assert_eq!(r[0].0, Status::Success as i32, "{r:?}");
     net.stop();
     // Once the holder is gone the directory can be used again.
@@ -162,7 +160,7 @@ async fn lifecycle_sigterm_ends_deliver_streams_within_the_grace_period() {
         .unwrap();
     // Envelopes acknowledged just before the signal: their block is still pending.
     let envs: Vec<_> = (0..200)
-        .map(|i| one(&net, &signer, &format!("t{i}"), 100))
+        .map(|i| one(&signer, &format!("t{i}"), 100))
         .collect();
     let acked = broadcast_all(&address, envs).await;
     assert!(acked.iter().all(|(s, _)| *s == Status::Success as i32));
@@ -298,7 +296,7 @@ async fn lifecycle_full_disk_answers_broadcast_and_recovers_without_restart() {
     let mut slowest = Duration::ZERO;
     let mut n = 0usize;
     let send = |id: String| {
-        let env = one(&net, &signer, &id, 8 << 10);
+        let env = one(&signer, &id, 8 << 10);
         let address = address.clone();
         async move {
             (
