@@ -241,14 +241,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let tls_settings = tls_settings(&config)?;
     let genesis = genesis_block(&config)?;
     let _locks = lock_data_dirs(&config)?;
-    // Bound before any chain starts: a port in use stops the node here.
+    // Bound before any chain starts, so that a port in use stops the node here;
+    // listening (clients can connect) only once the channels are loaded.
     let addr = format!(
         "{}:{}",
         config.general.listen_address, config.general.listen_port
     );
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("listening on {addr} (General.ListenAddress/ListenPort)"))?;
+    let context = || format!("listening on {addr} (General.ListenAddress/ListenPort)");
+    let socket = bind_socket(&addr).await.with_context(context)?;
     let (ops_listener, ops_addr) =
         korder_server::operations::bind(&config.operations.listen_address)
             .await
@@ -293,6 +293,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await
     .context("registrar start-up")??;
+    let listener = match socket.listen(LISTEN_BACKLOG).with_context(context) {
+        Ok(l) => l,
+        Err(e) => {
+            let r = registrar.clone();
+            let _ = tokio::task::spawn_blocking(move || r.halt_all()).await;
+            return Err(e);
+        }
+    };
     let served = run_server(
         signals,
         &config,
@@ -310,6 +318,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || r.halt_all()).await;
     }
     served
+}
+
+/// Pending connections the gRPC listener queues.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` (the first of its addresses that binds), not yet listening.
+async fn bind_socket(addr: &str) -> std::io::Result<tokio::net::TcpSocket> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 /// Locks the ledger directory and, unless every channel is on Kafka, the embedded
