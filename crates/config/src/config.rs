@@ -355,6 +355,13 @@ impl Config {
                 Korder::MAX_IN_FLIGHT_BLOCKS
             ));
         }
+        if k.shutdown_grace_period > Korder::MAX_SHUTDOWN_GRACE_PERIOD {
+            problems.push(format!(
+                "Korder.ShutdownGracePeriod: {:?} is longer than {:?}",
+                k.shutdown_grace_period,
+                Korder::MAX_SHUTDOWN_GRACE_PERIOD
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -496,6 +503,10 @@ impl Config {
             format!("embedded_log={}", self.embedded_log_dir().display()),
             format!("segment_bytes={}", self.korder.embedded_log_segment_bytes),
             format!("max_in_flight_blocks={}", self.korder.max_in_flight_blocks),
+            format!(
+                "shutdown_grace_period={}",
+                d(self.korder.shutdown_grace_period)
+            ),
             format!("kafka.version={}", self.kafka.version),
             format!(
                 "kafka.retry=short:{}/{},long:{}/{}",

@@ -310,6 +310,11 @@ pub struct Korder {
     /// `MaxConcurrentStreams`: HTTP/2 streams open at once on one connection
     /// (default 1024).
     pub max_concurrent_streams: u32,
+
+    /// `ShutdownGracePeriod`: how long SIGTERM/SIGINT waits for open streams to end
+    /// and the blocks in flight to be written before the process exits anyway
+    /// (default 3s).
+    pub shutdown_grace_period: Duration,
 }
 
 impl Korder {
@@ -327,6 +332,11 @@ impl Korder {
     pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 1024;
     /// Default `MaxConcurrentStreams`.
     pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+    /// Default `ShutdownGracePeriod`.
+    pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(3);
+    /// Largest `ShutdownGracePeriod` accepted.
+    pub const MAX_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(600);
 
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<Korder, ConfigError> {
         let log_backend = choice(s, "LogBackend", LogBackend::parse)?.unwrap_or(LogBackend::Auto);
@@ -355,6 +365,9 @@ impl Korder {
         )?;
         let max_concurrent_streams =
             limit("MaxConcurrentStreams", Self::DEFAULT_MAX_CONCURRENT_STREAMS)?;
+
+        let shutdown_grace_period =
+            s.duration_or("ShutdownGracePeriod", Self::DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
         Ok(Korder {
             log_backend,
             embedded_log_dir,
@@ -363,6 +376,8 @@ impl Korder {
             max_connections,
             max_connections_per_address,
             max_concurrent_streams,
+
+            shutdown_grace_period,
         })
     }
 
@@ -385,6 +400,10 @@ impl Korder {
             (
                 "MaxConcurrentStreams",
                 Node::uint(self.max_concurrent_streams),
+            ),
+            (
+                "ShutdownGracePeriod",
+                Node::duration(self.shutdown_grace_period),
             ),
         ])
     }

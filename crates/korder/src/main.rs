@@ -2,6 +2,7 @@
 //! and maintenance tools that go with it.
 
 mod cmd;
+mod lock;
 mod network;
 mod node;
 
@@ -67,13 +68,57 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("korder: error: {e:#}");
+            eprintln!("korder: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root`. A cause whose text
+/// the message already ends with is left out: many errors print their source in
+/// their own text, and the chain would otherwise say it twice.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// The default data directory of `init`, `start` and the client commands.
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("korder-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause already printed by the error above it appears once.
+    #[test]
+    fn error_text_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let root = io.to_string();
+        let e = anyhow::Error::new(Repeats(io)).context("loading y");
+        assert_eq!(error_text(&e), format!("loading y: reading x: {root}"));
+    }
 }

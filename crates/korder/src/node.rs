@@ -1,13 +1,20 @@
 //! Assembles and runs one ordering node from its configuration: signing identity,
 //! ledger, logs (embedded or Kafka per channel), registrar, gRPC server; shuts down
-//! cleanly on SIGINT/SIGTERM with every chain's block in flight written.
+//! on SIGINT/SIGTERM within `Korder.ShutdownGracePeriod`, with every chain's block in
+//! flight written and every Deliver stream ended.
+//!
+//! Start-up checks everything it can before it changes anything on disk: the
+//! signing identity, TLS files and genesis block are read, then the data
+//! directories are locked, then the listeners are bound, and only then are the
+//! ledger opened and the chains started.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use korder_channelconfig::Bundle;
-use korder_config::{Bootstrap, Config, ResolvedLog};
+use korder_config::{Bootstrap, Config, LogBackend, ResolvedLog};
 use korder_kafka::{KafkaConfig, KafkaLog};
 use korder_ledger::{Ledgers, StoreOptions};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions};
@@ -21,6 +28,8 @@ use korder_server::msgprocessor::FilterOptions;
 use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
 use tokio::runtime::Handle;
 
+use crate::lock::DirLock;
+
 /// Runs the node until SIGINT/SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -28,8 +37,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("korder")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    let result = runtime.block_on(serve(config));
+    // Tasks still running (streams past the grace period) are dropped, not awaited.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_LIMIT);
+    result
 }
+
+/// How long the runtime's remaining tasks get once `serve` has returned.
+const RUNTIME_SHUTDOWN_LIMIT: Duration = Duration::from_millis(250);
 
 /// Chooses each channel's log: the embedded log, or a Kafka topic, as
 /// `Korder.LogBackend` and the channel's ConsensusType say.
@@ -95,38 +110,39 @@ impl LogFactory for NodeLogs {
                 // A log that cannot be opened (damaged data, say) stops this channel,
                 // with the reason in /healthz, and no other.
                 params.retry = RetryPolicy::ONCE;
-                let opened = EmbeddedLog::open(&dir, options)
+                let first = EmbeddedLog::open(&dir, options.clone())
                     .map(Arc::new)
                     .map_err(|e| format!("{}: {e}", dir.display()));
-                if let Ok(log) = &opened {
-                    crate::cmd::log::keep_bounded(
-                        &params.runtime,
-                        log.clone(),
-                        params.store.clone(),
-                        channel.clone(),
-                        self.metrics.clone(),
-                    );
-                }
-                let opener = Box::new(
-                    move || -> BoxFuture<'static, Result<Arc<EmbeddedLog>, String>> {
-                        let opened = opened.clone();
-                        Box::pin(async move { opened })
-                    },
-                );
-                start_chain(opener, params)
+                let bounded = {
+                    let runtime = params.runtime.clone();
+                    let store = params.store.clone();
+                    let channel = channel.clone();
+                    let metrics = self.metrics.clone();
+                    move |log: &Arc<EmbeddedLog>| {
+                        crate::cmd::log::keep_bounded(
+                            &runtime,
+                            log.clone(),
+                            store.clone(),
+                            channel.clone(),
+                            metrics.clone(),
+                        );
+                    }
+                };
+                start_chain(embedded_opener(first, dir, options, bounded), params)
             }
             ResolvedLog::Kafka => {
                 let config = self
                     .kafka_config(&bundle.orderer.kafka_brokers)
                     .map_err(|e| StartError::Log {
                         channel: channel.clone(),
-                        reason: format!("{e:#}"),
+                        reason: crate::error_text(&e),
                     })?;
                 // A ledger with blocks cut from the topic needs that topic, not a
                 // new one.
                 let mut config = config;
                 config.create_missing_topic = params.store.height() <= 1;
                 params.read_timeout = config.retry.read_timeout;
+                params.append_timeout = config.retry.write_timeout;
                 params.retry = RetryPolicy {
                     short_interval: config.retry.short_interval,
                     short_total: config.retry.short_total,
@@ -152,8 +168,69 @@ impl LogFactory for NodeLogs {
     }
 }
 
-fn genesis_block(config: &Config, ledgers: &Ledgers) -> anyhow::Result<Option<Block>> {
-    if !ledgers.channels()?.is_empty() {
+/// Opens a channel's embedded log for its chain: first the log opened at start-up;
+/// on later calls (the chain rebuilding itself after an I/O error) the previous log
+/// is closed and the directory opened again, so that a log stopped by a failed
+/// write recovers once the disk takes writes.
+fn embedded_opener(
+    first: Result<Arc<EmbeddedLog>, String>,
+    dir: std::path::PathBuf,
+    options: EmbeddedLogOptions,
+    bounded: impl Fn(&Arc<EmbeddedLog>) + Send + Sync + 'static,
+) -> korder_server::chain::LogOpener<EmbeddedLog> {
+    if let Ok(log) = &first {
+        bounded(log);
+    }
+    // The first open's outcome, then the log in use (closed before reopening).
+    let state = Arc::new(tokio::sync::Mutex::new((
+        Some(first),
+        None::<Arc<EmbeddedLog>>,
+    )));
+    let bounded = Arc::new(bounded);
+    Box::new(
+        move || -> BoxFuture<'static, Result<Arc<EmbeddedLog>, String>> {
+            let state = state.clone();
+            let dir = dir.clone();
+            let options = options.clone();
+            let bounded = bounded.clone();
+            Box::pin(async move {
+                let mut slot = state.lock().await;
+                if let Some(first) = slot.0.take() {
+                    if let Ok(log) = &first {
+                        slot.1 = Some(log.clone());
+                    }
+                    return first;
+                }
+                if let Some(previous) = slot.1.take() {
+                    previous.close().await;
+                }
+                let reopened = tokio::task::spawn_blocking(move || {
+                    EmbeddedLog::open(&dir, options).map_err(|e| format!("{}: {e}", dir.display()))
+                })
+                .await
+                .map_err(|e| format!("opening the log: {e}"))??;
+                let log = Arc::new(reopened);
+                bounded(&log);
+                slot.1 = Some(log.clone());
+                Ok(log)
+            })
+        },
+    )
+}
+
+/// Whether the ledger at `location` holds any channel, read without creating anything.
+fn ledger_has_channels(location: &Path) -> anyhow::Result<bool> {
+    let chains = location.join("chains");
+    match std::fs::read_dir(&chains) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading {}", chains.display())),
+    }
+}
+
+/// The genesis block to bootstrap from when the ledger is empty.
+fn genesis_block(config: &Config) -> anyhow::Result<Option<Block>> {
+    if ledger_has_channels(&config.file_ledger.location)? {
         return Ok(None);
     }
     match config.general.bootstrap() {
@@ -180,6 +257,10 @@ fn genesis_block(config: &Config, ledgers: &Ledgers) -> anyhow::Result<Option<Bl
 async fn serve(config: Config) -> anyhow::Result<()> {
     let began = Instant::now();
     let config = Arc::new(config);
+    // Watched from the start: a signal during start-up is handled once serving
+    // begins, never by the default action.
+    let signals = Signals::new()?;
+    // Everything that can be refused is checked before anything is created.
     let signer =
         SigningIdentity::load_msp_dir(&config.general.local_msp_dir, &config.general.local_msp_id)
             .with_context(|| {
@@ -192,6 +273,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     signer
         .check_not_expired(SystemTime::now())
         .context("the node's signing certificate")?;
+    let tls_settings = tls_settings(&config)?;
+    let genesis = genesis_block(&config)?;
+    let _locks = lock_data_dirs(&config)?;
+    // Bound before any chain starts, so that a port in use stops the node here;
+    // listening (clients can connect) only once the channels are loaded.
+    let addr = format!(
+        "{}:{}",
+        config.general.listen_address, config.general.listen_port
+    );
+    let context = || format!("listening on {addr} (General.ListenAddress/ListenPort)");
+    let socket = bind_socket(&addr).await.with_context(context)?;
+    let (ops_listener, ops_addr) =
+        korder_server::operations::bind(&config.operations.listen_address)
+            .await
+            .with_context(|| {
+                format!(
+                    "listening on {} (Operations.ListenAddress)",
+                    config.operations.listen_address
+                )
+            })?;
     let ledgers = Ledgers::open_dir(&config.file_ledger.location, StoreOptions::default())
         .with_context(|| {
             format!(
@@ -199,7 +300,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 config.file_ledger.location.display()
             )
         })?;
-    let genesis = genesis_block(&config, &ledgers)?;
+    // The lock is held: the ledger cannot have gained channels since the check.
+    let genesis = if ledgers.channels()?.is_empty() {
+        genesis
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let logs = Arc::new(NodeLogs {
         config: config.clone(),
@@ -223,16 +329,92 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await
     .context("registrar start-up")??;
+    let listener = match socket.listen(LISTEN_BACKLOG).with_context(context) {
+        Ok(l) => l,
+        Err(e) => {
+            let r = registrar.clone();
+            let _ = tokio::task::spawn_blocking(move || r.halt_all()).await;
+            return Err(e);
+        }
+    };
+    let served = run_server(
+        signals,
+        &config,
+        &registrar,
+        metrics,
+        tls_settings,
+        listener,
+        (ops_listener, ops_addr),
+        began,
+    )
+    .await;
+    if served.is_err() {
+        // The chains must not outlive the runtime they read their logs through.
+        let r = registrar.clone();
+        let _ = tokio::task::spawn_blocking(move || r.halt_all()).await;
+    }
+    served
+}
 
-    let addr = format!(
-        "{}:{}",
-        config.general.listen_address, config.general.listen_port
-    );
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("listening on {addr} (General.ListenAddress/ListenPort)"))?;
+/// Pending connections the gRPC listener queues.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` (the first of its addresses that binds), not yet listening.
+async fn bind_socket(addr: &str) -> std::io::Result<tokio::net::TcpSocket> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
+/// Locks the ledger directory and, unless every channel is on Kafka, the embedded
+/// log directory: a second node on the same data stops here.
+fn lock_data_dirs(config: &Config) -> anyhow::Result<Vec<DirLock>> {
+    let mut locks = vec![DirLock::acquire(&config.file_ledger.location)?];
+    if config.korder.log_backend != LogBackend::Kafka {
+        locks.push(DirLock::acquire(&config.embedded_log_dir())?);
+    }
+    for l in &locks {
+        tracing::debug!(lock = %l.path().display(), "data directory locked");
+    }
+    Ok(locks)
+}
+
+/// Serves gRPC until SIGINT/SIGTERM, then shuts down within the grace period.
+#[allow(clippy::too_many_arguments)]
+async fn run_server(
+    signals: Signals,
+    config: &Config,
+    registrar: &Registrar,
+    metrics: Arc<Metrics>,
+    tls_settings: Option<korder_server::tls::TlsSettings>,
+    listener: tokio::net::TcpListener,
+    (ops_listener, ops_addr): (tokio::net::TcpListener, std::net::SocketAddr),
+    began: Instant,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    let tls = tls_acceptor(&config, &registrar)?;
+    let tls = match tls_settings {
+        Some(settings) => Some(korder_server::tls::TlsAcceptor::new(
+            settings,
+            Arc::new(registrar.clone()),
+        )?),
+        None => None,
+    };
     let deliver = DeliverConfig {
         time_window: config.general.authentication.time_window,
         no_expiration_checks: config.general.authentication.no_expiration_checks,
@@ -245,15 +427,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let (ops_listener, ops_addr) =
-        korder_server::operations::bind(&config.operations.listen_address)
-            .await
-            .with_context(|| {
-                format!(
-                    "listening on {} (Operations.ListenAddress)",
-                    config.operations.listen_address
-                )
-            })?;
     let ops = tokio::spawn(korder_server::operations::serve(
         ops_listener,
         registrar.clone(),
@@ -292,43 +465,71 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
     );
     let router = server.add_service(service.into_server());
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    let shutdown = stopped();
+    let mut server = tokio::spawn(async move {
+        match tls {
+            Some(acceptor) => {
+                let incoming = korder_server::tls::incoming(listener, acceptor, connections);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                let incoming = korder_server::connections::incoming_plain(listener, connections);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+    });
+    let ended = tokio::select! {
+        () = signals.recv() => None,
+        r = &mut server => Some(r),
     };
-    match tls {
-        Some(acceptor) => {
-            let incoming = korder_server::tls::incoming(listener, acceptor, connections);
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
-        None => {
-            let incoming = korder_server::connections::incoming_plain(listener, connections);
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
-        }
+    // From here on the grace period bounds everything: the listener closes, the
+    // chains write their blocks in flight and stop, the ledgers close so that every
+    // Deliver stream ends, and whatever is still open at the deadline is dropped.
+    let grace = config.korder.shutdown_grace_period;
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop_tx.send(true);
+    tracing::info!(grace_period = ?grace, "shutting down: writing the blocks in flight and ending the streams");
+    let halting = {
+        let registrar = registrar.clone();
+        tokio::task::spawn_blocking(move || {
+            registrar.halt_all();
+            for id in registrar.channel_ids() {
+                if let Some(c) = registrar.channel(&id) {
+                    c.store.close();
+                }
+            }
+        })
+    };
+    if tokio::time::timeout_at(deadline, halting).await.is_err() {
+        tracing::error!(grace_period = ?grace, "the chains did not stop within the grace period; exiting anyway");
     }
-    .context("serving gRPC")?;
-    if let Ok(Err(e)) = ops.await {
+    let served = match ended {
+        Some(r) => Some(r),
+        None => match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::warn!(grace_period = ?grace, "streams still open at the end of the grace period: closing them");
+                server.abort();
+                None
+            }
+        },
+    };
+    if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, ops).await {
         tracing::warn!(error = %e, "operations endpoint");
     }
-    tracing::info!("shutting down: writing the blocks in flight");
-    tokio::task::spawn_blocking(move || registrar.halt_all())
-        .await
-        .context("halting the chains")?;
+    if let Some(r) = served {
+        r.context("the gRPC server task")?.context("serving gRPC")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The gRPC server's TLS acceptor when `General.TLS.Enabled`; with
-/// `ClientAuthRequired`, client roots are `ClientRootCAs` plus the TLS roots of every
-/// channel's organisations, following config changes.
-fn tls_acceptor(
-    config: &Config,
-    registrar: &Registrar,
-) -> anyhow::Result<Option<korder_server::tls::TlsAcceptor>> {
+/// The gRPC server's TLS settings when `General.TLS.Enabled`, read at start-up.
+fn tls_settings(config: &Config) -> anyhow::Result<Option<korder_server::tls::TlsSettings>> {
     let tls = &config.general.tls;
     if !tls.enabled {
         return Ok(None);
@@ -336,27 +537,34 @@ fn tls_acceptor(
     let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
         bail!("General.TLS.Enabled needs General.TLS.Certificate and General.TLS.PrivateKey");
     };
-    let settings = korder_server::tls::TlsSettings::load(
+    Ok(Some(korder_server::tls::TlsSettings::load(
         certificate,
         private_key,
         tls.client_auth_required,
         &tls.client_root_cas,
-    )?;
-    let acceptor = korder_server::tls::TlsAcceptor::new(settings, Arc::new(registrar.clone()))?;
-    Ok(Some(acceptor))
+    )?))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return std::future::pending().await;
+/// SIGTERM and SIGINT, watched from the moment this is created.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
     }
 }

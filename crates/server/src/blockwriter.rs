@@ -123,6 +123,11 @@ impl BlockWriter {
         Ok(self.writer.wait_durable(number)?)
     }
 
+    /// Why the ledger writer stopped, if a block write failed.
+    pub fn failure(&self) -> Option<String> {
+        self.writer.failure().map(|e| e.to_string())
+    }
+
     /// Writes the block in flight and stops.
     pub fn close(self) -> Result<(), WriteError> {
         Ok(self.writer.close()?)

@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,6 +61,22 @@ pub struct ChainStatus {
 /// How a start-up attempt cut short by its phase's end reports itself.
 const NO_ANSWER: &str = "no answer within";
 
+/// Longest a Broadcast waits for a chain to take envelopes (while a config
+/// resubmission has closed ingress) before it is answered SERVICE_UNAVAILABLE.
+pub const READY_WAIT: Duration = Duration::from_secs(3);
+
+/// Default bound on one log append as Broadcast sees it.
+pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First pause before a chain stopped by an I/O error rebuilds itself.
+pub const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
+
+/// Longest pause between two rebuilds of a chain stopped by I/O errors.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A chain that ran this long before its I/O error starts over from the shortest pause.
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(30);
+
 /// Config-related work the chain hands back to the node.
 pub trait ConfigHooks: Send + Sync + 'static {
     /// Re-runs the channel's filters on a normal envelope validated under an older
@@ -93,6 +109,9 @@ pub struct ChainParams {
     /// How long the log may fail to deliver records before the chain reports itself
     /// errored (Deliver then answers SERVICE_UNAVAILABLE); `Kafka.Retry.NetworkTimeouts.ReadTimeout`.
     pub read_timeout: Duration,
+    /// Longest a Broadcast waits for its envelope's log append before it is answered
+    /// SERVICE_UNAVAILABLE (the record may still be ordered: the client resubmits).
+    pub append_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -174,8 +193,36 @@ struct Shared {
     channel: String,
     status: watch::Sender<ChainStatus>,
     halt: watch::Sender<bool>,
-    appender: OnceLock<Box<dyn Appender>>,
+    /// The open log's append side; replaced when the chain rebuilds itself.
+    appender: Mutex<Option<Arc<dyn Appender>>>,
+    append_timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn set_appender(&self, appender: Arc<dyn Appender>) {
+        *self.appender.lock().unwrap_or_else(|p| p.into_inner()) = Some(appender);
+    }
+
+    fn appender(&self) -> Option<Arc<dyn Appender>> {
+        self.appender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Why ingress refuses now, if it does: halted, not started, or stopped by an error.
+fn refusal(s: &ChainStatus) -> Option<ConsenterError> {
+    if s.halted {
+        Some(ConsenterError::Halted)
+    } else if let (true, Some(e)) = (s.errored, &s.error) {
+        Some(ConsenterError::Stopped(e.clone()))
+    } else if !s.started {
+        Some(ConsenterError::NotStarted)
+    } else {
+        None
+    }
 }
 
 /// A running chain: the ingress side (WaitReady, Order, Configure) and its status.
@@ -194,52 +241,50 @@ impl std::fmt::Debug for ChainHandle {
 }
 
 impl ChainHandle {
-    /// Waits until ingress may proceed: refuses before start-up finished and after a
-    /// halt, waits while a config resubmission is in flight.
+    /// Waits until ingress may proceed: refuses at once before start-up finished,
+    /// after a halt and while the chain is stopped by an error; waits at most
+    /// [`READY_WAIT`] while a config resubmission is in flight.
     pub async fn wait_ready(&self) -> Result<(), ConsenterError> {
         let mut rx = self.shared.status.subscribe();
-        loop {
-            {
-                let s = rx.borrow_and_update();
-                if s.halted {
+        let wait = async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if let Some(e) = refusal(&s) {
+                        return Err(e);
+                    }
+                    if s.ingress_open {
+                        return Ok(());
+                    }
+                }
+                if rx.changed().await.is_err() {
                     return Err(ConsenterError::Halted);
                 }
-                if !s.started {
-                    return Err(ConsenterError::NotStarted);
-                }
-                if s.ingress_open {
-                    return Ok(());
-                }
             }
-            if rx.changed().await.is_err() {
-                return Err(ConsenterError::Halted);
-            }
-        }
+        };
+        tokio::time::timeout(READY_WAIT, wait)
+            .await
+            .unwrap_or(Err(ConsenterError::NotReady(READY_WAIT)))
     }
 
     fn enqueue(&self, record: Bytes) -> BoxFuture<'static, Result<(), ConsenterError>> {
-        let refusal = {
-            let s = self.shared.status.borrow();
-            if s.halted {
-                Some(ConsenterError::Halted)
-            } else if !s.started {
-                Some(ConsenterError::NotStarted)
-            } else {
-                None
-            }
-        };
-        if let Some(e) = refusal {
+        let refused = refusal(&self.shared.status.borrow());
+        if let Some(e) = refused {
             return Box::pin(async move { Err(e) });
         }
-        let Some(appender) = self.shared.appender.get() else {
+        let Some(appender) = self.shared.appender() else {
             return Box::pin(async { Err(ConsenterError::NotStarted) });
         };
         let append = appender.append(record);
+        let limit = self.shared.append_timeout;
         Box::pin(async move {
-            append
-                .await
-                .map(|_| ())
-                .map_err(|e| ConsenterError::CannotEnqueue(e.to_string()))
+            match tokio::time::timeout(limit, append).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(ConsenterError::CannotEnqueue(e.to_string())),
+                Err(_) => Err(ConsenterError::CannotEnqueue(format!(
+                    "the log did not confirm the append within {limit:?}"
+                ))),
+            }
         })
     }
 
@@ -310,7 +355,73 @@ fn start<L: Log>(
     checked: bool,
 ) -> Result<ChainHandle, StartError> {
     let channel = params.state.id().to_string();
-    let store = params.store.clone();
+    let (chain, writer, resume) = build(
+        &channel,
+        &params.store,
+        &params.signer,
+        params.state.sequence(),
+        checked,
+    )?;
+    let (status, _) = watch::channel(ChainStatus {
+        errored: true,
+        ..Default::default()
+    });
+    let (halt, halt_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        channel: channel.clone(),
+        status,
+        halt,
+        appender: Mutex::new(None),
+        append_timeout: params.append_timeout,
+        thread: Mutex::new(None),
+    });
+    let runner = Runner {
+        open,
+        resume,
+        checked,
+        retry: params.retry,
+        read_timeout: params.read_timeout,
+        failing_since: None,
+        log: None,
+        chain,
+        writer: Some(writer),
+        store: params.store,
+        signer: params.signer,
+        state: params.state,
+        hooks: params.hooks,
+        rt: params.runtime,
+        shared: shared.clone(),
+        halt: halt_rx,
+        timer: None,
+        metrics: params.metrics,
+        pending_since: None,
+        start_failed_io: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("chain-{channel}"))
+        .spawn(move || runner.run())
+        .map_err(|source| StartError::Thread {
+            channel: channel.clone(),
+            source,
+        })?;
+    match shared.thread.lock() {
+        Ok(mut t) => *t = Some(thread),
+        Err(p) => *p.into_inner() = Some(thread),
+    }
+    Ok(ChainHandle { shared })
+}
+
+/// The state machine and block writer continuing `store`'s chain, and what the log
+/// must hold for it (when `checked`): at start-up, and when a chain stopped by an
+/// I/O error rebuilds itself from the ledger.
+fn build(
+    channel: &str,
+    store: &BlockStore,
+    signer: &Arc<dyn Signer>,
+    sequence: u64,
+    checked: bool,
+) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {
+    let channel = channel.to_string();
     let height = store.height();
     let last_block = match store.last_block_number() {
         Some(n) => Some(store.block(n).map_err(|e| StartError::Metadata {
@@ -355,54 +466,9 @@ fn start<L: Log>(
         channel: channel.clone(),
         reason: e.to_string(),
     })?;
-    let writer = BlockWriter::new(store, params.signer.clone(), params.state.sequence()).map_err(
-        |source| StartError::Writer {
-            channel: channel.clone(),
-            source,
-        },
-    )?;
-    let (status, _) = watch::channel(ChainStatus {
-        errored: true,
-        ..Default::default()
-    });
-    let (halt, halt_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        channel: channel.clone(),
-        status,
-        halt,
-        appender: OnceLock::new(),
-        thread: Mutex::new(None),
-    });
-    let runner = Runner {
-        open,
-        resume,
-        retry: params.retry,
-        read_timeout: params.read_timeout,
-        failing_since: None,
-        log: None,
-        chain,
-        writer: Some(writer),
-        state: params.state,
-        hooks: params.hooks,
-        rt: params.runtime,
-        shared: shared.clone(),
-        halt: halt_rx,
-        timer: None,
-        metrics: params.metrics,
-        pending_since: None,
-    };
-    let thread = std::thread::Builder::new()
-        .name(format!("chain-{channel}"))
-        .spawn(move || runner.run())
-        .map_err(|source| StartError::Thread {
-            channel: channel.clone(),
-            source,
-        })?;
-    match shared.thread.lock() {
-        Ok(mut t) => *t = Some(thread),
-        Err(p) => *p.into_inner() = Some(thread),
-    }
-    Ok(ChainHandle { shared })
+    let writer = BlockWriter::new(store.clone(), signer.clone(), sequence)
+        .map_err(|source| StartError::Writer { channel, source })?;
+    Ok((chain, writer, resume))
 }
 
 struct Support<'a> {
@@ -447,12 +513,20 @@ enum Event {
     Halt,
     Record(Result<LogRecord, LogError>),
     Timer(TimerId),
+    /// Time to look whether the ledger writer has failed since the last block.
+    CheckWriter,
 }
+
+/// How often an idle chain looks whether its last block write failed: a failure
+/// stops and rebuilds the chain within this bound rather than at the next block.
+const WRITER_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 struct Runner<L: Log> {
     open: LogOpener<L>,
     /// What the log must hold before the chain writes to it.
     resume: ResumePoint,
+    /// Whether the log is checked against the ledger before use (shared logs).
+    checked: bool,
     retry: RetryPolicy,
     read_timeout: Duration,
     /// When the log started failing to deliver records (transient errors).
@@ -460,6 +534,8 @@ struct Runner<L: Log> {
     log: Option<Arc<L>>,
     chain: Chain,
     writer: Option<BlockWriter>,
+    store: BlockStore,
+    signer: Arc<dyn Signer>,
     state: Arc<ChannelState>,
     hooks: Arc<dyn ConfigHooks>,
     rt: Handle,
@@ -469,12 +545,24 @@ struct Runner<L: Log> {
     metrics: Arc<Metrics>,
     /// When the pending batch got its first envelope (block fill duration).
     pending_since: Option<Instant>,
+    /// The last start-up attempt failed on a local I/O error (the chain rebuilds
+    /// itself and tries again rather than stopping for good).
+    start_failed_io: bool,
 }
 
 /// Ends the chain's processing loop.
 enum Exit {
     Halted,
+    /// Stopped for good: retrying cannot help (a broken invariant, a refused log).
     Failed(String),
+    /// Stopped by an I/O error (a full disk, say): the chain rebuilds itself from
+    /// the ledger after a pause and goes on once writes succeed again.
+    Io(String),
+}
+
+/// Errors of the log that come from its storage and may heal (space freed).
+fn is_io(e: &LogError) -> bool {
+    matches!(e, LogError::Io { .. } | LogError::Broken(_))
 }
 
 impl<L: Log> Runner<L> {
@@ -483,30 +571,109 @@ impl<L: Log> Runner<L> {
     }
 
     fn run(mut self) {
-        let exit = self
-            .start()
-            .and_then(|mut reader| self.main_loop(&mut reader));
-        let error = match exit {
-            Err(Exit::Failed(e)) => {
-                tracing::error!(channel = %self.channel(), error = %e, "chain stopped");
-                Some(e)
+        let mut backoff = RESTART_BACKOFF_MIN;
+        loop {
+            let began = Instant::now();
+            let exit = self
+                .start()
+                .and_then(|mut reader| self.main_loop(&mut reader));
+            let (error, restart) = match exit {
+                Err(Exit::Failed(e)) => (Some(e), false),
+                Err(Exit::Io(e)) => (Some(e), true),
+                Ok(()) | Err(Exit::Halted) => (None, false),
+            };
+            if let Some(w) = self.writer.take()
+                && let Err(e) = w.close()
+            {
+                tracing::error!(channel = %self.shared.channel, error = %e, "closing the block writer");
             }
-            _ => None,
-        };
-        if let Some(w) = self.writer.take()
-            && let Err(e) = w.close()
-        {
-            tracing::error!(channel = %self.shared.channel, error = %e, "closing the block writer");
+            let halted = *self.halt.borrow();
+            if restart && !halted {
+                if began.elapsed() >= RESTART_BACKOFF_RESET {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+                tracing::error!(
+                    channel = %self.channel(),
+                    error = error.as_deref().unwrap_or_default(),
+                    retry_in = ?backoff,
+                    "chain stopped by an I/O error; it rebuilds itself from the ledger and retries"
+                );
+                self.shared.status.send_modify(|s| {
+                    s.started = false;
+                    s.errored = true;
+                    s.ingress_open = false;
+                    s.error = error;
+                });
+                loop {
+                    if !self.pause(backoff) {
+                        self.stopped(true, None);
+                        return;
+                    }
+                    backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                    if self.rebuild() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            if let Some(e) = &error {
+                tracing::error!(channel = %self.channel(), error = %e, "chain stopped");
+            }
+            self.stopped(halted, error);
+            return;
         }
-        let halted = *self.halt.borrow();
+    }
+
+    /// Publishes the final status: ingress refused, Deliver errored.
+    fn stopped(&self, halted: bool, error: Option<String>) {
         self.shared.status.send_modify(|s| {
             s.errored = true;
+            s.started = false;
             s.halted = halted;
             s.ingress_open = false;
             if error.is_some() {
                 s.error = error;
             }
         });
+    }
+
+    /// Sleeps `pause`; false if the chain was halted meanwhile.
+    fn pause(&self, pause: Duration) -> bool {
+        let mut halt = self.halt.clone();
+        self.rt.block_on(async move {
+            tokio::select! {
+                _ = halt.wait_for(|h| *h) => false,
+                _ = tokio::time::sleep(pause) => true,
+            }
+        })
+    }
+
+    /// Rebuilds the state machine and the block writer from the ledger, and lets the
+    /// next start-up reopen the log; false (logged) if the ledger cannot be read.
+    fn rebuild(&mut self) -> bool {
+        match build(
+            &self.shared.channel,
+            &self.store,
+            &self.signer,
+            self.state.sequence(),
+            self.checked,
+        ) {
+            Ok((chain, writer, resume)) => {
+                self.chain = chain;
+                self.resume = resume;
+                self.writer = Some(writer);
+                self.log = None;
+                self.timer = None;
+                self.pending_since = None;
+                self.failing_since = None;
+                tracing::info!(channel = %self.channel(), height = self.store.height(), "chain rebuilt from the ledger");
+                true
+            }
+            Err(e) => {
+                tracing::error!(channel = %self.channel(), error = %e, "cannot rebuild the chain from the ledger");
+                false
+            }
+        }
     }
 
     /// Opens the log, posts CONNECT and opens the reader where the ledger left off,
@@ -539,7 +706,7 @@ impl<L: Log> Runner<L> {
                 match self.attempt(from, at, budget) {
                     None => return Err(Exit::Halted),
                     Some(Ok((log, reader))) => {
-                        let _ = self.shared.appender.set(Box::new(LogAppender(log.clone())));
+                        self.shared.set_appender(Arc::new(LogAppender(log.clone())));
                         self.log = Some(log);
                         return self.started(reader, from);
                     }
@@ -563,9 +730,12 @@ impl<L: Log> Runner<L> {
                 }
             }
         }
-        Err(Exit::Failed(format!(
-            "cannot start reading the log from {from:?}: {last_error}"
-        )))
+        let error = format!("cannot start reading the log from {from:?}: {last_error}");
+        if self.start_failed_io {
+            Err(Exit::Io(error))
+        } else {
+            Err(Exit::Failed(error))
+        }
     }
 
     /// One start-up attempt at `at`: open the log (unless open), check that it is
@@ -584,12 +754,18 @@ impl<L: Log> Runner<L> {
         let resume = self.resume.clone();
         let channel = self.shared.channel.clone();
         let read_timeout = self.read_timeout;
-        self.rt.block_on(async move {
+        // A local log (one attempt) that fails to open or to write is an I/O problem.
+        let local = self.retry == RetryPolicy::ONCE;
+        let mut io = false;
+        let answer = self.rt.block_on(async {
             let work = async {
                 tokio::time::sleep_until(at.into()).await;
                 let log = match existing {
                     Some(l) => l,
-                    None => opener.await.map_err(ResumeError::Transient)?,
+                    None => opener.await.map_err(|e| {
+                        io = local;
+                        ResumeError::Transient(e)
+                    })?,
                 };
                 crate::resume::check(&*log, &channel, &resume, read_timeout).await?;
                 let step = async {
@@ -598,7 +774,10 @@ impl<L: Log> Runner<L> {
                 };
                 match step.await {
                     Ok(reader) => Ok((log, reader)),
-                    Err(e) => Err(ResumeError::Transient(format!("{e}"))),
+                    Err(e) => {
+                        io = is_io(&e);
+                        Err(ResumeError::Transient(format!("{e}")))
+                    }
                 }
             };
             let bounded = async {
@@ -615,7 +794,9 @@ impl<L: Log> Runner<L> {
                 _ = halt.wait_for(|h| *h) => None,
                 r = bounded => Some(r),
             }
-        })
+        });
+        self.start_failed_io = io;
+        answer
     }
 
     fn started(
@@ -652,6 +833,7 @@ impl<L: Log> Runner<L> {
                 _ = halt.wait_for(|h| *h) => Event::Halt,
                 id = sleep => Event::Timer(id),
                 r = reader.next() => Event::Record(r),
+                () = tokio::time::sleep(WRITER_CHECK_INTERVAL) => Event::CheckWriter,
             }
         })
     }
@@ -660,6 +842,12 @@ impl<L: Log> Runner<L> {
         loop {
             let commands = match self.next_event(reader) {
                 Event::Halt => return Err(Exit::Halted),
+                Event::CheckWriter => {
+                    if let Some(e) = self.writer.as_ref().and_then(BlockWriter::failure) {
+                        return Err(Exit::Io(format!("writing a block: {e}")));
+                    }
+                    continue;
+                }
                 Event::Timer(id) => {
                     self.timer = None;
                     self.chain.on_timer_fired(id)
@@ -685,6 +873,9 @@ impl<L: Log> Runner<L> {
                 Event::Record(Err(LogError::Unavailable(e))) => {
                     self.log_unavailable(&e);
                     continue;
+                }
+                Event::Record(Err(e)) if is_io(&e) => {
+                    return Err(Exit::Io(format!("reading the log: {e}")));
                 }
                 Event::Record(Err(e)) => {
                     return Err(Exit::Failed(format!("reading the log: {e}")));
@@ -745,7 +936,7 @@ impl<L: Log> Runner<L> {
                     );
                     writer
                         .write_block(block, Some(&metadata), sequence)
-                        .map_err(|e| Exit::Failed(format!("writing block {number}: {e}")))?;
+                        .map_err(|e| write_exit(format!("writing block {number}"), e))?;
                 }
                 Command::WriteConfigBlock {
                     number,
@@ -755,9 +946,9 @@ impl<L: Log> Runner<L> {
                     self.record_block(number.0, &metadata);
                     // Let the previous block land before the config changes.
                     if number.0 > 0 {
-                        self.writer_mut()?
-                            .wait_durable(number.0 - 1)
-                            .map_err(|e| Exit::Failed(e.to_string()))?;
+                        self.writer_mut()?.wait_durable(number.0 - 1).map_err(|e| {
+                            write_exit(format!("writing block {}", number.0 - 1), e)
+                        })?;
                     }
                     let type_before = self.state.bundle().orderer.consensus_type.clone();
                     self.hooks
@@ -785,10 +976,10 @@ impl<L: Log> Runner<L> {
                     let block = writer.create_next_block(vec![envelope]);
                     writer
                         .write_block(block, consenter, sequence)
-                        .map_err(|e| Exit::Failed(format!("writing config block {number}: {e}")))?;
+                        .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                     writer
                         .wait_durable(number.0)
-                        .map_err(|e| Exit::Failed(format!("writing config block {number}: {e}")))?;
+                        .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                 }
                 Command::StartTimer { id, timeout } => {
                     self.timer = Some((id, Instant::now() + timeout));
@@ -855,6 +1046,15 @@ impl<L: Log> Runner<L> {
         self.writer
             .as_mut()
             .ok_or_else(|| Exit::Failed("the block writer is closed".into()))
+    }
+}
+
+/// A failed block write: the ledger's errors (a full disk, say) may heal, so the
+/// chain rebuilds itself; a signing failure does not.
+fn write_exit(what: String, e: WriteError) -> Exit {
+    match e {
+        WriteError::Ledger(_) => Exit::Io(format!("{what}: {e}")),
+        _ => Exit::Failed(format!("{what}: {e}")),
     }
 }
 

@@ -212,6 +212,7 @@ impl Registrar {
             runtime: self.inner.runtime.clone(),
             retry: crate::chain::RetryPolicy::ONCE,
             read_timeout: std::time::Duration::from_secs(30),
+            append_timeout: crate::chain::DEFAULT_APPEND_TIMEOUT,
             metrics: self.inner.metrics.clone(),
         };
         let chain = self.inner.logs.start_chain(&bundle, params)?;

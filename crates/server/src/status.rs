@@ -67,6 +67,12 @@ pub enum ConsenterError {
     Halted,
     #[error("cannot enqueue: {0}")]
     CannotEnqueue(String),
+    /// The chain stopped on an error (it may be rebuilding itself).
+    #[error("consenter for this channel has stopped: {0}")]
+    Stopped(String),
+    /// Ingress stayed closed (a config resubmission in flight) for this long.
+    #[error("consenter for this channel is not ready (waited {0:?}); try again later")]
+    NotReady(std::time::Duration),
 }
 
 impl ConsenterError {
