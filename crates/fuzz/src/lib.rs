@@ -14,6 +14,7 @@ pub mod block;
 pub mod cert;
 pub mod chain;
 pub mod config_update;
+pub mod log_segments;
 pub mod orderer_yaml;
 pub mod seeds;
 
@@ -29,4 +30,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chain_records", chain::chain_records),
     ("config_update", config_update::config_update),
     ("orderer_yaml", orderer_yaml::orderer_yaml),
+    ("log_segments", log_segments::log_segments),
 ];

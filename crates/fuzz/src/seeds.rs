@@ -145,6 +145,12 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
         add("chain_records", format!("record{i}"), r.to_vec());
     }
     add("chain_records", "counting".into(), (0u8..=255).collect());
+    add("log_segments", "counting".into(), (0u8..=255).collect());
+    add(
+        "log_segments",
+        "records-no-damage".into(),
+        [vec![3u8], vec![40u8; 40], vec![9u8, 1, 0, 0, 0]].concat(),
+    );
     add("config_update", "structured-zero".into(), vec![0u8; 64]);
     add(
         "config_update",
