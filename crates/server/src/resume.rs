@@ -201,7 +201,11 @@ impl ReadError {
     }
 }
 
-/// Reads the records `lo..=hi`, each read bounded by `read_timeout`.
+/// Pause after a transient client error before reading again.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Reads the records `lo..=hi`, each read bounded by `read_timeout` (transient
+/// client errors within that bound are waited out).
 async fn read_range<L: Log>(
     log: &L,
     lo: i64,
@@ -224,8 +228,19 @@ async fn read_range<L: Log>(
         .await
         .map_err(classify)?;
     let mut out = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + read_timeout;
     while out.last().is_none_or(|r: &LogRecord| r.offset.0 < hi) {
-        let record = match tokio::time::timeout(read_timeout, reader.next()).await {
+        let record = match tokio::time::timeout_at(deadline, reader.next()).await {
+            // The client reports a broker it cannot reach (one that is down while
+            // another leads the partition) and keeps trying: so does the check,
+            // within the same bound.
+            Ok(Err(LogError::Unavailable(_))) => {
+                tokio::time::sleep_until(
+                    deadline.min(tokio::time::Instant::now() + UNAVAILABLE_PAUSE),
+                )
+                .await;
+                continue;
+            }
             Ok(r) => r.map_err(classify)?,
             Err(_) => {
                 return Err(ReadError::Other(format!(
@@ -235,6 +250,7 @@ async fn read_range<L: Log>(
             }
         };
         out.push(record);
+        deadline = tokio::time::Instant::now() + read_timeout;
     }
     Ok(out)
 }
