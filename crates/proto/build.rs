@@ -24,13 +24,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     println!("cargo:rerun-if-changed=protos");
     let descriptors = protox::compile(&files, [&root])?;
+    // The AtomicBroadcast client and server stubs need tonic; only the `grpc` feature
+    // brings it in, so that the crates that merely read Fabric's messages compile no
+    // transport.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
         // Bytes fields share one allocation with the buffer they were decoded from.
         .bytes(".")
         // Sorted maps: a config tree re-encodes the same way every time.
         .btree_map(".")
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! as received: whatever is hashed or signed is never re-encoded.
 //!
 //! This crate holds types only. It must never grow I/O, policy or business logic.
+//! The `grpc` feature adds the AtomicBroadcast client and server stubs, and with them
+//! tonic's transport; crates that only read or write Fabric's messages (the chain
+//! state machine, the ledger, the config tree) leave it off and compile no transport.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -20,7 +23,8 @@ pub mod msp {
     include!(concat!(env!("OUT_DIR"), "/msp.rs"));
 }
 
-/// `package orderer`: the AtomicBroadcast service, seek messages, log records, orderer config values.
+/// `package orderer`: seek messages, log records, orderer config values; with the `grpc`
+/// feature, the AtomicBroadcast client and server stubs.
 pub mod orderer {
     include!(concat!(env!("OUT_DIR"), "/orderer.rs"));
 }
