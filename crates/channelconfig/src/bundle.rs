@@ -421,7 +421,7 @@ fn orderer_values(group: &ConfigGroup) -> Result<OrdererValues, ConfigError> {
             "BatchSize" => batch_size = decode(&path, &value.value)?,
             "BatchTimeout" => {
                 let v: BatchTimeout = decode(&path, &value.value)?;
-                let d = korder_config::parse_duration(&v.timeout).map_err(|e| {
+                let d = korder_types::duration::parse(&v.timeout).map_err(|e| {
                     ConfigError::Invalid(format!(
                         "attempted to set the batch timeout to a invalid value: {e}"
                     ))

@@ -20,7 +20,6 @@ use korder_proto::orderer::{
 };
 
 use crate::bundle::{APPLICATION_GROUP, CONSORTIUMS_GROUP, ORDERER_GROUP};
-use crate::duration::format_go_duration;
 
 const ADMINS: &str = "Admins";
 const READERS: &str = "Readers";
@@ -147,7 +146,7 @@ impl ChannelProfile {
             "BatchTimeout".into(),
             value(
                 &BatchTimeout {
-                    timeout: format_go_duration(self.batch_timeout),
+                    timeout: korder_types::duration::format(self.batch_timeout),
                 },
                 ADMINS,
             ),

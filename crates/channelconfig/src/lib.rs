@@ -30,7 +30,6 @@
 
 pub mod bundle;
 pub mod configtx;
-pub mod duration;
 pub mod envelope;
 pub mod genesis;
 pub mod policies;
@@ -40,7 +39,6 @@ pub use configtx::{
     ConfigTxError, check_channel_creation, check_channel_limit, new_channel_config,
     propose_config_update, validate_config_envelope, validate_new,
 };
-pub use duration::format_go_duration;
 pub use envelope::{EnvelopeSigner, config_tx, orderer_tx};
 pub use genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
 pub use policies::{MspManager, PolicyError, PolicyManager, SignedData};

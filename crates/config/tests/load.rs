@@ -575,7 +575,10 @@ fn summary_masks_secrets() {
     c.general.bccsp.pkcs11.pin = Some("98765".into());
     let s = c.summary();
     assert!(s.contains("listen=127.0.0.1:7050"), "{s}");
-    assert!(s.contains("kafka.retry=short:5s/10m,long:5m/12h"), "{s}");
+    assert!(
+        s.contains("kafka.retry=short:5s/10m0s,long:5m0s/12h0m0s"),
+        "{s}"
+    );
     assert!(s.contains("kafka.sasl.user=orderer,password=****"), "{s}");
     assert!(s.contains("kafka.tls.key=inline"), "{s}");
     assert!(!s.contains("hunter2"), "{s}");
@@ -647,8 +650,8 @@ fn generated_yaml_reads_like_orderer_yaml() {
     for line in [
         "General:\n",
         "  ListenPort: 7050\n",
-        "    ShortInterval: 1m\n",
-        "    TimeWindow: 15m\n",
+        "    ShortInterval: 1m0s\n",
+        "    TimeWindow: 15m0s\n",
         "  Location: /data/ledger\n",
         "  LogBackend: auto\n",
     ] {

@@ -1,6 +1,7 @@
 //! The librdkafka client context: routes the client's own log lines and error
 //! callbacks into `tracing`, tagged with the topic the client serves.
 
+use korder_types::sync::MutexExt;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
@@ -39,10 +40,7 @@ impl TracingContext {
 
     /// The last connection-level error reported by the client, if any.
     pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.last_error.lock_unpoisoned().clone()
     }
 
     fn note_error(&self, error: &KafkaError, reason: &str) {
@@ -60,10 +58,7 @@ impl TracingContext {
     }
 
     fn set_last_error(&self, text: String) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
+        *self.last_error.lock_unpoisoned() = Some(text);
     }
 }
 

@@ -1076,9 +1076,7 @@ impl UpdateArgs {
             max_message_count: self.batch_size_max_message_count,
             absolute_max_bytes: self.batch_absolute_max_bytes,
             preferred_max_bytes: self.batch_preferred_max_bytes,
-            batch_timeout: self
-                .batch_timeout
-                .map(korder_channelconfig::format_go_duration),
+            batch_timeout: self.batch_timeout.map(korder_config::format_duration),
             consensus_state: self.consensus_state,
             consensus_type: self.consensus_type.clone(),
             consensus_metadata,
