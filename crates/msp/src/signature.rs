@@ -78,17 +78,13 @@ pub fn signature_to_low_s(
     curve: EcCurve,
     der_signature: &[u8],
 ) -> Result<Option<Vec<u8>>, VerifyError> {
-    let malformed = |reason| VerifyError::MalformedSignature { reason };
-    let (r, s) = yasna::parse_der(der_signature, |reader| {
-        reader.read_sequence(|seq| {
-            let r = seq.next().read_bigint_bytes()?;
-            let s = seq.next().read_bigint_bytes()?;
-            Ok((r, s))
-        })
-    })
-    .map_err(|_| malformed("not a DER SEQUENCE of two INTEGERs"))?;
-    let r = positive_magnitude(r, "r")?;
-    let s = positive_magnitude(s, "s")?;
+    let pair = read_der_pair(der_signature)?;
+    if pair.trailing {
+        return Err(VerifyError::MalformedSignature {
+            reason: "unexpected data after the SEQUENCE",
+        });
+    }
+    let (r, s) = (pair.r, pair.s);
     let order = curve.order();
     if r.len() > order.len() || s.len() > order.len() {
         return Err(VerifyError::OutOfRange {
@@ -100,17 +96,62 @@ pub fn signature_to_low_s(
     if s_wide.as_slice() >= order {
         return Err(VerifyError::OutOfRange { component: "s" });
     }
-    let mirrored = sub_be(order, &s_wide);
+    let mut mirrored = vec![0u8; order.len()];
+    sub_be(order, &s_wide, &mut mirrored);
     // n is odd, so s and n - s differ; the high one is the larger of the two.
     if s_wide <= mirrored {
         return Ok(None);
     }
-    Ok(Some(yasna::construct_der(|writer| {
+    Ok(Some(encode_der_pair(&r, &mirrored)))
+}
+
+/// The two INTEGERs of a DER ECDSA signature, as positive big-endian magnitudes
+/// without leading zeros.
+struct DerPair {
+    r: Vec<u8>,
+    s: Vec<u8>,
+    /// Whether bytes follow the SEQUENCE.
+    trailing: bool,
+}
+
+/// Reads a strict DER `SEQUENCE { INTEGER r, INTEGER s }`: definite minimal lengths,
+/// minimal INTEGER encodings, nothing else inside the SEQUENCE, `r` and `s` above zero.
+fn read_der_pair(der: &[u8]) -> Result<DerPair, VerifyError> {
+    let mut read = None;
+    let outcome = yasna::parse_der(der, |reader| {
+        read = Some(reader.read_sequence(|seq| {
+            let r = seq.next().read_bigint_bytes()?;
+            let s = seq.next().read_bigint_bytes()?;
+            Ok((r, s))
+        })?);
+        Ok(())
+    });
+    // yasna also insists that nothing follows the value; the callback has already
+    // handed the SEQUENCE out when that is the only complaint, so trailing bytes are
+    // told apart from a malformed signature and left to the caller.
+    let Some((r, s)) = read else {
+        let reason = match outcome.map_err(|e| e.kind()) {
+            Err(yasna::ASN1ErrorKind::Eof) => "truncated DER",
+            Err(yasna::ASN1ErrorKind::Extra) => "unexpected data after s inside the SEQUENCE",
+            _ => "not a DER SEQUENCE of two minimally encoded INTEGERs",
+        };
+        return Err(VerifyError::MalformedSignature { reason });
+    };
+    Ok(DerPair {
+        r: positive_magnitude(r, "r")?,
+        s: positive_magnitude(s, "s")?,
+        trailing: outcome.is_err(),
+    })
+}
+
+/// Minimal DER `SEQUENCE { INTEGER r, INTEGER s }` of two positive big-endian magnitudes.
+fn encode_der_pair(r: &[u8], s: &[u8]) -> Vec<u8> {
+    yasna::construct_der(|writer| {
         writer.write_sequence(|seq| {
-            seq.next().write_bigint_bytes(&r, true);
-            seq.next().write_bigint_bytes(&mirrored, true);
+            seq.next().write_bigint_bytes(r, true);
+            seq.next().write_bigint_bytes(s, true);
         });
-    })))
+    })
 }
 
 /// The magnitude of a DER INTEGER read by yasna, refusing zero and negative values.
@@ -125,10 +166,13 @@ fn positive_magnitude(
     Ok(bytes[skip..].to_vec())
 }
 
-/// `a - b` for equal-width big-endian numbers with `a >= b`.
-fn sub_be(a: &[u8], b: &[u8]) -> Vec<u8> {
-    assert_eq!(a.len(), b.len(), "operands must have the same width");
-    let mut out = vec![0u8; a.len()];
+/// `out = a - b` for equal-width big-endian numbers with `a >= b`: the one
+/// subtraction behind every low-S rewrite (`n - s`).
+fn sub_be(a: &[u8], b: &[u8], out: &mut [u8]) {
+    assert!(
+        a.len() == b.len() && a.len() == out.len(),
+        "operands must have the same width"
+    );
     let mut borrow = 0i16;
     for i in (0..a.len()).rev() {
         let mut d = i16::from(a[i]) - i16::from(b[i]) - borrow;
@@ -141,7 +185,6 @@ fn sub_be(a: &[u8], b: &[u8]) -> Vec<u8> {
         out[i] = d as u8;
     }
     assert_eq!(borrow, 0, "subtrahend must not exceed the minuend");
-    out
 }
 
 /// Why a signature was not accepted.
@@ -302,25 +345,11 @@ impl EcdsaSignature {
     /// Bytes after the sequence are ignored, as Fabric's decoder ignores them.
     /// Non-minimal integer encodings and negative values are rejected.
     pub fn from_der(der: &[u8]) -> Result<Self, VerifyError> {
-        let malformed = |reason| VerifyError::MalformedSignature { reason };
-        let (tag, body, _trailing) = read_tlv(der).ok_or(malformed("truncated sequence"))?;
-        if tag != TAG_SEQUENCE {
-            return Err(malformed("expected a SEQUENCE"));
-        }
-        let (tag, r_bytes, rest) = read_tlv(body).ok_or(malformed("truncated r"))?;
-        if tag != TAG_INTEGER {
-            return Err(malformed("expected INTEGER r"));
-        }
-        let (tag, s_bytes, rest) = read_tlv(rest).ok_or(malformed("truncated s"))?;
-        if tag != TAG_INTEGER {
-            return Err(malformed("expected INTEGER s"));
-        }
-        if !rest.is_empty() {
-            return Err(malformed("unexpected data after s inside the SEQUENCE"));
-        }
-        let r = decode_positive_integer(r_bytes, "r")?;
-        let s = decode_positive_integer(s_bytes, "s")?;
-        Ok(Self { r, s })
+        let pair = read_der_pair(der)?;
+        Ok(Self {
+            r: scalar_from_magnitude(&pair.r, "r")?,
+            s: scalar_from_magnitude(&pair.s, "s")?,
+        })
     }
 
     /// `r`, big-endian, 32 bytes.
@@ -368,64 +397,15 @@ impl EcdsaSignature {
 
     /// Minimal DER `SEQUENCE { INTEGER r, INTEGER s }`.
     pub fn to_der(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(2 * (P256_SCALAR_LEN + 3));
-        encode_positive_integer(&self.r, &mut body);
-        encode_positive_integer(&self.s, &mut body);
-        // Two integers of at most 33 content bytes each: always a short-form length.
-        assert!(body.len() < 0x80, "ECDSA P-256 DER body exceeds short form");
-        let mut out = Vec::with_capacity(body.len() + 2);
-        out.push(TAG_SEQUENCE);
-        out.push(body.len() as u8);
-        out.extend_from_slice(&body);
-        out
+        encode_der_pair(&self.r, &self.s)
     }
 }
 
-const TAG_SEQUENCE: u8 = 0x30;
-const TAG_INTEGER: u8 = 0x02;
-
-/// Reads one DER TLV with a definite length; returns (tag, contents, rest).
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first_len, rest) = rest.split_first()?;
-    let (len, rest) = if first_len < 0x80 {
-        (usize::from(first_len), rest)
-    } else if first_len == 0x81 {
-        // DER uses the long form only for lengths of 128 and more.
-        let (&len, rest) = rest.split_first()?;
-        if len < 0x80 {
-            return None;
-        }
-        (usize::from(len), rest)
-    } else {
-        // Anything longer cannot hold a P-256 signature.
-        return None;
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, rest) = rest.split_at(len);
-    Some((tag, contents, rest))
-}
-
-fn decode_positive_integer(
-    bytes: &[u8],
+/// A positive magnitude left-padded to a P-256 scalar, checked to be below `n`.
+fn scalar_from_magnitude(
+    magnitude: &[u8],
     component: &'static str,
 ) -> Result<[u8; P256_SCALAR_LEN], VerifyError> {
-    let malformed = |reason| VerifyError::MalformedSignature { reason };
-    let (&first, _) = bytes
-        .split_first()
-        .ok_or(malformed("empty INTEGER encoding"))?;
-    if bytes.len() > 1 {
-        let second = bytes[1];
-        if (first == 0x00 && second & 0x80 == 0) || (first == 0xff && second & 0x80 != 0) {
-            return Err(malformed("non-minimal INTEGER encoding"));
-        }
-    }
-    if first & 0x80 != 0 {
-        return Err(VerifyError::NotPositive { component });
-    }
-    let magnitude = if first == 0x00 { &bytes[1..] } else { bytes };
     if magnitude.len() > P256_SCALAR_LEN {
         return Err(VerifyError::OutOfRange { component });
     }
@@ -445,33 +425,10 @@ fn check_scalar(value: &[u8; P256_SCALAR_LEN], component: &'static str) -> Resul
     Ok(())
 }
 
-fn encode_positive_integer(value: &[u8; P256_SCALAR_LEN], out: &mut Vec<u8>) {
-    let skip = value.iter().take_while(|&&b| b == 0).count();
-    let magnitude = &value[skip.min(P256_SCALAR_LEN - 1)..];
-    let pad = magnitude[0] & 0x80 != 0;
-    out.push(TAG_INTEGER);
-    out.push((magnitude.len() + usize::from(pad)) as u8);
-    if pad {
-        out.push(0x00);
-    }
-    out.extend_from_slice(magnitude);
-}
-
 /// `n - value` for `0 < value < n`, big-endian.
 fn sub_from_order(value: &[u8; P256_SCALAR_LEN]) -> [u8; P256_SCALAR_LEN] {
     let mut out = [0u8; P256_SCALAR_LEN];
-    let mut borrow = 0i16;
-    for i in (0..P256_SCALAR_LEN).rev() {
-        let mut d = i16::from(P256_ORDER[i]) - i16::from(value[i]) - borrow;
-        borrow = if d < 0 {
-            d += 256;
-            1
-        } else {
-            0
-        };
-        out[i] = d as u8;
-    }
-    assert_eq!(borrow, 0, "scalar must be below the curve order");
+    sub_be(&P256_ORDER, value, &mut out);
     out
 }
 
@@ -569,6 +526,46 @@ mod tests {
         assert!(!low.is_high_s());
         assert_eq!(low.negate_s(), sig);
         assert_eq!(low.to_low_s(), low);
+    }
+
+    /// Bytes after the SEQUENCE are ignored when verifying (as Fabric does) but refused
+    /// by the certificate low-S rewrite, which re-encodes the whole value.
+    #[test]
+    fn trailing_bytes_ignored_by_from_der_refused_by_low_s_rewrite() {
+        let mut s = P256_HALF_ORDER;
+        s[31] += 1;
+        let sig = EcdsaSignature {
+            r: [1u8; P256_SCALAR_LEN],
+            s,
+        };
+        let mut der = sig.to_der();
+        der.extend_from_slice(&[0x00, 0x05]);
+        assert_eq!(EcdsaSignature::from_der(&der), Ok(sig));
+        assert!(matches!(
+            signature_to_low_s(EcCurve::P256, &der),
+            Err(VerifyError::MalformedSignature { .. })
+        ));
+        let low = signature_to_low_s(EcCurve::P256, &sig.to_der())
+            .unwrap()
+            .expect("high-S is rewritten");
+        assert_eq!(low, sig.to_low_s().to_der());
+        assert_eq!(signature_to_low_s(EcCurve::P256, &low), Ok(None));
+    }
+
+    /// On P-384 the rewrite subtracts from P-384's order: n - (n - 1) is 1.
+    #[test]
+    fn low_s_rewrite_uses_the_curves_order() {
+        let mut s = P384_ORDER;
+        s[47] -= 1;
+        let der = encode_der_pair(&[7], &s);
+        let low = signature_to_low_s(EcCurve::P384, &der)
+            .unwrap()
+            .expect("n - 1 is high");
+        assert_eq!(low, [0x30, 0x06, 0x02, 0x01, 0x07, 0x02, 0x01, 0x01]);
+        assert_eq!(
+            signature_to_low_s(EcCurve::P384, &encode_der_pair(&[7], &P384_ORDER)),
+            Err(VerifyError::OutOfRange { component: "s" })
+        );
     }
 
     /// A point of the wrong length or not on the curve is refused.
