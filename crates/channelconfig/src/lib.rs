@@ -21,6 +21,8 @@
 //!   re-validation, `validate_new`, the channel-creation template.
 //! - [`envelope`]: CONFIG and ORDERER_TRANSACTION envelopes signed by the orderer.
 //! - [`genesis`]: configtxgen-like profiles and genesis envelopes.
+//! - [`update`]: the config update taking one config to another (configtxlator's
+//!   `compute_update`), and the update a channel-creation request carries.
 //!
 //! This crate must never do I/O: no files, sockets, logs of its own or global
 //! state; time and randomness enter only through the caller (timestamps, signers)
@@ -33,6 +35,7 @@ pub mod configtx;
 pub mod envelope;
 pub mod genesis;
 pub mod policies;
+pub mod update;
 
 pub use bundle::{Bundle, ConfigError, OrdererValues, OrgValues, config_from_envelope};
 pub use configtx::{
@@ -42,3 +45,4 @@ pub use configtx::{
 pub use envelope::{EnvelopeSigner, config_tx, orderer_tx};
 pub use genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
 pub use policies::{MspManager, PolicyError, PolicyManager, SignedData};
+pub use update::{UpdateError, compute_update, creation_update, diff_groups, group_update};

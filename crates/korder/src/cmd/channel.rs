@@ -7,18 +7,16 @@
 //!          ─▶ ConfigSignatures (org admins) ─▶ CONFIG_UPDATE envelope (client)
 //!          ─▶ Broadcast ─▶ poll Deliver for block 0 (NOT_FOUND: retry every 200 ms)
 //! update:  newest block ─▶ last config block ─▶ current Config
-//!          ─▶ changed copy ─▶ compute_update(current, changed) ─▶ sign ─▶ Broadcast
+//!          ─▶ changed copy ─▶ update::group_update(current, changed) ─▶ sign ─▶ Broadcast
 //!          ─▶ Deliver from the next block until a CONFIG block arrives
 //! sign:    update file ─▶ + one ConfigSignature ─▶ same file, same form
 //! ```
 //!
-//! Updates are computed the way configtxlator does it: a changed group appears in
-//! the read set at its current version and in the write set at version + 1 with
-//! its complete member list; a changed value or policy appears only in the write
-//! set at version + 1 (0 when new); unchanged ancestors appear in both sets at the
-//! same version, so only what changed is authorised against its mod_policy.
+//! The update itself (read set, write set, versions) is computed by
+//! [`korder_channelconfig::update`], the way configtxlator computes it; this module
+//! is the command line around it: reading the current config, applying the asked
+//! changes, signing, sending and waiting for the config block.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,15 +24,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use clap::{Args, Subcommand};
-use korder_channelconfig::bundle::{APPLICATION_GROUP, CONSORTIUMS_GROUP, ORDERER_GROUP};
-use korder_channelconfig::{ChannelProfile, config_from_envelope};
+use korder_channelconfig::bundle::{CONSORTIUMS_GROUP, ORDERER_GROUP};
+use korder_channelconfig::config_from_envelope;
+use korder_channelconfig::update::{creation_update, group_update};
 use korder_config::parse_duration;
 use korder_ledger::block::last_config_index;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{
-    Block, ChannelHeader, Config, ConfigGroup, ConfigPolicy, ConfigSignature, ConfigUpdate,
-    ConfigUpdateEnvelope, ConfigValue, Consortium, Envelope, HeaderType, Payload, Status,
+    Block, ChannelHeader, Config, ConfigGroup, ConfigSignature, ConfigUpdate, ConfigUpdateEnvelope,
+    Envelope, HeaderType, Payload, Status,
 };
 use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use korder_proto::orderer::{
@@ -138,228 +137,6 @@ fn config_signers(
 // ---------------------------------------------------------------------------
 // Computing updates
 // ---------------------------------------------------------------------------
-
-/// Read set and write set taking `original` to `updated` (both rooted at the same
-/// group), or `None` when they are equal. See the module documentation.
-pub fn compute_update(
-    original: &ConfigGroup,
-    updated: &ConfigGroup,
-) -> Option<(ConfigGroup, ConfigGroup)> {
-    let (values_write, values_same, values_members) =
-        diff_items(&original.values, &updated.values, value_changed);
-    let (policies_write, policies_same, policies_members) =
-        diff_items(&original.policies, &updated.policies, policy_changed);
-    let mut groups_read = BTreeMap::new();
-    let mut groups_write = BTreeMap::new();
-    let mut groups_same = BTreeMap::new();
-    let mut groups_members = false;
-    for (k, o) in &original.groups {
-        match updated.groups.get(k) {
-            Some(u) => match compute_update(o, u) {
-                Some((r, w)) => {
-                    groups_read.insert(k.clone(), r);
-                    groups_write.insert(k.clone(), w);
-                }
-                None => {
-                    groups_same.insert(
-                        k.clone(),
-                        ConfigGroup {
-                            version: o.version,
-                            ..Default::default()
-                        },
-                    );
-                }
-            },
-            None => groups_members = true,
-        }
-    }
-    for (k, u) in &updated.groups {
-        if !original.groups.contains_key(k) {
-            groups_members = true;
-            groups_write.insert(k.clone(), u.clone());
-        }
-    }
-    let members_changed = values_members
-        || policies_members
-        || groups_members
-        || original.mod_policy != updated.mod_policy;
-    if !members_changed {
-        if values_write.is_empty() && policies_write.is_empty() && groups_write.is_empty() {
-            return None;
-        }
-        let read = ConfigGroup {
-            version: original.version,
-            groups: groups_read,
-            ..Default::default()
-        };
-        let write = ConfigGroup {
-            version: original.version,
-            groups: groups_write,
-            values: values_write,
-            policies: policies_write,
-            mod_policy: String::new(),
-        };
-        return Some((read, write));
-    }
-    let mut read = ConfigGroup {
-        version: original.version,
-        groups: groups_read,
-        ..Default::default()
-    };
-    let mut write = ConfigGroup {
-        version: original.version + 1,
-        groups: groups_write,
-        values: values_write,
-        policies: policies_write,
-        mod_policy: updated.mod_policy.clone(),
-    };
-    for (k, g) in groups_same {
-        read.groups.insert(k.clone(), g.clone());
-        write.groups.insert(k, g);
-    }
-    for (k, v) in values_same {
-        read.values.insert(k.clone(), v.clone());
-        write.values.insert(k, v);
-    }
-    for (k, p) in policies_same {
-        read.policies.insert(k.clone(), p.clone());
-        write.policies.insert(k, p);
-    }
-    Some((read, write))
-}
-
-fn value_changed(a: &ConfigValue, b: &ConfigValue) -> bool {
-    a.value != b.value || a.mod_policy != b.mod_policy
-}
-
-fn policy_changed(a: &ConfigPolicy, b: &ConfigPolicy) -> bool {
-    a.policy != b.policy || a.mod_policy != b.mod_policy
-}
-
-/// Values or policies of one group: (write set, unchanged ones as version-only
-/// entries, whether a member was added or removed). Changed values and policies
-/// are not in the read set.
-type ItemDiff<T> = (BTreeMap<String, T>, BTreeMap<String, T>, bool);
-
-trait Versioned: Clone + Default {
-    fn version(&self) -> u64;
-    fn with_version(&self, version: u64) -> Self;
-    fn only_version(version: u64) -> Self;
-}
-
-impl Versioned for ConfigValue {
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn with_version(&self, version: u64) -> Self {
-        ConfigValue {
-            version,
-            ..self.clone()
-        }
-    }
-    fn only_version(version: u64) -> Self {
-        ConfigValue {
-            version,
-            ..Default::default()
-        }
-    }
-}
-
-impl Versioned for ConfigPolicy {
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn with_version(&self, version: u64) -> Self {
-        ConfigPolicy {
-            version,
-            ..self.clone()
-        }
-    }
-    fn only_version(version: u64) -> Self {
-        ConfigPolicy {
-            version,
-            ..Default::default()
-        }
-    }
-}
-
-fn diff_items<T: Versioned>(
-    original: &BTreeMap<String, T>,
-    updated: &BTreeMap<String, T>,
-    changed: impl Fn(&T, &T) -> bool,
-) -> ItemDiff<T> {
-    let mut write = BTreeMap::new();
-    let mut same = BTreeMap::new();
-    let mut members = false;
-    for (k, o) in original {
-        match updated.get(k) {
-            Some(u) if changed(o, u) => {
-                write.insert(k.clone(), u.with_version(o.version() + 1));
-            }
-            Some(_) => {
-                same.insert(k.clone(), T::only_version(o.version()));
-            }
-            None => members = true,
-        }
-    }
-    for (k, u) in updated {
-        if !original.contains_key(k) {
-            members = true;
-            write.insert(k.clone(), u.with_version(0));
-        }
-    }
-    (write, same, members)
-}
-
-/// The channel-creation update configtxgen writes for a profile naming
-/// `consortium` and the application `orgs`: `Application` goes from the template's
-/// version 0 (orgs only) to version 1 with mod_policy `Admins`, the application
-/// policies and capabilities at version 0, and the orgs unchanged (version 0 in both
-/// sets); `Consortium` is at version 0 in both sets, its name in the write set.
-pub fn creation_update(channel: &str, consortium: &str, orgs: &[String]) -> ConfigUpdate {
-    let mut profile = ChannelProfile::sample("solo");
-    profile.application_orgs = Some(Vec::new());
-    let mut full_app = profile
-        .channel_group()
-        .groups
-        .remove(APPLICATION_GROUP)
-        .unwrap_or_else(|| unreachable!("a profile with application orgs has an Application"));
-    let mut template_app = ConfigGroup::default();
-    for org in orgs {
-        template_app
-            .groups
-            .insert(org.clone(), ConfigGroup::default());
-        full_app.groups.insert(org.clone(), ConfigGroup::default());
-    }
-    let mut template = ConfigGroup::default();
-    template
-        .groups
-        .insert(APPLICATION_GROUP.into(), template_app);
-    let mut full = ConfigGroup::default();
-    full.groups.insert(APPLICATION_GROUP.into(), full_app);
-    let (mut read, mut write) = compute_update(&template, &full)
-        .unwrap_or_else(|| unreachable!("the application section always differs"));
-    read.values
-        .insert("Consortium".into(), ConfigValue::only_version(0));
-    write.values.insert(
-        "Consortium".into(),
-        ConfigValue {
-            version: 0,
-            value: Consortium {
-                name: consortium.to_owned(),
-            }
-            .encode_to_vec()
-            .into(),
-            mod_policy: String::new(),
-        },
-    );
-    ConfigUpdate {
-        channel_id: channel.to_owned(),
-        read_set: Some(read),
-        write_set: Some(write),
-        isolated_data: BTreeMap::new(),
-    }
-}
 
 /// Changes of `/Channel/Orderer` values asked for on the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -481,23 +258,6 @@ impl OrdererChanges {
         }
         Ok(next)
     }
-}
-
-/// The update taking the channel group `current` to `next` for `channel`.
-pub fn config_update(
-    channel: &str,
-    current: &ConfigGroup,
-    next: &ConfigGroup,
-) -> anyhow::Result<ConfigUpdate> {
-    let Some((read, write)) = compute_update(current, next) else {
-        bail!("the update would change nothing in the config of channel {channel}");
-    };
-    Ok(ConfigUpdate {
-        channel_id: channel.to_owned(),
-        read_set: Some(read),
-        write_set: Some(write),
-        isolated_data: BTreeMap::new(),
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1152,7 +912,7 @@ pub fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .with_context(|| format!("the config of {channel} has no channel group"))?;
                 let next = changes.apply(root)?;
-                let update = config_update(&channel, root, &next)?;
+                let update = group_update(&channel, root, &next)?;
                 ConfigUpdateEnvelope {
                     config_update: update.encode_to_vec().into(),
                     signatures: Vec::new(),
@@ -1284,7 +1044,7 @@ mod tests {
         assert!(enter.touches_consensus());
         let next = enter.apply(root).unwrap();
         assert!(in_maintenance(&next));
-        let update = config_update("mychannel", root, &next).unwrap();
+        let update = group_update("mychannel", root, &next).unwrap();
         let write = update.write_set.unwrap();
         assert!(write.values.is_empty());
         assert_eq!(write.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
@@ -1319,42 +1079,6 @@ mod tests {
         assert_eq!(c.state, consensus_type::State::Maintenance as i32);
     }
 
-    /// A BatchSize change bumps only the BatchSize value, with the Orderer and Channel groups at their versions in both sets.
-    #[test]
-    fn batch_size_update_has_configtxlator_shape() {
-        let d = dev();
-        let root = d.app.channel_group();
-        let next = OrdererChanges {
-            max_message_count: Some(3),
-            ..Default::default()
-        }
-        .apply(root)
-        .unwrap();
-        let update = config_update("mychannel", root, &next).unwrap();
-        let read = update.read_set.unwrap();
-        let write = update.write_set.unwrap();
-        assert_eq!(read.version, root.version);
-        assert_eq!(write.version, root.version);
-        assert!(read.values.is_empty() && write.values.is_empty());
-        assert_eq!(read.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
-        assert_eq!(write.groups.keys().collect::<Vec<_>>(), [ORDERER_GROUP]);
-        let (ro, wo) = (&read.groups[ORDERER_GROUP], &write.groups[ORDERER_GROUP]);
-        let current = &root.groups[ORDERER_GROUP];
-        assert_eq!(ro.version, current.version);
-        assert_eq!(wo.version, current.version);
-        assert!(ro.values.is_empty() && ro.groups.is_empty() && ro.policies.is_empty());
-        assert_eq!(wo.values.keys().collect::<Vec<_>>(), ["BatchSize"]);
-        let v = &wo.values["BatchSize"];
-        assert_eq!(v.version, current.values["BatchSize"].version + 1);
-        assert_eq!(v.mod_policy, current.values["BatchSize"].mod_policy);
-        let size = BatchSize::decode(v.value.as_ref()).unwrap();
-        assert_eq!(size.max_message_count, 3);
-        assert_eq!(
-            size.absolute_max_bytes,
-            batch_size_of(root).absolute_max_bytes
-        );
-    }
-
     /// The validator accepts a computed BatchSize update signed by the orderer admin and produces the new value; a client-org admin's signature is refused.
     #[test]
     fn batch_size_update_passes_the_validator_only_with_orderer_admin() {
@@ -1370,7 +1094,7 @@ mod tests {
         }
         .apply(root)
         .unwrap();
-        let update = config_update("mychannel", root, &next).unwrap();
+        let update = group_update("mychannel", root, &next).unwrap();
 
         let good = envelope_for(&client, "mychannel", &update, &[orderer_admin]);
         let ce = propose_config_update(&d.app, &good).unwrap();
@@ -1405,41 +1129,8 @@ mod tests {
         }
         .apply(root)
         .unwrap();
-        assert!(compute_update(root, &same).is_none());
-        assert!(config_update("mychannel", root, &same).is_err());
-    }
-
-    /// A creation request has configtxgen's shape: Application v1 (Admins) in the write set, the orgs at v0 in both sets, Consortium at v0 in both.
-    #[test]
-    fn creation_update_has_configtxgen_shape() {
-        let u = creation_update("newchan", "SampleConsortium", &["Org1MSP".into()]);
-        assert_eq!(u.channel_id, "newchan");
-        let read = u.read_set.unwrap();
-        let write = u.write_set.unwrap();
-        assert_eq!((read.version, write.version), (0, 0));
-        assert_eq!(read.values["Consortium"], ConfigValue::only_version(0));
-        let c = Consortium::decode(write.values["Consortium"].value.as_ref()).unwrap();
-        assert_eq!(c.name, "SampleConsortium");
-        let (ra, wa) = (
-            &read.groups[APPLICATION_GROUP],
-            &write.groups[APPLICATION_GROUP],
-        );
-        assert_eq!(ra.version, 0);
-        assert!(ra.values.is_empty() && ra.policies.is_empty());
-        assert_eq!(ra.groups["Org1MSP"], ConfigGroup::default());
-        assert_eq!(wa.version, 1);
-        assert_eq!(wa.mod_policy, "Admins");
-        assert_eq!(wa.groups["Org1MSP"], ConfigGroup::default());
-        assert_eq!(
-            wa.policies.keys().collect::<Vec<_>>(),
-            ["Admins", "Readers", "Writers"]
-        );
-        assert!(
-            wa.policies
-                .values()
-                .all(|p| p.version == 0 && p.mod_policy == "Admins")
-        );
-        assert_eq!(wa.values["Capabilities"].version, 0);
+        assert!(korder_channelconfig::diff_groups(root, &same).is_none());
+        assert!(group_update("mychannel", root, &same).is_err());
     }
 
     /// The validator turns a creation request signed by an org admin into the new channel's config; an unknown consortium or a missing admin signature is refused.
@@ -1507,7 +1198,7 @@ mod tests {
         }
         .apply(root)
         .unwrap();
-        let update = config_update("mychannel", root, &next).unwrap();
+        let update = group_update("mychannel", root, &next).unwrap();
         let cue = ConfigUpdateEnvelope {
             config_update: update.encode_to_vec().into(),
             signatures: Vec::new(),
