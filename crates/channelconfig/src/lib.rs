@@ -45,4 +45,7 @@ pub use configtx::{
 pub use envelope::{EnvelopeSigner, config_tx, orderer_tx};
 pub use genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
 pub use policies::{MspManager, PolicyError, PolicyManager, SignedData};
-pub use update::{UpdateError, compute_update, creation_update, diff_groups, group_update};
+pub use update::{
+    ConsensusState, EditError, OrdererChanges, UpdateError, compute_update, creation_update,
+    diff_groups, group_update,
+};

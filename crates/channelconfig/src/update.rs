@@ -22,7 +22,9 @@
 //!   same version, holding only the changed paths, so nothing above what changed
 //!   needs its mod_policy satisfied.
 //!
-//! [`creation_update`] builds the update a channel-creation request carries, in the
+//! [`OrdererChanges`] edits the orderer values an operator changes most (batch size,
+//! batch timeout, consensus state and type) in a copy of a channel group, ready to be
+//! diffed. [`creation_update`] builds the update a channel-creation request carries, in the
 //! shape configtxgen gives it. Like the rest of the crate, nothing here does I/O or
 //! signs: the caller signs the update with whichever identities the policies ask for.
 
@@ -32,8 +34,9 @@ use korder_proto::Message;
 use korder_proto::common::{
     Config, ConfigGroup, ConfigPolicy, ConfigUpdate, ConfigValue, Consortium,
 };
+use korder_proto::orderer::{BatchSize, BatchTimeout, ConsensusType, consensus_type};
 
-use crate::bundle::APPLICATION_GROUP;
+use crate::bundle::{APPLICATION_GROUP, ORDERER_GROUP};
 use crate::genesis::ChannelProfile;
 
 /// Why no update was computed.
@@ -318,5 +321,159 @@ pub fn creation_update(channel: &str, consortium: &str, orgs: &[String]) -> Conf
         read_set: Some(read),
         write_set: Some(write),
         isolated_data: BTreeMap::new(),
+    }
+}
+
+/// Why [`OrdererChanges::apply`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    /// The channel group has no `Orderer` group.
+    #[error("the channel config has no Orderer group")]
+    NoOrdererGroup,
+    /// The value to change is not in `/Channel/Orderer`.
+    #[error("the channel config has no /Channel/Orderer/{0} value")]
+    MissingValue(&'static str),
+    /// The value to change does not decode.
+    #[error("/Channel/Orderer/{0} does not decode")]
+    Undecodable(&'static str),
+    /// The new BatchSize would cut no block.
+    #[error("BatchSize.MaxMessageCount must be at least 1")]
+    ZeroMaxMessageCount,
+    /// The new BatchSize's preferred size is above its absolute maximum.
+    #[error(
+        "BatchSize.PreferredMaxBytes ({preferred_max_bytes}) would exceed AbsoluteMaxBytes ({absolute_max_bytes})"
+    )]
+    PreferredAboveAbsolute {
+        /// The preferred size asked for.
+        preferred_max_bytes: u32,
+        /// The absolute maximum it would exceed.
+        absolute_max_bytes: u32,
+    },
+}
+
+/// Changes of `/Channel/Orderer` values, applied to a copy of a channel group (what
+/// `korder channel update` asks for on its command line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrdererChanges {
+    /// New `BatchSize.max_message_count`.
+    pub max_message_count: Option<u32>,
+    /// New `BatchSize.absolute_max_bytes`.
+    pub absolute_max_bytes: Option<u32>,
+    /// New `BatchSize.preferred_max_bytes`.
+    pub preferred_max_bytes: Option<u32>,
+    /// Go duration text, already checked.
+    pub batch_timeout: Option<String>,
+    /// New `ConsensusType.state` (maintenance mode on or off).
+    pub consensus_state: Option<ConsensusState>,
+    /// New `ConsensusType.type` (a migration; allowed only in maintenance mode).
+    pub consensus_type: Option<String>,
+    /// New `ConsensusType.metadata` (e.g. an etcdraft `ConfigMetadata`).
+    pub consensus_metadata: Option<bytes::Bytes>,
+}
+
+/// `ConsensusType.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsensusState {
+    /// STATE_NORMAL: the channel orders transactions.
+    Normal,
+    /// STATE_MAINTENANCE: only orderer admins may update the config and read blocks.
+    Maintenance,
+}
+
+impl ConsensusState {
+    fn proto(self) -> consensus_type::State {
+        match self {
+            ConsensusState::Normal => consensus_type::State::Normal,
+            ConsensusState::Maintenance => consensus_type::State::Maintenance,
+        }
+    }
+}
+
+/// Whether a channel group's `ConsensusType` is in maintenance mode.
+pub fn in_maintenance(root: &ConfigGroup) -> bool {
+    root.groups
+        .get(ORDERER_GROUP)
+        .and_then(|o| o.values.get("ConsensusType"))
+        .and_then(|v| ConsensusType::decode(v.value.as_ref()).ok())
+        .is_some_and(|c| c.state == consensus_type::State::Maintenance as i32)
+}
+
+impl OrdererChanges {
+    /// Whether no change is asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == OrdererChanges::default()
+    }
+
+    /// Whether the changes touch the `ConsensusType` value.
+    pub fn touches_consensus(&self) -> bool {
+        self.consensus_state.is_some()
+            || self.consensus_type.is_some()
+            || self.consensus_metadata.is_some()
+    }
+
+    /// Applies the changes to a copy of the channel group `root`.
+    pub fn apply(&self, root: &ConfigGroup) -> Result<ConfigGroup, EditError> {
+        let mut next = root.clone();
+        let orderer = next
+            .groups
+            .get_mut(ORDERER_GROUP)
+            .ok_or(EditError::NoOrdererGroup)?;
+        if self.max_message_count.is_some()
+            || self.absolute_max_bytes.is_some()
+            || self.preferred_max_bytes.is_some()
+        {
+            let value = orderer
+                .values
+                .get_mut("BatchSize")
+                .ok_or(EditError::MissingValue("BatchSize"))?;
+            let mut size = BatchSize::decode(value.value.as_ref())
+                .map_err(|_| EditError::Undecodable("BatchSize"))?;
+            if let Some(n) = self.max_message_count {
+                size.max_message_count = n;
+            }
+            if let Some(n) = self.absolute_max_bytes {
+                size.absolute_max_bytes = n;
+            }
+            if let Some(n) = self.preferred_max_bytes {
+                size.preferred_max_bytes = n;
+            }
+            if size.max_message_count == 0 {
+                return Err(EditError::ZeroMaxMessageCount);
+            }
+            if size.preferred_max_bytes > size.absolute_max_bytes {
+                return Err(EditError::PreferredAboveAbsolute {
+                    preferred_max_bytes: size.preferred_max_bytes,
+                    absolute_max_bytes: size.absolute_max_bytes,
+                });
+            }
+            value.value = size.encode_to_vec().into();
+        }
+        if let Some(t) = &self.batch_timeout {
+            let value = orderer
+                .values
+                .get_mut("BatchTimeout")
+                .ok_or(EditError::MissingValue("BatchTimeout"))?;
+            value.value = BatchTimeout { timeout: t.clone() }.encode_to_vec().into();
+        }
+        if self.touches_consensus() {
+            let value = orderer
+                .values
+                .get_mut("ConsensusType")
+                .ok_or(EditError::MissingValue("ConsensusType"))?;
+            let mut consensus = ConsensusType::decode(value.value.as_ref())
+                .map_err(|_| EditError::Undecodable("ConsensusType"))?;
+            if let Some(state) = self.consensus_state {
+                consensus.state = state.proto() as i32;
+            }
+            if let Some(t) = &self.consensus_type {
+                consensus.r#type = t.clone();
+            }
+            if let Some(m) = &self.consensus_metadata {
+                consensus.metadata = m.clone();
+            }
+            value.value = consensus.encode_to_vec().into();
+        }
+        Ok(next)
     }
 }

@@ -9,7 +9,10 @@ mod common;
 use common::{CONSORTIUM, DevNetwork, DevOrg, bundle_of_profile, config_update_envelope};
 use korder_channelconfig::configtx::propose_config_update;
 use korder_channelconfig::genesis::implicit_meta;
-use korder_channelconfig::update::{UpdateError, compute_update, creation_update, diff_groups};
+use korder_channelconfig::update::{
+    ConsensusState, EditError, OrdererChanges, UpdateError, compute_update, creation_update,
+    diff_groups, in_maintenance,
+};
 use korder_channelconfig::{Bundle, new_channel_config};
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
@@ -338,4 +341,58 @@ fn creation_update_has_configtxgen_shape_and_validates() {
     assert_eq!(bundle.consortium.as_deref(), Some(CONSORTIUM));
     assert_eq!(bundle.application_orgs.len(), 1);
     assert_eq!(bundle.application_orgs[0].name, "Org1MSP");
+}
+
+/// Orderer changes edit only the asked fields and round-trip; a batch size that would
+/// cut no block, or a preferred size above the absolute maximum, is refused before any
+/// update is computed; maintenance mode is seen in the edited group.
+#[test]
+fn orderer_changes_apply_and_refuse_bad_batch_sizes() {
+    let net = DevNetwork::new();
+    let b = app_channel(&net);
+    let root = b.channel_group();
+    let before = batch_size(root);
+    let next = OrdererChanges {
+        preferred_max_bytes: Some(before.preferred_max_bytes / 2),
+        batch_timeout: Some("1m0s".into()),
+        ..Default::default()
+    }
+    .apply(root)
+    .unwrap();
+    let after = batch_size(&next);
+    assert_eq!(after.preferred_max_bytes, before.preferred_max_bytes / 2);
+    assert_eq!(after.max_message_count, before.max_message_count);
+    assert_eq!(after.absolute_max_bytes, before.absolute_max_bytes);
+    let committed = round_trip(&b, &next, &[&net.orderer_org.admin]);
+    assert_eq!(
+        Bundle::new(APP_CHANNEL, committed)
+            .unwrap()
+            .orderer
+            .batch_timeout,
+        std::time::Duration::from_secs(60)
+    );
+
+    let zero = OrdererChanges {
+        max_message_count: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(zero.apply(root), Err(EditError::ZeroMaxMessageCount));
+    let inverted = OrdererChanges {
+        preferred_max_bytes: Some(before.absolute_max_bytes + 1),
+        ..Default::default()
+    };
+    assert!(matches!(
+        inverted.apply(root),
+        Err(EditError::PreferredAboveAbsolute { .. })
+    ));
+    assert!(OrdererChanges::default().is_empty());
+
+    assert!(!in_maintenance(root));
+    let maintenance = OrdererChanges {
+        consensus_state: Some(ConsensusState::Maintenance),
+        ..Default::default()
+    }
+    .apply(root)
+    .unwrap();
+    assert!(in_maintenance(&maintenance));
 }

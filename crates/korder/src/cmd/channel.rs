@@ -24,21 +24,21 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use clap::{Args, Subcommand};
-use korder_channelconfig::bundle::{CONSORTIUMS_GROUP, ORDERER_GROUP};
+use korder_channelconfig::bundle::CONSORTIUMS_GROUP;
 use korder_channelconfig::config_from_envelope;
-use korder_channelconfig::update::{creation_update, group_update};
+use korder_channelconfig::update::{
+    ConsensusState, OrdererChanges, creation_update, group_update, in_maintenance,
+};
 use korder_config::parse_duration;
 use korder_ledger::block::last_config_index;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{
-    Block, ChannelHeader, Config, ConfigGroup, ConfigSignature, ConfigUpdate, ConfigUpdateEnvelope,
-    Envelope, HeaderType, Payload, Status,
+    Block, ChannelHeader, Config, ConfigSignature, ConfigUpdate, ConfigUpdateEnvelope, Envelope,
+    HeaderType, Payload, Status,
 };
 use korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient;
-use korder_proto::orderer::{
-    BatchSize, BatchTimeout, BroadcastResponse, ConsensusType, consensus_type, deliver_response,
-};
+use korder_proto::orderer::{BroadcastResponse, deliver_response};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -138,125 +138,21 @@ fn config_signers(
 // Computing updates
 // ---------------------------------------------------------------------------
 
-/// Changes of `/Channel/Orderer` values asked for on the command line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrdererChanges {
-    pub max_message_count: Option<u32>,
-    pub absolute_max_bytes: Option<u32>,
-    pub preferred_max_bytes: Option<u32>,
-    /// Go duration text, already checked.
-    pub batch_timeout: Option<String>,
-    /// New `ConsensusType.state` (maintenance mode on or off).
-    pub consensus_state: Option<ConsensusState>,
-    /// New `ConsensusType.type` (a migration; allowed only in maintenance mode).
-    pub consensus_type: Option<String>,
-    /// New `ConsensusType.metadata` (e.g. an etcdraft `ConfigMetadata`).
-    pub consensus_metadata: Option<bytes::Bytes>,
-}
-
-/// `ConsensusType.state` as the command line names it.
+/// `--consensus-state`: `ConsensusType.state` as the command line names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConsensusState {
+pub enum ConsensusStateArg {
     /// STATE_NORMAL: the channel orders transactions.
     Normal,
     /// STATE_MAINTENANCE: only orderer admins may update the config and read blocks.
     Maintenance,
 }
 
-impl ConsensusState {
-    fn proto(self) -> consensus_type::State {
+impl ConsensusStateArg {
+    fn state(self) -> ConsensusState {
         match self {
-            ConsensusState::Normal => consensus_type::State::Normal,
-            ConsensusState::Maintenance => consensus_type::State::Maintenance,
+            Self::Normal => ConsensusState::Normal,
+            Self::Maintenance => ConsensusState::Maintenance,
         }
-    }
-}
-
-/// Whether a channel group's `ConsensusType` is in maintenance mode.
-fn in_maintenance(root: &ConfigGroup) -> bool {
-    root.groups
-        .get(ORDERER_GROUP)
-        .and_then(|o| o.values.get("ConsensusType"))
-        .and_then(|v| ConsensusType::decode(v.value.as_ref()).ok())
-        .is_some_and(|c| c.state == consensus_type::State::Maintenance as i32)
-}
-
-impl OrdererChanges {
-    fn is_empty(&self) -> bool {
-        *self == OrdererChanges::default()
-    }
-
-    /// Whether the changes touch the `ConsensusType` value.
-    pub fn touches_consensus(&self) -> bool {
-        self.consensus_state.is_some()
-            || self.consensus_type.is_some()
-            || self.consensus_metadata.is_some()
-    }
-
-    /// Applies the changes to a copy of the channel group `root`.
-    pub fn apply(&self, root: &ConfigGroup) -> anyhow::Result<ConfigGroup> {
-        let mut next = root.clone();
-        let orderer = next
-            .groups
-            .get_mut(ORDERER_GROUP)
-            .context("the channel config has no Orderer group")?;
-        if self.max_message_count.is_some()
-            || self.absolute_max_bytes.is_some()
-            || self.preferred_max_bytes.is_some()
-        {
-            let value = orderer
-                .values
-                .get_mut("BatchSize")
-                .context("the channel config has no /Channel/Orderer/BatchSize value")?;
-            let mut size = BatchSize::decode(value.value.as_ref())
-                .context("/Channel/Orderer/BatchSize does not decode")?;
-            if let Some(n) = self.max_message_count {
-                size.max_message_count = n;
-            }
-            if let Some(n) = self.absolute_max_bytes {
-                size.absolute_max_bytes = n;
-            }
-            if let Some(n) = self.preferred_max_bytes {
-                size.preferred_max_bytes = n;
-            }
-            if size.max_message_count == 0 {
-                bail!("BatchSize.MaxMessageCount must be at least 1");
-            }
-            if size.preferred_max_bytes > size.absolute_max_bytes {
-                bail!(
-                    "BatchSize.PreferredMaxBytes ({}) would exceed AbsoluteMaxBytes ({})",
-                    size.preferred_max_bytes,
-                    size.absolute_max_bytes
-                );
-            }
-            value.value = size.encode_to_vec().into();
-        }
-        if let Some(t) = &self.batch_timeout {
-            let value = orderer
-                .values
-                .get_mut("BatchTimeout")
-                .context("the channel config has no /Channel/Orderer/BatchTimeout value")?;
-            value.value = BatchTimeout { timeout: t.clone() }.encode_to_vec().into();
-        }
-        if self.touches_consensus() {
-            let value = orderer
-                .values
-                .get_mut("ConsensusType")
-                .context("the channel config has no /Channel/Orderer/ConsensusType value")?;
-            let mut consensus = ConsensusType::decode(value.value.as_ref())
-                .context("/Channel/Orderer/ConsensusType does not decode")?;
-            if let Some(state) = self.consensus_state {
-                consensus.state = state.proto() as i32;
-            }
-            if let Some(t) = &self.consensus_type {
-                consensus.r#type = t.clone();
-            }
-            if let Some(m) = &self.consensus_metadata {
-                consensus.metadata = m.clone();
-            }
-            value.value = consensus.encode_to_vec().into();
-        }
-        Ok(next)
     }
 }
 
@@ -790,7 +686,7 @@ pub struct UpdateArgs {
     /// New ConsensusType.State: `maintenance` stops normal transactions and lets only
     /// orderer organisations read blocks; `normal` ends it. Must be the only change.
     #[arg(long, value_enum, value_name = "STATE")]
-    pub consensus_state: Option<ConsensusState>,
+    pub consensus_state: Option<ConsensusStateArg>,
     /// New ConsensusType.Type (etcdraft, solo or kafka); accepted only while the
     /// channel is in maintenance mode.
     #[arg(long, value_name = "TYPE")]
@@ -837,7 +733,7 @@ impl UpdateArgs {
             absolute_max_bytes: self.batch_absolute_max_bytes,
             preferred_max_bytes: self.batch_preferred_max_bytes,
             batch_timeout: self.batch_timeout.map(korder_config::format_duration),
-            consensus_state: self.consensus_state,
+            consensus_state: self.consensus_state.map(ConsensusStateArg::state),
             consensus_type: self.consensus_type.clone(),
             consensus_metadata,
         })
@@ -974,8 +870,11 @@ enum Outcome {
 
 #[cfg(test)]
 mod tests {
+    use korder_channelconfig::bundle::ORDERER_GROUP;
     use korder_channelconfig::{Bundle, new_channel_config, propose_config_update};
     use korder_msp::Identity;
+    use korder_proto::common::ConfigGroup;
+    use korder_proto::orderer::{BatchSize, BatchTimeout, ConsensusType, consensus_type};
 
     use super::*;
     use crate::cmd::init::{InitArgs, init};
