@@ -3,7 +3,7 @@
 //! Fabric writes durations the way Go does: orderer.yaml (`10s`, `5m`, `12h`) and a
 //! channel's `BatchTimeout` value (`2s`, `250ms`). [`parse`] reads what Go's
 //! `time.ParseDuration` reads (except negative durations, which no korder setting has
-//! a use for); [`format`] writes exactly what Go's `time.Duration.String` writes, so a
+//! a use for); [`format()`] writes exactly what Go's `time.Duration.String` writes, so a
 //! config value korder writes is byte for byte the one Fabric's tools would write:
 //!
 //! ```text
