@@ -79,7 +79,7 @@ pub enum SanitizeError {
 /// `(r, n - s)`. The caller decides whether the certificate is ECDSA-signed.
 pub fn sanitize_der(der: &[u8], issuer_curve: EcCurve) -> Result<Option<Vec<u8>>, SanitizeError> {
     let parts = split_certificate(der)?;
-    let Some(low) = crate::signature::signature_to_low_s(issuer_curve, parts.signature)
+    let Some(low) = crate::signature::signature_to_low_s(issuer_curve, &parts.signature)
         .map_err(SanitizeError::Signature)?
     else {
         return Ok(None);
@@ -94,22 +94,22 @@ pub fn with_signature_value(der: &[u8], signature: &[u8]) -> Result<Vec<u8>, San
     Ok(split_certificate(der)?.encode(signature))
 }
 
-/// The three elements of a certificate, as slices of its DER.
-struct CertificateParts<'a> {
-    /// The whole tbsCertificate element.
-    tbs: &'a [u8],
-    /// The whole signatureAlgorithm element.
-    algorithm: &'a [u8],
+/// The three elements of a certificate.
+struct CertificateParts {
+    /// The whole tbsCertificate element, as encoded in the input.
+    tbs: Vec<u8>,
+    /// The whole signatureAlgorithm element, as encoded in the input.
+    algorithm: Vec<u8>,
     /// The contents of the signatureValue BIT STRING after the unused-bits octet.
-    signature: &'a [u8],
+    signature: Vec<u8>,
 }
 
-impl CertificateParts<'_> {
+impl CertificateParts {
     fn encode(&self, signature: &[u8]) -> Vec<u8> {
         yasna::construct_der(|writer| {
             writer.write_sequence(|seq| {
-                seq.next().write_der(self.tbs);
-                seq.next().write_der(self.algorithm);
+                seq.next().write_der(&self.tbs);
+                seq.next().write_der(&self.algorithm);
                 seq.next()
                     .write_bitvec_bytes(signature, signature.len() * 8);
             });
@@ -117,55 +117,39 @@ impl CertificateParts<'_> {
     }
 }
 
-fn split_certificate(der: &[u8]) -> Result<CertificateParts<'_>, SanitizeError> {
-    let malformed = |reason| SanitizeError::Malformed { reason };
-    let (_, body, rest) = der_split(der).ok_or(malformed("truncated certificate"))?;
-    if der.first() != Some(&0x30) || !rest.is_empty() {
-        return Err(malformed("expected one outer SEQUENCE"));
+/// Splits a DER certificate into its three elements; tbsCertificate and
+/// signatureAlgorithm are taken whole, as they are, without being decoded.
+fn split_certificate(der: &[u8]) -> Result<CertificateParts, SanitizeError> {
+    let (tbs, algorithm, (signature, bits)) = yasna::parse_der(der, |reader| {
+        reader.read_sequence(|seq| {
+            let tbs = seq.next().read_der()?;
+            let algorithm = seq.next().read_der()?;
+            let signature = seq.next().read_bitvec_bytes()?;
+            Ok((tbs, algorithm, signature))
+        })
+    })
+    .map_err(|e| SanitizeError::Malformed {
+        reason: match e.kind() {
+            yasna::ASN1ErrorKind::Eof => "truncated certificate",
+            yasna::ASN1ErrorKind::Extra => "data after the signatureValue or the certificate",
+            _ => "expected SEQUENCE { tbsCertificate, signatureAlgorithm, BIT STRING }",
+        },
+    })?;
+    if bits != signature.len() * 8 {
+        return Err(SanitizeError::Malformed {
+            reason: "signatureValue has unused bits",
+        });
     }
-    let (tbs, _, rest) = der_split(body).ok_or(malformed("truncated tbsCertificate"))?;
-    let (algorithm, _, rest) = der_split(rest).ok_or(malformed("truncated signatureAlgorithm"))?;
-    let (bit_string, contents, rest) =
-        der_split(rest).ok_or(malformed("truncated signatureValue"))?;
-    if bit_string.first() != Some(&0x03) || !rest.is_empty() {
-        return Err(malformed("signatureValue is not a final BIT STRING"));
-    }
-    let (&unused_bits, signature) = contents
-        .split_first()
-        .ok_or(malformed("empty signatureValue"))?;
-    if unused_bits != 0 {
-        return Err(malformed("signatureValue has unused bits"));
+    if signature.is_empty() {
+        return Err(SanitizeError::Malformed {
+            reason: "empty signatureValue",
+        });
     }
     Ok(CertificateParts {
         tbs,
         algorithm,
         signature,
     })
-}
-
-/// Splits the first DER element off `input`: (whole element, contents, rest).
-/// Definite lengths only, up to four length octets.
-fn der_split(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let len_byte = *input.get(1)?;
-    let (header_len, len) = if len_byte < 0x80 {
-        (2, usize::from(len_byte))
-    } else {
-        let n = usize::from(len_byte & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for b in input.get(2..2 + n)? {
-            len = (len << 8) | usize::from(*b);
-        }
-        (2 + n, len)
-    };
-    let end = header_len.checked_add(len)?;
-    Some((
-        input.get(..end)?,
-        input.get(header_len..end)?,
-        input.get(end..)?,
-    ))
 }
 
 /// ECDSA signature algorithms (with SHA-1, SHA-256, SHA-384, SHA-512).

@@ -9,7 +9,7 @@ mod common;
 use bytes::Bytes;
 use korder_msp::devpki::{DevPki, IssuedCert, NodeRole};
 use korder_msp::{
-    Certificate, EcCurve, EcdsaSignature, Msp, MspError, MspVersion, sanitize_der,
+    Certificate, EcCurve, EcdsaSignature, Msp, MspError, MspVersion, SanitizeError, sanitize_der,
     signature_to_low_s, with_signature_value,
 };
 use korder_proto::Message;
@@ -112,6 +112,31 @@ fn sanitizing_high_s_sample_certificate_restores_the_original() {
         sanitize_der(high.der(), EcCurve::P256).unwrap().unwrap(),
         leaf.der().to_vec()
     );
+}
+
+/// A certificate whose outer structure is not exactly `SEQUENCE { tbs, algorithm, BIT STRING }`
+/// (bytes after it, cut short, another outer tag) is refused as malformed, not rewritten.
+#[test]
+fn malformed_certificate_structure_is_refused() {
+    let pki = DevPki::generate(MSP_ID, "example.com").unwrap();
+    let (_, high) = forms(&pem_cert(&issue(&pki, "o", NodeRole::Orderer).cert_pem));
+    let der = high.der().to_vec();
+    let mut trailing = der.clone();
+    trailing.push(0);
+    let mut other_tag = der.clone();
+    other_tag[0] = 0x31;
+    for bad in [trailing, der[..der.len() - 1].to_vec(), other_tag] {
+        assert!(
+            matches!(
+                sanitize_der(&bad, EcCurve::P256),
+                Err(SanitizeError::Malformed { .. })
+            ),
+            "accepted {} bytes",
+            bad.len()
+        );
+        assert!(with_signature_value(&bad, &[1]).is_err());
+    }
+    assert!(sanitize_der(&der, EcCurve::P256).unwrap().is_some());
 }
 
 /// A low-S certificate is returned unchanged, and the function reports that nothing was rewritten.
