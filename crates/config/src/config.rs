@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::duration::format_duration;
 use crate::error::ConfigError;
+use crate::general::optional_section;
 use crate::general::{Bootstrap, BootstrapMethod, GenesisMethod, Tls};
 use crate::kafka::{Kafka, PEM_KEYS, PemSource};
 use crate::node::{Node, Section, value_error};
@@ -13,7 +14,6 @@ use crate::sections::{
     Admin, ChannelParticipation, Debug, FileLedger, Korder, Metrics, MetricsProvider, Operations,
     RamLedger, resolve_operations,
 };
-use crate::general::optional_section;
 use crate::{General, general::map};
 
 /// Prefix of every environment override.
@@ -225,7 +225,10 @@ impl Config {
             ),
             ("Operations", self.operations.encode()),
             ("Metrics", self.metrics.encode()),
-            ("Admin", self.admin.as_ref().map_or(Node::Null, Admin::encode)),
+            (
+                "Admin",
+                self.admin.as_ref().map_or(Node::Null, Admin::encode),
+            ),
             (
                 "ChannelParticipation",
                 self.channel_participation
@@ -509,7 +512,10 @@ impl Config {
             ),
         ] {
             if !d.is_zero() {
-                problems.push(format!("{key}: {} is not supported: {shift}", format_duration(d)));
+                problems.push(format!(
+                    "{key}: {} is not supported: {shift}",
+                    format_duration(d)
+                ));
             }
         }
         if self.operations.tls.enabled {
@@ -735,7 +741,12 @@ fn override_targets(tree: &Node) -> HashMap<String, Vec<String>> {
         ]);
     }
     // The Raft consenter's keys (Fabric 1.4 to 3.x), whether or not the file has them.
-    for key in ["WALDir", "SnapDir", "EvictionSuspicion", "TickIntervalOverride"] {
+    for key in [
+        "WALDir",
+        "SnapDir",
+        "EvictionSuspicion",
+        "TickIntervalOverride",
+    ] {
         leaves.push(vec!["Consensus".into(), key.into()]);
     }
     if let Some(Node::Map(entries)) = tree.at(&["Consensus"]) {

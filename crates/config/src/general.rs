@@ -658,7 +658,9 @@ impl Cluster {
             ),
             (
                 "ReplicationPolicy",
-                self.replication_policy.as_ref().map_or(Node::Null, Node::str),
+                self.replication_policy
+                    .as_ref()
+                    .map_or(Node::Null, Node::str),
             ),
         ])
     }
@@ -771,7 +773,10 @@ impl PluginOpts {
         let mut c = s.section("Config")?;
         for (key, node) in c.take_rest() {
             let path = c.key_path(key);
-            config.push((key.to_string(), scalar_text(node, &path)?.unwrap_or_default()));
+            config.push((
+                key.to_string(),
+                scalar_text(node, &path)?.unwrap_or_default(),
+            ));
         }
         c.finish()?;
         Ok(PluginOpts { library, config })
@@ -796,7 +801,11 @@ fn key_ids(s: &mut Section<'_>) -> Result<Vec<(String, String)>, ConfigError> {
         if scalar_text(node, &path)?.is_none_or(|t| t.trim().is_empty()) {
             return Ok(Vec::new());
         }
-        return Err(value_error(node, &path, "expected a list of SKI/ID mappings"));
+        return Err(value_error(
+            node,
+            &path,
+            "expected a list of SKI/ID mappings",
+        ));
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {

@@ -178,10 +178,7 @@ impl ChannelParticipation {
     pub(crate) fn encode(&self) -> Node {
         map(vec![
             ("Enabled", Node::Bool(self.enabled)),
-            (
-                "MaxRequestBodySize",
-                Node::uint(self.max_request_body_size),
-            ),
+            ("MaxRequestBodySize", Node::uint(self.max_request_body_size)),
             ("RemoveStorage", Node::Bool(self.remove_storage)),
         ])
     }

@@ -38,8 +38,7 @@ fn load_release(release: &str, ledger: &Path) -> Config {
         ("ORDERER_GENERAL_BOOTSTRAPFILE", genesis.to_str().unwrap()),
         ("ORDERER_FILELEDGER_LOCATION", ledger.to_str().unwrap()),
     ]);
-    let config = Config::load(&file, &overrides)
-        .unwrap_or_else(|e| panic!("{release}: {e}"));
+    let config = Config::load(&file, &overrides).unwrap_or_else(|e| panic!("{release}: {e}"));
     config
         .validate()
         .unwrap_or_else(|e| panic!("{release}: {e}"));
@@ -59,7 +58,10 @@ fn fabric_2_5_sample_loads() {
     let admin = c.admin.as_ref().expect("Admin read");
     assert_eq!(admin.listen_address, "127.0.0.1:9443");
     assert!(admin.tls.client_auth_required);
-    let cp = c.channel_participation.as_ref().expect("ChannelParticipation read");
+    let cp = c
+        .channel_participation
+        .as_ref()
+        .expect("ChannelParticipation read");
     assert!(!cp.enabled);
     assert_eq!(cp.max_request_body_size, 1 << 20);
     assert!(c.general.throttling.is_none());
@@ -279,9 +281,17 @@ ChannelParticipation:
   MaxRequestBodySize: 1 MB
 "#;
     let c = from_str(yaml).unwrap();
-    assert_eq!(c.general.bccsp.pkcs11.key_ids, [("0a1b".into(), "key-1".into())]);
     assert_eq!(
-        c.general.cluster.as_ref().unwrap().replication_policy.as_deref(),
+        c.general.bccsp.pkcs11.key_ids,
+        [("0a1b".into(), "key-1".into())]
+    );
+    assert_eq!(
+        c.general
+            .cluster
+            .as_ref()
+            .unwrap()
+            .replication_policy
+            .as_deref(),
         Some("consensus")
     );
     assert_eq!(c.consensus.len(), 4);
@@ -350,7 +360,11 @@ fn unused_keys_are_accepted_with_a_note() {
     }
     // Throttling switched off (Fabric's default) needs no note.
     let c = from_str("General:\n  Throttling:\n    Rate: 0\n").unwrap();
-    assert!(c.ignored_settings().is_empty(), "{:?}", c.ignored_settings());
+    assert!(
+        c.ignored_settings().is_empty(),
+        "{:?}",
+        c.ignored_settings()
+    );
 }
 
 /// Refused with a reason: values korder cannot honour safely (a shifted TLS
@@ -384,7 +398,10 @@ fn values_korder_cannot_honour_are_refused_with_a_reason() {
         (
             "Admin.TLS.ClientAuthRequired",
             |c| {
-                let mut a = from_str("Admin:\n  ListenAddress: x\n").unwrap().admin.unwrap();
+                let mut a = from_str("Admin:\n  ListenAddress: x\n")
+                    .unwrap()
+                    .admin
+                    .unwrap();
                 a.tls.enabled = true;
                 c.admin = Some(a);
             },

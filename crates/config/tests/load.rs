@@ -338,10 +338,7 @@ fn unknown_key_in_file_names_full_path() {
             "Kafka.Retry.NetworkTimeouts.DialTimeOut2",
         ),
         ("Adminn:\n  ListenAddress: x\n", "Adminn"),
-        (
-            "Admin:\n  TLS:\n    Enable: true\n",
-            "Admin.TLS.Enable",
-        ),
+        ("Admin:\n  TLS:\n    Enable: true\n", "Admin.TLS.Enable"),
         ("General:\n  TLS:\n    Enable: true\n", "General.TLS.Enable"),
         (
             "General:\n  Cluster:\n    ListenPortt: 1\n",
