@@ -33,11 +33,15 @@ fn load_release(release: &str, ledger: &Path) -> Config {
     let file = f.join(release).join("sampleconfig/orderer.yaml");
     let msp = f.join("fabric-v1.4.12/sampleconfig/msp");
     let genesis = f.join("fabric-v2.5.16/blocks/system-kafka-v2caps-genesis.block");
-    let overrides = env(&[
-        ("ORDERER_GENERAL_LOCALMSPDIR", msp.to_str().unwrap()),
-        ("ORDERER_GENERAL_BOOTSTRAPFILE", genesis.to_str().unwrap()),
-        ("ORDERER_FILELEDGER_LOCATION", ledger.to_str().unwrap()),
-    ]);
+    let text = |p: &Path| p.to_str().expect("UTF-8 paths").to_string();
+    let overrides: BTreeMap<String, String> = [
+        ("ORDERER_GENERAL_LOCALMSPDIR", text(&msp)),
+        ("ORDERER_GENERAL_BOOTSTRAPFILE", text(&genesis)),
+        ("ORDERER_FILELEDGER_LOCATION", text(ledger)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let config = Config::load(&file, &overrides).unwrap_or_else(|e| panic!("{release}: {e}"));
     config
         .validate()
@@ -377,7 +381,8 @@ fn values_korder_cannot_honour_are_refused_with_a_reason() {
     std::fs::write(tmp.path().join("genesis.block"), b"x").unwrap();
     let base = Config::default_for_dev(tmp.path());
     base.validate().unwrap();
-    let cases: Vec<(&str, fn(&mut Config), &str)> = vec![
+    type Change = fn(&mut Config);
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "General.TLS.TLSHandshakeTimeShift",
             |c| c.general.tls.tls_handshake_time_shift = Duration::from_secs(3600),

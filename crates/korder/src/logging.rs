@@ -586,7 +586,11 @@ pub fn go_time(layout: &str, t: std::time::SystemTime) -> String {
             rest = &rest[ch.len_utf8()..];
             continue;
         };
-        let h12 = if c.hour % 12 == 0 { 12 } else { c.hour % 12 };
+        let h12 = if c.hour.is_multiple_of(12) {
+            12
+        } else {
+            c.hour % 12
+        };
         let _ = match *token {
             "January" => write!(out, "{}", MONTHS[(c.month - 1) as usize]),
             "Jan" => write!(out, "{}", &MONTHS[(c.month - 1) as usize][..3]),

@@ -301,7 +301,7 @@ pub(crate) struct Responses<T> {
 
 enum ResponsesState<T> {
     Opening(tokio::task::JoinHandle<Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>),
-    Open(tonic::Streaming<T>),
+    Open(Box<tonic::Streaming<T>>),
 }
 
 impl<T: Send + 'static> Responses<T> {
@@ -334,7 +334,7 @@ impl<T: Send + 'static> Responses<T> {
                 })?
                 .map_err(|e| anyhow::anyhow!("opening a {what} stream: {e}"))?
                 .with_context(|| format!("opening a {what} stream"))?;
-            self.state = ResponsesState::Open(opened.into_inner());
+            self.state = ResponsesState::Open(Box::new(opened.into_inner()));
         }
         let ResponsesState::Open(stream) = &mut self.state else {
             unreachable!("the stream was opened above")
