@@ -315,3 +315,41 @@ async fn json_log_lines_have_fabric_fields() {
         "{log}"
     );
 }
+
+/// Copies a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `korder ledger verify` accepts the ledger a Fabric v2.5.16 orderer wrote (block
+/// files next to Fabric's LevelDB index): both channels, every hash and signature.
+#[test]
+fn ledger_verify_reads_a_fabric_2_5_orderer_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = tmp.path().join("orderer-ledger");
+    copy_tree(&fixtures().join("fabric-v2.5.16/orderer-ledger"), &ledger);
+    let out = Command::new(KORDER)
+        .args(["ledger", "verify", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("channel mychannel: 20 blocks") && text.contains("19 signatures verified"),
+        "{text}"
+    );
+    assert!(text.contains("channel system-channel: 2 blocks"), "{text}");
+}
