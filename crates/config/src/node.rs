@@ -329,24 +329,26 @@ impl<'a> Section<'a> {
         let Some(node) = self.take(key) else {
             return Ok(None);
         };
-        match node {
-            Node::Int(i) => Ok(Some(*i as f64)),
-            Node::Float(f) => Ok(Some(*f)),
-            _ => {
-                let text = scalar_text(node, &path)?.unwrap_or_default();
-                let text = text.trim();
-                if text.is_empty() {
-                    return Ok(None);
-                }
-                text.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite() && *f >= 0.0)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        value_error(node, &path, format!("expected a number, found {text:?}"))
-                    })
-            }
+        let text = scalar_text(node, &path)?.unwrap_or_default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
         }
+        let value = match node {
+            Node::Int(i) => Some(*i as f64),
+            Node::Float(f) => Some(*f),
+            _ => text.parse::<f64>().ok(),
+        };
+        value
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| {
+                value_error(
+                    node,
+                    &path,
+                    format!("expected a number of at least 0, found {text:?}"),
+                )
+            })
     }
 
     /// A nested section (absent or null is an empty one).

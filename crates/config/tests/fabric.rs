@@ -362,6 +362,15 @@ fn unused_keys_are_accepted_with_a_note() {
         assert!(note.contains("not used by korder yet"), "{note}");
         assert!(!note.contains('\n'), "{note}");
     }
+    // Noted keys are still type-checked.
+    for bad in ["-1.5", "fast"] {
+        let err = from_str(&format!("General:\n  Backoff:\n    Multiplier: {bad}\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("General.Backoff.Multiplier: expected a number"),
+            "{bad}: {err}"
+        );
+    }
     // Throttling switched off (Fabric's default) needs no note.
     let c = from_str("General:\n  Throttling:\n    Rate: 0\n").unwrap();
     assert!(
