@@ -469,3 +469,18 @@ fn empty_bootstrap_file_names_bootstrap_file() {
     );
     assert!(problems[0].contains("ORDERER_GENERAL_BOOTSTRAPFILE"));
 }
+
+/// Both sample files, written back by korder, load again to an equal configuration
+/// (the optional Fabric sections keep their presence).
+#[test]
+fn sample_files_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    for release in ["fabric-v2.5.16", "fabric-v3.1.5"] {
+        let c = load_release(release, tmp.path());
+        let path = tmp.path().join(format!("{release}.yaml"));
+        std::fs::write(&path, c.to_yaml().unwrap()).unwrap();
+        let back = Config::load(&path, &BTreeMap::new()).unwrap();
+        assert_eq!(back, c, "{release}");
+        assert!(back.admin.is_some() && back.general.cluster.is_some());
+    }
+}
