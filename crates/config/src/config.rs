@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use crate::duration::format_duration;
 use crate::error::ConfigError;
+use crate::general::optional_section;
 use crate::general::{Bootstrap, BootstrapMethod, GenesisMethod, Tls};
 use crate::kafka::{Kafka, PEM_KEYS, PemSource};
 use crate::node::{Node, Section, value_error};
 use crate::sections::{
-    Debug, FileLedger, Korder, Metrics, MetricsProvider, Operations, RamLedger, resolve_operations,
+    Admin, ChannelParticipation, Debug, FileLedger, Korder, Metrics, MetricsProvider, Operations,
+    RamLedger, resolve_operations,
 };
 use crate::{General, general::map};
 
@@ -38,6 +40,12 @@ pub struct Config {
     pub operations: Operations,
     /// `Metrics`.
     pub metrics: Metrics,
+    /// `Admin` (Fabric 2.3 and later): read and checked, not served yet; `None` when
+    /// absent.
+    pub admin: Option<Admin>,
+    /// `ChannelParticipation` (Fabric 2.2 and later): read and checked, not served
+    /// yet; `None` when absent.
+    pub channel_participation: Option<ChannelParticipation>,
     /// `Korder`.
     pub korder: Korder,
 }
@@ -50,6 +58,15 @@ impl Default for Config {
             Ok(config) => config,
             Err(e) => panic!("the built-in defaults must decode: {e}"),
         }
+    }
+}
+
+/// What `decode` gives for an empty section: every key at its default.
+fn defaults_of<T>(decode: fn(&mut Section<'_>) -> Result<T, ConfigError>) -> T {
+    let decoded = Section::new(None, "").and_then(|mut s| decode(&mut s));
+    match decoded {
+        Ok(value) => value,
+        Err(e) => panic!("the built-in defaults must decode: {e}"),
     }
 }
 
@@ -165,6 +182,12 @@ impl Config {
         let mut s = root.section("Metrics")?;
         let metrics = Metrics::decode(&mut s)?;
         s.finish()?;
+        let admin = optional_section(&mut root, "Admin", Admin::decode)?;
+        let channel_participation = optional_section(
+            &mut root,
+            "ChannelParticipation",
+            ChannelParticipation::decode,
+        )?;
         let mut s = root.section("Korder")?;
         let korder = Korder::decode(&mut s)?;
         s.finish()?;
@@ -178,6 +201,8 @@ impl Config {
             consensus,
             operations,
             metrics,
+            admin,
+            channel_participation,
             korder,
         })
     }
@@ -200,14 +225,44 @@ impl Config {
             ),
             ("Operations", self.operations.encode()),
             ("Metrics", self.metrics.encode()),
+            (
+                "Admin",
+                self.admin.as_ref().map_or(Node::Null, Admin::encode),
+            ),
+            (
+                "ChannelParticipation",
+                self.channel_participation
+                    .as_ref()
+                    .map_or(Node::Null, ChannelParticipation::encode),
+            ),
             ("Korder", self.korder.encode()),
         ])
+        .without_null(&["Admin", "ChannelParticipation"])
+    }
+
+    /// Every key korder knows, each with its default: the configuration with every
+    /// optional section present. The environment overrides are derived from it.
+    fn schema() -> Node {
+        use crate::general::{Backoff, Cluster, PluginOpts, Throttling};
+        let mut c = Config::default();
+        c.general.backoff = Some(defaults_of(Backoff::decode));
+        c.general.throttling = Some(defaults_of(Throttling::decode));
+        c.general.cluster = Some(defaults_of(Cluster::decode));
+        c.general.bccsp.plugin = Some(PluginOpts::default());
+        c.admin = Some(defaults_of(Admin::decode));
+        c.channel_participation = Some(defaults_of(ChannelParticipation::decode));
+        c.encode()
     }
 
     fn resolve_paths(&mut self, base: &Path) {
         let g = &mut self.general;
         g.tls.resolve(base);
-        g.cluster.resolve(base);
+        if let Some(c) = g.cluster.as_mut() {
+            c.resolve(base);
+        }
+        if let Some(a) = self.admin.as_mut() {
+            a.tls.resolve(base);
+        }
         resolve_path(base, &mut g.genesis_file);
         if let Some(p) = g.bootstrap_file.as_mut() {
             resolve_path(base, p);
@@ -302,15 +357,22 @@ impl Config {
         }
         match g.bootstrap() {
             Bootstrap::File(path) if !path.is_file() => {
-                let key = if g.bootstrap_method.is_some() && g.bootstrap_file.is_some() {
-                    "BootstrapFile"
-                } else {
-                    "GenesisFile"
-                };
-                problems.push(format!(
-                    "General.{key}: genesis block file {} does not exist",
-                    path.display()
-                ));
+                problems.push(match (&g.bootstrap_method, &g.bootstrap_file) {
+                    (_, Some(_)) => format!(
+                        "General.BootstrapFile: genesis block file {} does not exist",
+                        path.display()
+                    ),
+                    // Fabric 2.x's keys with an empty BootstrapFile: Fabric falls back
+                    // to GenesisFile (default `genesisblock`), and so does korder.
+                    (Some(_), None) => format!(
+                        "General.BootstrapFile: empty, and the fallback General.GenesisFile {} does not exist; set General.BootstrapFile (ORDERER_GENERAL_BOOTSTRAPFILE) to the system channel's genesis block",
+                        path.display()
+                    ),
+                    (None, None) => format!(
+                        "General.GenesisFile: genesis block file {} does not exist",
+                        path.display()
+                    ),
+                });
             }
             _ => {}
         }
@@ -337,6 +399,7 @@ impl Config {
             ));
         }
         check_tls(&self.operations.tls, "Operations.TLS", &mut problems);
+        self.validate_fabric_values(&mut problems);
         let k = &self.korder;
         if !(Korder::MIN_SEGMENT_BYTES..=Korder::MAX_SEGMENT_BYTES)
             .contains(&k.embedded_log_segment_bytes)
@@ -430,16 +493,88 @@ impl Config {
         }
     }
 
-    /// Settings that are set to something other than their default but that korder
-    /// accepts without acting on; worth a warning at start-up.
+    /// Values of Fabric's keys that korder cannot honour safely: each is refused
+    /// with the reason, rather than run in a way the operator did not ask for.
+    fn validate_fabric_values(&self, problems: &mut Vec<String>) {
+        let shift = "korder checks certificates against the current time only; renew the expired certificates and remove the shift";
+        for (key, d) in [
+            (
+                "General.TLS.TLSHandshakeTimeShift",
+                self.general.tls.tls_handshake_time_shift,
+            ),
+            (
+                "Operations.TLS.TLSHandshakeTimeShift",
+                self.operations.tls.tls_handshake_time_shift,
+            ),
+            (
+                "Kafka.TLS.TLSHandshakeTimeShift",
+                self.kafka.tls.tls_handshake_time_shift,
+            ),
+        ] {
+            if !d.is_zero() {
+                problems.push(format!(
+                    "{key}: {} is not supported: {shift}",
+                    format_duration(d)
+                ));
+            }
+        }
+        if self.operations.tls.enabled {
+            problems.push(
+                "Operations.TLS.Enabled: true is not supported: korder's operations endpoint serves plain HTTP only, and serving /logspec and /metrics unencrypted where TLS was asked for is unsafe; set it to false and put a TLS proxy in front, or bind Operations.ListenAddress to loopback"
+                    .to_string(),
+            );
+        }
+        if let Some(admin) = &self.admin
+            && admin.tls.enabled
+            && !admin.tls.client_auth_required
+        {
+            problems.push(
+                "Admin.TLS.ClientAuthRequired: must be true when Admin.TLS.Enabled is true (as Fabric requires)"
+                    .to_string(),
+            );
+        }
+    }
+
+    /// Settings korder accepts without acting on, one start-up line each: Fabric's
+    /// sections for Raft/BFT and channel participation (when the file has them) and
+    /// values other than the default of keys korder does not use.
     pub fn ignored_settings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let g = &self.general;
         if g.profile.enabled {
             out.push("General.Profile.Enabled: there is no profiling server".to_string());
         }
-        if g.cluster.listen_port.is_some() || g.cluster.listen_address.is_some() {
-            out.push("General.Cluster: a Kafka orderer has no cluster listener".to_string());
+        if g.cluster.is_some() {
+            out.push(
+                "General.Cluster: not used by korder yet (Raft/BFT cluster links; korder nodes share the channel's log instead)"
+                    .to_string(),
+            );
+        }
+        if g.backoff.is_some() {
+            out.push(
+                "General.Backoff: not used by korder yet (reconnection backoff of Raft/BFT cluster links)"
+                    .to_string(),
+            );
+        }
+        if let Some(t) = &g.throttling
+            && t.rate != 0
+        {
+            out.push(format!(
+                "General.Throttling.Rate: not used by korder yet (Broadcast is not rate-limited; {} tx/s asked for)",
+                t.rate
+            ));
+        }
+        if self.admin.is_some() {
+            out.push(
+                "Admin: not used by korder yet (no admin endpoint; channels are created through the system channel)"
+                    .to_string(),
+            );
+        }
+        if self.channel_participation.is_some() {
+            out.push(
+                "ChannelParticipation: not used by korder yet (no channel participation API; channels are created through the system channel)"
+                    .to_string(),
+            );
         }
         if self.metrics.provider == MetricsProvider::Statsd {
             out.push("Metrics.Provider: statsd is not implemented; metrics are off".to_string());
@@ -448,7 +583,11 @@ impl Config {
             out.push("Debug: request tracing is not implemented".to_string());
         }
         if !self.consensus.is_empty() {
-            out.push("Consensus: plugin settings are not used by korder".to_string());
+            let keys: Vec<&str> = self.consensus.keys().map(String::as_str).collect();
+            out.push(format!(
+                "Consensus: {} not used by korder yet (settings of the Raft/BFT consenters)",
+                keys.join(", ")
+            ));
         }
         if self.kafka.tls.client_auth_required || self.kafka.tls.client_root_cas.is_some() {
             out.push(
@@ -592,9 +731,7 @@ fn check_tls(tls: &Tls, prefix: &str, problems: &mut Vec<String>) {
 /// (canonical spelling) it sets.
 fn override_targets(tree: &Node) -> HashMap<String, Vec<String>> {
     let mut leaves = Vec::new();
-    Config::default()
-        .encode()
-        .leaf_paths(&mut Vec::new(), &mut leaves);
+    Config::schema().leaf_paths(&mut Vec::new(), &mut leaves);
     for key in PEM_KEYS {
         leaves.push(vec![
             "Kafka".into(),
@@ -602,6 +739,15 @@ fn override_targets(tree: &Node) -> HashMap<String, Vec<String>> {
             key.into(),
             "File".into(),
         ]);
+    }
+    // The Raft consenter's keys (Fabric 1.4 to 3.x), whether or not the file has them.
+    for key in [
+        "WALDir",
+        "SnapDir",
+        "EvictionSuspicion",
+        "TickIntervalOverride",
+    ] {
+        leaves.push(vec!["Consensus".into(), key.into()]);
     }
     if let Some(Node::Map(entries)) = tree.at(&["Consensus"]) {
         for (k, _) in entries {
@@ -654,15 +800,17 @@ mod tests {
         }
     }
 
-    /// Every key korder writes can be overridden by its ORDERER_ variable, and
-    /// overriding each with its own default value changes nothing.
+    /// Every key korder knows can be overridden by its ORDERER_ variable, and
+    /// overriding each with its own default value gives the defaults (with every
+    /// optional section present).
     #[test]
     fn every_written_key_is_overridable() {
-        let defaults = Config::default();
-        let tree = defaults.encode();
+        let tree = Config::schema();
+        let defaults = Config::decode(&tree).unwrap();
         let targets = override_targets(&Node::Null);
         let mut env = BTreeMap::new();
-        for (var, path) in &targets {
+        // Consensus keys are opaque: setting one adds it.
+        for (var, path) in targets.iter().filter(|(_, p)| p[0] != "Consensus") {
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
             let value = tree.at(&path).map(leaf_text).unwrap_or_default();
             env.insert(var.clone(), value);
@@ -670,6 +818,19 @@ mod tests {
         assert!(env.contains_key("ORDERER_KAFKA_RETRY_NETWORKTIMEOUTS_DIALTIMEOUT"));
         assert!(env.contains_key("ORDERER_KAFKA_TLS_PRIVATEKEY_FILE"));
         assert!(env.contains_key("ORDERER_GENERAL_BCCSP_SW_FILEKEYSTORE_KEYSTORE"));
+        for var in [
+            "ORDERER_ADMIN_LISTENADDRESS",
+            "ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED",
+            "ORDERER_CHANNELPARTICIPATION_ENABLED",
+            "ORDERER_GENERAL_MAXRECVMSGSIZE",
+            "ORDERER_GENERAL_THROTTLING_RATE",
+            "ORDERER_GENERAL_BACKOFF_MULTIPLIER",
+            "ORDERER_GENERAL_CLUSTER_REPLICATIONPOLICY",
+            "ORDERER_GENERAL_TLS_TLSHANDSHAKETIMESHIFT",
+            "ORDERER_KAFKA_TLS_TLSHANDSHAKETIMESHIFT",
+        ] {
+            assert!(env.contains_key(var), "{var} is not an override");
+        }
         assert!(env.len() >= 90, "only {} override targets", env.len());
         let loaded = Config::from_yaml_str("", None, &env).unwrap();
         assert_eq!(loaded, defaults);

@@ -33,8 +33,21 @@ pub struct General {
     /// `ConnectionTimeout`: how long a new gRPC connection may take to complete its
     /// TLS handshake and send its first bytes (zero or unset means 5s, as Fabric).
     pub connection_timeout: Duration,
-    /// `Cluster`: read and checked, not used (a Kafka orderer has no cluster links).
-    pub cluster: Cluster,
+    /// `Backoff` (Fabric 3.x): reconnection backoff of Raft/BFT cluster links; `None`
+    /// when the file does not have it. Read and checked, not used.
+    pub backoff: Option<Backoff>,
+    /// `MaxRecvMsgSize` (Fabric 2.2 and later): largest gRPC message the server
+    /// accepts, in bytes (zero or unset means 100 MiB, as Fabric).
+    pub max_recv_msg_size: u32,
+    /// `MaxSendMsgSize` (Fabric 2.2 and later): largest gRPC message the server
+    /// sends, in bytes (zero or unset means 100 MiB, as Fabric).
+    pub max_send_msg_size: u32,
+    /// `Throttling` (Fabric 3.x): Broadcast rate limit; `None` when the file does not
+    /// have it. Read and checked, not used yet.
+    pub throttling: Option<Throttling>,
+    /// `Cluster`: read and checked, not used (a Kafka orderer has no cluster links);
+    /// `None` when the file does not have it.
+    pub cluster: Option<Cluster>,
     /// `GenesisMethod` (v1.4 name): `provisional` or `file`.
     pub genesis_method: GenesisMethod,
     /// `GenesisProfile`: configtx.yaml profile for the `provisional` method.
@@ -78,7 +91,8 @@ pub enum Bootstrap {
 
 impl General {
     /// The bootstrap to perform: `BootstrapMethod` when set (its file defaulting to
-    /// `GenesisFile`), else `GenesisMethod`.
+    /// `GenesisFile`); else, when only `BootstrapFile` is set (a Fabric 3.x file,
+    /// which has neither method key), that file; else `GenesisMethod`.
     pub fn bootstrap(&self) -> Bootstrap {
         match self.bootstrap_method {
             Some(BootstrapMethod::None) => Bootstrap::None,
@@ -87,6 +101,9 @@ impl General {
                     .clone()
                     .unwrap_or_else(|| self.genesis_file.clone()),
             ),
+            None if self.bootstrap_file.is_some() => {
+                Bootstrap::File(self.bootstrap_file.clone().unwrap_or_default())
+            }
             None => match self.genesis_method {
                 GenesisMethod::File => Bootstrap::File(self.genesis_file.clone()),
                 GenesisMethod::Provisional => Bootstrap::Provisional {
@@ -99,20 +116,30 @@ impl General {
 
     /// Default `ConnectionTimeout`.
     pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `MaxRecvMsgSize` and `MaxSendMsgSize`: 100 MiB, as Fabric.
+    pub const DEFAULT_MAX_MSG_SIZE: u32 = 100 * 1024 * 1024;
 
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<General, ConfigError> {
         let ledger_type = s.string_or("LedgerType", "file")?;
         let listen_address = s.string_or("ListenAddress", "127.0.0.1")?;
         let listen_port = port(s, "ListenPort")?.unwrap_or(7050);
-        let tls = Tls::decode(&mut s.section("TLS")?)?;
-        let keepalive = Keepalive::decode(&mut s.section("Keepalive")?)?;
+        let mut t = s.section("TLS")?;
+        let tls = Tls::decode(&mut t)?;
+        t.finish()?;
+        let mut k = s.section("Keepalive")?;
+        let keepalive = Keepalive::decode(&mut k)?;
+        k.finish()?;
         let connection_timeout = s.duration_or("ConnectionTimeout", Duration::ZERO)?;
         let connection_timeout = if connection_timeout.is_zero() {
             Self::DEFAULT_CONNECTION_TIMEOUT
         } else {
             connection_timeout
         };
-        let cluster = Cluster::decode(&mut s.section("Cluster")?)?;
+        let backoff = optional_section(s, "Backoff", Backoff::decode)?;
+        let max_recv_msg_size = msg_size(s, "MaxRecvMsgSize")?;
+        let max_send_msg_size = msg_size(s, "MaxSendMsgSize")?;
+        let throttling = optional_section(s, "Throttling", Throttling::decode)?;
+        let cluster = optional_section(s, "Cluster", Cluster::decode)?;
         let genesis_method =
             choice(s, "GenesisMethod", GenesisMethod::parse)?.unwrap_or(GenesisMethod::Provisional);
         let genesis_profile = s.string_or("GenesisProfile", "SampleSingleMSPSolo")?;
@@ -124,9 +151,15 @@ impl General {
         let bootstrap_file = s.path("BootstrapFile")?;
         let local_msp_dir = s.path("LocalMSPDir")?.unwrap_or_else(|| "msp".into());
         let local_msp_id = s.string_or("LocalMSPID", "SampleOrg")?;
-        let profile = Profile::decode(&mut s.section("Profile")?)?;
-        let bccsp = Bccsp::decode(&mut s.section("BCCSP")?)?;
-        let authentication = Authentication::decode(&mut s.section("Authentication")?)?;
+        let mut p = s.section("Profile")?;
+        let profile = Profile::decode(&mut p)?;
+        p.finish()?;
+        let mut b = s.section("BCCSP")?;
+        let bccsp = Bccsp::decode(&mut b)?;
+        b.finish()?;
+        let mut a = s.section("Authentication")?;
+        let authentication = Authentication::decode(&mut a)?;
+        a.finish()?;
         Ok(General {
             ledger_type,
             listen_address,
@@ -134,6 +167,10 @@ impl General {
             tls,
             keepalive,
             connection_timeout,
+            backoff,
+            max_recv_msg_size,
+            max_send_msg_size,
+            throttling,
             cluster,
             genesis_method,
             genesis_profile,
@@ -157,7 +194,22 @@ impl General {
             ("TLS", self.tls.encode()),
             ("Keepalive", self.keepalive.encode()),
             ("ConnectionTimeout", Node::duration(self.connection_timeout)),
-            ("Cluster", self.cluster.encode()),
+            (
+                "Backoff",
+                self.backoff.as_ref().map_or(Node::Null, Backoff::encode),
+            ),
+            ("MaxRecvMsgSize", Node::uint(self.max_recv_msg_size)),
+            ("MaxSendMsgSize", Node::uint(self.max_send_msg_size)),
+            (
+                "Throttling",
+                self.throttling
+                    .as_ref()
+                    .map_or(Node::Null, Throttling::encode),
+            ),
+            (
+                "Cluster",
+                self.cluster.as_ref().map_or(Node::Null, Cluster::encode),
+            ),
             ("GenesisMethod", Node::str(self.genesis_method.as_str())),
             ("GenesisProfile", Node::str(&self.genesis_profile)),
             ("SystemChannel", Node::str(&self.system_channel)),
@@ -176,6 +228,92 @@ impl General {
             ("Profile", self.profile.encode()),
             ("BCCSP", self.bccsp.encode()),
             ("Authentication", self.authentication.encode()),
+        ])
+        .without_null(&["Backoff", "Throttling", "Cluster"])
+    }
+}
+
+/// A section that korder reads and checks but does not use: `None` when the file
+/// (or the environment) does not have it, so that its presence can be reported.
+pub(crate) fn optional_section<T>(
+    s: &mut Section<'_>,
+    key: &str,
+    decode: fn(&mut Section<'_>) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    let path = s.key_path(key);
+    // Absent, or present with nothing under it: there is nothing to report.
+    let Some(node) = s.take(key) else {
+        return Ok(None);
+    };
+    let mut inner = Section::new(Some(node), &path)?;
+    let value = decode(&mut inner)?;
+    inner.finish()?;
+    Ok(Some(value))
+}
+
+/// A gRPC message size limit: Fabric's `int32`, where zero or unset means the
+/// default and a negative number is refused.
+fn msg_size(s: &mut Section<'_>, key: &str) -> Result<u32, ConfigError> {
+    Ok(s.uint(key, i32::MAX as u64)?
+        .filter(|&n| n != 0)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(General::DEFAULT_MAX_MSG_SIZE))
+}
+
+/// `General.Backoff` (Fabric 3.x): how a Raft/BFT node backs off when it reconnects
+/// to another. Read and checked, not used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backoff {
+    /// `BaseDelay` (default 1s).
+    pub base_delay: Duration,
+    /// `Multiplier` (default 1.6).
+    pub multiplier: f64,
+    /// `MaxDelay` (default 2m).
+    pub max_delay: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Backoff, ConfigError> {
+        Ok(Backoff {
+            base_delay: s.duration_or("BaseDelay", Duration::from_secs(1))?,
+            multiplier: s.float("Multiplier")?.filter(|&m| m != 0.0).unwrap_or(1.6),
+            max_delay: s.duration_or("MaxDelay", Duration::from_secs(120))?,
+        })
+    }
+
+    fn encode(&self) -> Node {
+        map(vec![
+            ("BaseDelay", Node::duration(self.base_delay)),
+            ("Multiplier", Node::Float(self.multiplier)),
+            ("MaxDelay", Node::duration(self.max_delay)),
+        ])
+    }
+}
+
+/// `General.Throttling` (Fabric 3.x): a Broadcast rate limit shared by all clients.
+/// Read and checked; korder does not throttle Broadcast yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throttling {
+    /// `Rate`: transactions per second for all clients together; 0 turns
+    /// throttling off (the default).
+    pub rate: u64,
+    /// `InactivityTimeout`: a client idle this long no longer counts when the rate
+    /// is shared out (default 5s).
+    pub inactivity_timeout: Duration,
+}
+
+impl Throttling {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Throttling, ConfigError> {
+        Ok(Throttling {
+            rate: s.uint("Rate", i64::MAX as u64)?.unwrap_or(0),
+            inactivity_timeout: s.duration_or("InactivityTimeout", Duration::from_secs(5))?,
+        })
+    }
+
+    fn encode(&self) -> Node {
+        map(vec![
+            ("Rate", Node::uint(self.rate)),
+            ("InactivityTimeout", Node::duration(self.inactivity_timeout)),
         ])
     }
 }
@@ -283,6 +421,11 @@ pub struct Tls {
     pub client_auth_required: bool,
     /// `ClientRootCAs`: PEM files of roots accepted for client certificates.
     pub client_root_cas: Vec<PathBuf>,
+    /// `TLSHandshakeTimeShift` (Fabric 1.4.x, 2.2 and later): check certificates
+    /// against a shifted clock during the handshake. korder checks them against the
+    /// current time only, so a non-zero shift is refused by
+    /// [`crate::Config::validate`].
+    pub tls_handshake_time_shift: Duration,
 }
 
 impl Tls {
@@ -294,6 +437,9 @@ impl Tls {
             root_cas: s.paths("RootCAs")?,
             client_auth_required: s.bool("ClientAuthRequired")?,
             client_root_cas: s.paths("ClientRootCAs")?,
+            tls_handshake_time_shift: s
+                .duration("TLSHandshakeTimeShift")?
+                .unwrap_or(Duration::ZERO),
         };
         Ok(tls)
     }
@@ -306,6 +452,10 @@ impl Tls {
             ("RootCAs", Node::paths(&self.root_cas)),
             ("ClientAuthRequired", Node::Bool(self.client_auth_required)),
             ("ClientRootCAs", Node::paths(&self.client_root_cas)),
+            (
+                "TLSHandshakeTimeShift",
+                Node::duration(self.tls_handshake_time_shift),
+            ),
         ])
     }
 
@@ -397,10 +547,12 @@ pub struct Cluster {
     pub cert_expiration_warning_threshold: Duration,
     /// `TLSHandshakeTimeShift` (default 0).
     pub tls_handshake_time_shift: Duration,
+    /// `ReplicationPolicy` (Fabric 3.x): `simple` or `consensus`; unset when empty.
+    pub replication_policy: Option<String>,
 }
 
 impl Cluster {
-    fn decode(s: &mut Section<'_>) -> Result<Cluster, ConfigError> {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Cluster, ConfigError> {
         Ok(Cluster {
             send_buffer_size: s.uint("SendBufferSize", u64::from(u32::MAX))?.unwrap_or(10),
             client_certificate: s.path("ClientCertificate")?,
@@ -435,10 +587,17 @@ impl Cluster {
             tls_handshake_time_shift: s
                 .duration("TLSHandshakeTimeShift")?
                 .unwrap_or(Duration::ZERO),
+            replication_policy: choice(s, "ReplicationPolicy", |p| {
+                match p.to_ascii_lowercase().as_str() {
+                    "simple" => Ok("simple".to_string()),
+                    "consensus" => Ok("consensus".to_string()),
+                    _ => Err("simple, consensus"),
+                }
+            })?,
         })
     }
 
-    fn encode(&self) -> Node {
+    pub(crate) fn encode(&self) -> Node {
         map(vec![
             ("SendBufferSize", Node::uint(self.send_buffer_size)),
             (
@@ -497,6 +656,12 @@ impl Cluster {
                 "TLSHandshakeTimeShift",
                 Node::duration(self.tls_handshake_time_shift),
             ),
+            (
+                "ReplicationPolicy",
+                self.replication_policy
+                    .as_ref()
+                    .map_or(Node::Null, Node::str),
+            ),
         ])
     }
 
@@ -548,6 +713,8 @@ pub struct Bccsp {
     pub sw: SwOpts,
     /// `PKCS11`: read, not usable.
     pub pkcs11: Pkcs11Opts,
+    /// `PLUGIN` (Fabric 1.4): read, not usable; `None` when absent.
+    pub plugin: Option<PluginOpts>,
 }
 
 /// `General.BCCSP.SW`.
@@ -576,6 +743,44 @@ pub struct Pkcs11Opts {
     pub security: Option<u64>,
     /// `FileKeyStore.KeyStore`.
     pub key_store: Option<PathBuf>,
+    /// `SoftwareVerify`: verify signatures in software.
+    pub software_verify: bool,
+    /// `Immutable`: keys created in the HSM cannot be changed.
+    pub immutable: bool,
+    /// `AltID` (Fabric 2.x): the CKA_ID of keys created in the HSM.
+    pub alt_id: Option<String>,
+    /// `TempKeys` (Fabric 1.4): keys live only for the session.
+    pub temp_keys: bool,
+    /// `KeyIDs` (Fabric 2.4 and later): `(SKI, ID)` pairs mapping a subject key
+    /// identifier to an HSM object id.
+    pub key_ids: Vec<(String, String)>,
+}
+
+/// `General.BCCSP.PLUGIN` (Fabric 1.4): a crypto provider loaded as a Go plugin.
+/// Read, not usable (korder has the SW provider only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PluginOpts {
+    /// `Library`.
+    pub library: Option<String>,
+    /// `Config`: the plugin's own settings, as `key=value` text of each scalar.
+    pub config: Vec<(String, String)>,
+}
+
+impl PluginOpts {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<PluginOpts, ConfigError> {
+        let library = s.string("Library")?;
+        let mut config = Vec::new();
+        let mut c = s.section("Config")?;
+        for (key, node) in c.take_rest() {
+            let path = c.key_path(key);
+            config.push((
+                key.to_string(),
+                scalar_text(node, &path)?.unwrap_or_default(),
+            ));
+        }
+        c.finish()?;
+        Ok(PluginOpts { library, config })
+    }
 }
 
 fn key_store(s: &mut Section<'_>) -> Result<Option<PathBuf>, ConfigError> {
@@ -583,6 +788,35 @@ fn key_store(s: &mut Section<'_>) -> Result<Option<PathBuf>, ConfigError> {
     let ks = fks.path("KeyStore")?;
     fks.finish()?;
     Ok(ks)
+}
+
+/// `PKCS11.KeyIDs`: a list of `{SKI, ID}` mappings.
+fn key_ids(s: &mut Section<'_>) -> Result<Vec<(String, String)>, ConfigError> {
+    let path = s.key_path("KeyIDs");
+    let Some(node) = s.take("KeyIDs") else {
+        return Ok(Vec::new());
+    };
+    let Node::Seq(items) = node else {
+        // An override can only say "none".
+        if scalar_text(node, &path)?.is_none_or(|t| t.trim().is_empty()) {
+            return Ok(Vec::new());
+        }
+        return Err(value_error(
+            node,
+            &path,
+            "expected a list of SKI/ID mappings",
+        ));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let mut m = Section::new(Some(item), &item_path)?;
+        let ski = m.string("SKI")?.unwrap_or_default();
+        let id = m.string("ID")?.unwrap_or_default();
+        m.finish()?;
+        out.push((ski, id));
+    }
+    Ok(out)
 }
 
 fn key_store_node(ks: Option<&PathBuf>) -> Node {
@@ -607,12 +841,19 @@ impl Bccsp {
             hash: p.string("Hash")?,
             security: p.uint("Security", 1024)?,
             key_store: key_store(&mut p)?,
+            software_verify: p.bool("SoftwareVerify")?,
+            immutable: p.bool("Immutable")?,
+            alt_id: p.string("AltID")?,
+            temp_keys: p.bool("TempKeys")?,
+            key_ids: key_ids(&mut p)?,
         };
         p.finish()?;
+        let plugin = optional_section(s, "PLUGIN", PluginOpts::decode)?;
         Ok(Bccsp {
             default,
             sw,
             pkcs11,
+            plugin,
         })
     }
 
@@ -643,7 +884,40 @@ impl Bccsp {
                         "FileKeyStore",
                         key_store_node(self.pkcs11.key_store.as_ref()),
                     ),
+                    ("SoftwareVerify", Node::Bool(self.pkcs11.software_verify)),
+                    ("Immutable", Node::Bool(self.pkcs11.immutable)),
+                    ("AltID", opt(&self.pkcs11.alt_id)),
+                    ("TempKeys", Node::Bool(self.pkcs11.temp_keys)),
+                    (
+                        "KeyIDs",
+                        Node::Seq(
+                            self.pkcs11
+                                .key_ids
+                                .iter()
+                                .map(|(ski, id)| {
+                                    map(vec![("SKI", Node::str(ski)), ("ID", Node::str(id))])
+                                })
+                                .collect(),
+                        ),
+                    ),
                 ]),
+            ),
+            (
+                "PLUGIN",
+                self.plugin.as_ref().map_or(Node::Null, |p| {
+                    map(vec![
+                        ("Library", opt(&p.library)),
+                        (
+                            "Config",
+                            Node::Map(
+                                p.config
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), Node::str(v)))
+                                    .collect(),
+                            ),
+                        ),
+                    ])
+                }),
             ),
         ])
     }

@@ -174,6 +174,10 @@ pub struct KafkaTls {
     pub client_auth_required: bool,
     /// `ClientRootCAs`: accepted, meaningless for a client; ignored.
     pub client_root_cas: Option<PemSource>,
+    /// `TLSHandshakeTimeShift` (Fabric 1.4.x, 2.2 and later): check the brokers'
+    /// certificates against a shifted clock. korder cannot, so a non-zero shift is
+    /// refused by [`crate::Config::validate`].
+    pub tls_handshake_time_shift: Duration,
 }
 
 /// `Kafka.SASLPlain`.
@@ -344,6 +348,9 @@ impl Kafka {
             root_cas: PemSource::decode(&mut t, "RootCAs")?,
             client_auth_required: t.bool("ClientAuthRequired")?,
             client_root_cas: PemSource::decode(&mut t, "ClientRootCAs")?,
+            tls_handshake_time_shift: t
+                .duration("TLSHandshakeTimeShift")?
+                .unwrap_or(Duration::ZERO),
         };
         t.finish()?;
 
@@ -396,6 +403,10 @@ impl Kafka {
                     (
                         "ClientRootCAs",
                         PemSource::encode(t.client_root_cas.as_ref()),
+                    ),
+                    (
+                        "TLSHandshakeTimeShift",
+                        Node::duration(t.tls_handshake_time_shift),
                     ),
                 ]),
             ),

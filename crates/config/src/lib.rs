@@ -2,8 +2,12 @@
 //!
 //! korder reads an `orderer.yaml` in the shape of Fabric's (sections `General`,
 //! `FileLedger`, `RAMLedger`, `Kafka`, `Debug`, `Consensus`, `Operations`,
-//! `Metrics`), plus a `Korder` section of its own, so an operator's existing file
-//! and habits carry over. The full key reference is `docs/configuration.md`.
+//! `Metrics`, `Admin`, `ChannelParticipation`), plus a `Korder` section of its own,
+//! so an operator's existing file and habits carry over. Every key of every Fabric
+//! release from 1.4 to 3.1 is known: korder honours it, accepts it with a start-up
+//! note ([`Config::ignored_settings`]) when it does not apply, or refuses a value it
+//! cannot honour safely ([`Config::validate`]). The full key reference is
+//! `docs/configuration.md`.
 //!
 //! ```text
 //! orderer.yaml ──parse──▶ value tree ──ORDERER_* overrides──▶ value tree
@@ -33,11 +37,11 @@ pub use config::{Config, ENV_PREFIX, env_from_process};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use general::{
-    Authentication, Bccsp, Bootstrap, BootstrapMethod, Cluster, General, GenesisMethod, Keepalive,
-    Pkcs11Opts, Profile, SwOpts, Tls,
+    Authentication, Backoff, Bccsp, Bootstrap, BootstrapMethod, Cluster, General, GenesisMethod,
+    Keepalive, Pkcs11Opts, PluginOpts, Profile, SwOpts, Throttling, Tls,
 };
 pub use kafka::{Kafka, KafkaRetry, KafkaTls, KafkaVersion, PemSource, SaslPlain};
 pub use sections::{
-    Debug, FileLedger, Korder, LogBackend, Metrics, MetricsProvider, Operations, RamLedger,
-    ResolvedLog, Statsd, UnsupportedConsensusType,
+    Admin, ChannelParticipation, Debug, FileLedger, Korder, LogBackend, Metrics, MetricsProvider,
+    Operations, RamLedger, ResolvedLog, Statsd, UnsupportedConsensusType,
 };

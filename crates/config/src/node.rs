@@ -60,6 +60,15 @@ impl Node {
         i64::try_from(v).map_or_else(|_| Node::Str(v.to_string()), Node::Int)
     }
 
+    /// The mapping without the entries named in `keys` whose value is null (optional
+    /// sections that are absent).
+    pub(crate) fn without_null(mut self, keys: &[&str]) -> Node {
+        if let Node::Map(entries) = &mut self {
+            entries.retain(|(k, v)| !(matches!(v, Node::Null) && keys.contains(&k.as_str())));
+        }
+        self
+    }
+
     /// The entry of a mapping whose key equals `key` ignoring ASCII case.
     fn get(&self, key: &str) -> Option<&Node> {
         match self {
@@ -312,6 +321,34 @@ impl<'a> Section<'a> {
             Node::Null => None,
             node => Some(node),
         }
+    }
+
+    /// A number, whole or not; `None` when absent, null or empty.
+    pub(crate) fn float(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
+        let path = self.key_path(key);
+        let Some(node) = self.take(key) else {
+            return Ok(None);
+        };
+        let text = scalar_text(node, &path)?.unwrap_or_default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let value = match node {
+            Node::Int(i) => Some(*i as f64),
+            Node::Float(f) => Some(*f),
+            _ => text.parse::<f64>().ok(),
+        };
+        value
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| {
+                value_error(
+                    node,
+                    &path,
+                    format!("expected a number of at least 0, found {text:?}"),
+                )
+            })
     }
 
     /// A nested section (absent or null is an empty one).

@@ -121,6 +121,69 @@ impl Operations {
     }
 }
 
+/// `Admin` section (Fabric 2.3 and later): the HTTP server of the channel
+/// participation API. korder does not serve it yet; the keys are read and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// `ListenAddress` (Fabric's default `127.0.0.1:0`).
+    pub listen_address: String,
+    /// `TLS`.
+    pub tls: Tls,
+}
+
+impl Admin {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<Admin, ConfigError> {
+        let listen_address = s.string_or("ListenAddress", "127.0.0.1:0")?;
+        let mut t = s.section("TLS")?;
+        let tls = Tls::decode(&mut t)?;
+        t.finish()?;
+        Ok(Admin {
+            listen_address,
+            tls,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("ListenAddress", Node::str(&self.listen_address)),
+            ("TLS", self.tls.encode()),
+        ])
+    }
+}
+
+/// `ChannelParticipation` section (Fabric 2.2 and later): joining and leaving
+/// channels through the `Admin` endpoint. korder does not serve it yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelParticipation {
+    /// `Enabled` (Fabric 2.x default false; Fabric 3.x forces it on).
+    pub enabled: bool,
+    /// `MaxRequestBodySize` in bytes (default 1 MiB; `1 MB` style accepted).
+    pub max_request_body_size: u64,
+    /// `RemoveStorage` (Fabric 2.2 only): delete a removed channel's ledger.
+    pub remove_storage: bool,
+}
+
+impl ChannelParticipation {
+    pub(crate) fn decode(s: &mut Section<'_>) -> Result<ChannelParticipation, ConfigError> {
+        Ok(ChannelParticipation {
+            enabled: s.bool("Enabled")?,
+            max_request_body_size: s
+                .bytes("MaxRequestBodySize")?
+                .filter(|&n| n != 0)
+                .unwrap_or(1 << 20),
+            remove_storage: s.bool("RemoveStorage")?,
+        })
+    }
+
+    pub(crate) fn encode(&self) -> Node {
+        map(vec![
+            ("Enabled", Node::Bool(self.enabled)),
+            ("MaxRequestBodySize", Node::uint(self.max_request_body_size)),
+            ("RemoveStorage", Node::Bool(self.remove_storage)),
+        ])
+    }
+}
+
 /// `Metrics.Provider`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsProvider {

@@ -58,9 +58,10 @@ fn sample_file_loads_with_its_values() {
     assert_eq!(g.keepalive.server_min_interval, secs(60));
     assert_eq!(g.keepalive.server_interval, secs(7200));
     assert_eq!(g.keepalive.server_timeout, secs(20));
-    assert_eq!(g.cluster.send_buffer_size, 10);
-    assert_eq!(g.cluster.listen_port, None);
-    assert_eq!(g.cluster.client_certificate, None);
+    let cluster = g.cluster.as_ref().expect("the sample has General.Cluster");
+    assert_eq!(cluster.send_buffer_size, 10);
+    assert_eq!(cluster.listen_port, None);
+    assert_eq!(cluster.client_certificate, None);
     assert_eq!(g.genesis_method, GenesisMethod::Provisional);
     assert_eq!(g.genesis_profile, "SampleInsecureSolo");
     assert_eq!(g.genesis_file, dir.join("genesisblock"));
@@ -336,7 +337,17 @@ fn unknown_key_in_file_names_full_path() {
             "Kafka:\n  Retry:\n    NetworkTimeouts:\n      DialTimeOut2: 1s\n",
             "Kafka.Retry.NetworkTimeouts.DialTimeOut2",
         ),
-        ("Admin:\n  ListenAddress: x\n", "Admin"),
+        ("Adminn:\n  ListenAddress: x\n", "Adminn"),
+        ("Admin:\n  TLS:\n    Enable: true\n", "Admin.TLS.Enable"),
+        ("General:\n  TLS:\n    Enable: true\n", "General.TLS.Enable"),
+        (
+            "General:\n  Cluster:\n    ListenPortt: 1\n",
+            "General.Cluster.ListenPortt",
+        ),
+        (
+            "General:\n  Throttling:\n    Rates: 1\n",
+            "General.Throttling.Rates",
+        ),
         (
             "Kafka:\n  TLS:\n    RootCAs:\n      Files: x\n",
             "Kafka.TLS.RootCAs.Files",
@@ -485,8 +496,14 @@ fn to_yaml_round_trips() {
     rich.general.tls.enabled = true;
     rich.general.tls.private_key = Some(tmp.path().join("k.pem"));
     rich.general.tls.root_cas = vec![tmp.path().join("a.pem"), tmp.path().join("b.pem")];
-    rich.general.cluster.listen_port = Some(7060);
-    rich.general.cluster.listen_address = Some("0.0.0.0".into());
+    let mut cluster = load_sample(&no_env()).unwrap().general.cluster.unwrap();
+    cluster.listen_port = Some(7060);
+    cluster.listen_address = Some("0.0.0.0".into());
+    cluster.replication_policy = Some("simple".into());
+    rich.general.cluster = Some(cluster);
+    rich.general.max_recv_msg_size = 1 << 20;
+    rich.general.bccsp.pkcs11.key_ids = vec![("ab".into(), "cd".into())];
+    rich.general.bccsp.pkcs11.alt_id = Some("alt".into());
     rich.general.bccsp.pkcs11.pin = Some("1234".into());
     rich.general.bccsp.pkcs11.security = Some(384);
     rich.kafka.retry.short_interval = Duration::from_millis(1500);
@@ -554,7 +571,7 @@ fn validate_reports_problems_by_key() {
         "Korder.MaxInFlightBlocks",
         "Korder.EmbeddedLog.SegmentBytes",
         "General.LedgerType",
-        "General.GenesisFile",
+        "General.BootstrapFile",
     ] {
         assert!(
             problems.iter().any(|p| p.starts_with(key)),

@@ -3,6 +3,7 @@
 
 mod cmd;
 mod lock;
+mod logging;
 mod network;
 mod node;
 
@@ -47,13 +48,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KORDER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // KORDER_LOG, or Fabric's FABRIC_LOGGING_SPEC and FABRIC_LOGGING_FORMAT.
+    if let Err(e) = logging::init() {
+        eprintln!("korder: error: logging: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Init(a) => cmd::init::run(a),
         Command::Start(a) => cmd::start::run(a),

@@ -419,7 +419,11 @@ async fn run_server(
         time_window: config.general.authentication.time_window,
         no_expiration_checks: config.general.authentication.no_expiration_checks,
     };
-    let service = AtomicBroadcastService::new(registrar.clone(), deliver);
+    // General.MaxRecvMsgSize and MaxSendMsgSize.
+    let service = AtomicBroadcastService::new(registrar.clone(), deliver).with_message_limits(
+        config.general.max_recv_msg_size as usize,
+        config.general.max_send_msg_size as usize,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -444,6 +448,8 @@ async fn run_server(
         max_connections = config.korder.max_connections,
         max_connections_per_address = config.korder.max_connections_per_address,
         max_concurrent_streams = config.korder.max_concurrent_streams,
+        max_recv_msg_size = config.general.max_recv_msg_size,
+        max_send_msg_size = config.general.max_send_msg_size,
         "korder is listening"
     );
     // General.Keepalive: the server pings idle connections every ServerInterval and

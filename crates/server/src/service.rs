@@ -155,12 +155,27 @@ fn receive_error(status: Status) -> Status {
 pub struct AtomicBroadcastService {
     registrar: Registrar,
     deliver: DeliverConfig,
+    max_recv: usize,
+    max_send: usize,
 }
 
 impl AtomicBroadcastService {
     /// The service for `registrar`'s channels.
     pub fn new(registrar: Registrar, deliver: DeliverConfig) -> Self {
-        AtomicBroadcastService { registrar, deliver }
+        AtomicBroadcastService {
+            registrar,
+            deliver,
+            max_recv: MAX_MESSAGE_BYTES,
+            max_send: MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The largest message received and sent (`General.MaxRecvMsgSize` and
+    /// `MaxSendMsgSize`; [`MAX_MESSAGE_BYTES`] unless set).
+    pub fn with_message_limits(mut self, max_recv: usize, max_send: usize) -> Self {
+        self.max_recv = max_recv;
+        self.max_send = max_send;
+        self
     }
 
     /// The tonic service, with Fabric's message size limits.
@@ -236,21 +251,16 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
+        let (max_recv, max_send) = (inner.max_recv, inner.max_send);
         match request.uri().path() {
             BROADCAST_PATH => Box::pin(async move {
                 let mut grpc = Grpc::new(EnvelopeCodec::<BroadcastResponse>::default())
-                    .apply_max_message_size_config(
-                        Some(MAX_MESSAGE_BYTES),
-                        Some(MAX_MESSAGE_BYTES),
-                    );
+                    .apply_max_message_size_config(Some(max_recv), Some(max_send));
                 Ok(grpc.streaming(BroadcastMethod(inner), request).await)
             }),
             DELIVER_PATH => Box::pin(async move {
                 let mut grpc = Grpc::new(EnvelopeCodec::<DeliverResponse>::default())
-                    .apply_max_message_size_config(
-                        Some(MAX_MESSAGE_BYTES),
-                        Some(MAX_MESSAGE_BYTES),
-                    );
+                    .apply_max_message_size_config(Some(max_recv), Some(max_send));
                 Ok(grpc.streaming(DeliverMethod(inner), request).await)
             }),
             _ => Box::pin(async move {

@@ -25,12 +25,11 @@ use korder_proto::orderer::deliver_response;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::block::envelope_channel_header;
 use super::client::{
-    ConnArgs, DeliverSession, connect, newest, runtime, seek_envelope, signed_envelope, specified,
-    status_name,
+    ConnArgs, DeliverSession, connect, newest, open_broadcast, runtime, seek_envelope,
+    signed_envelope, specified, status_name,
 };
 
 /// Options of `korder bench`.
@@ -263,7 +262,7 @@ async fn drive(
 /// matching the in-order responses to the envelopes sent.
 async fn broadcast_stream(
     address: String,
-    mut client: korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient<
+    client: korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient<
         tonic::transport::Channel,
     >,
     envs: Vec<(usize, Envelope)>,
@@ -271,23 +270,9 @@ async fn broadcast_stream(
     deadline: Instant,
 ) -> StreamResult {
     let mut result = StreamResult::default();
-    let (req_tx, req_rx) = mpsc::channel::<Envelope>(in_flight);
-    let mut responses = match tokio::time::timeout_at(
-        deadline,
-        client.broadcast(ReceiverStream::new(req_rx)),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(e)) => {
-            result.error = Some(format!("{address}: opening Broadcast: {e}"));
-            return result;
-        }
-        Err(_) => {
-            result.error = Some(format!("{address}: opening Broadcast timed out"));
-            return result;
-        }
-    };
+    // The stream opens in the background: the first envelope goes out before the
+    // server's headers, which Fabric's orderer sends only with its first answer.
+    let (req_tx, mut responses) = open_broadcast(&client, in_flight);
     let permits = Arc::new(Semaphore::new(in_flight));
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<usize>();
     let total = envs.len();
@@ -309,20 +294,16 @@ async fn broadcast_stream(
     });
     let mut received = 0usize;
     while received < total {
-        let msg = match tokio::time::timeout_at(deadline, responses.message()).await {
-            Err(_) => {
-                result.error = Some(format!("{address}: timed out waiting for acks"));
+        let msg = match responses.message_until(deadline).await {
+            Err(e) => {
+                result.error = Some(format!("{address}: waiting for acks: {e:#}"));
                 break;
             }
-            Ok(Err(e)) => {
-                result.error = Some(format!("{address}: Broadcast stream failed: {e}"));
-                break;
-            }
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 result.error = Some(format!("{address}: the Broadcast stream ended"));
                 break;
             }
-            Ok(Ok(Some(m))) => m,
+            Ok(Some(m)) => m,
         };
         let t = Instant::now();
         let Some(i) = pending_rx.recv().await else {

@@ -290,24 +290,107 @@ pub(crate) fn status_name(code: i32) -> String {
     Status::try_from(code).map_or_else(|_| format!("STATUS_{code}"), |s| s.as_str_name().into())
 }
 
+/// The responses of a bidirectional stream whose call was started in the
+/// background. The client sends its first request before it has the response
+/// headers: Go's gRPC server (Fabric's orderer) sends its headers only with its
+/// first response, so waiting for them first would wait forever.
+pub(crate) struct Responses<T> {
+    state: ResponsesState<T>,
+    what: &'static str,
+}
+
+enum ResponsesState<T> {
+    Opening(tokio::task::JoinHandle<Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>),
+    Open(Box<tonic::Streaming<T>>),
+}
+
+impl<T: Send + 'static> Responses<T> {
+    /// Starts `call` (which opens the stream) in the background; `what` names the
+    /// stream in errors.
+    pub(crate) fn start<F>(what: &'static str, call: F) -> Self
+    where
+        F: std::future::Future<
+                Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+            > + Send
+            + 'static,
+    {
+        Responses {
+            state: ResponsesState::Opening(tokio::spawn(call)),
+            what,
+        }
+    }
+
+    /// The next response, waiting until `deadline`; `None` when the stream ends.
+    pub(crate) async fn message_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Option<T>> {
+        let what = self.what;
+        if let ResponsesState::Opening(call) = &mut self.state {
+            let opened = tokio::time::timeout_at(deadline, call)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("opening a {what} stream: no answer before the deadline")
+                })?
+                .map_err(|e| anyhow::anyhow!("opening a {what} stream: {e}"))?
+                .with_context(|| format!("opening a {what} stream"))?;
+            self.state = ResponsesState::Open(Box::new(opened.into_inner()));
+        }
+        let ResponsesState::Open(stream) = &mut self.state else {
+            unreachable!("the stream was opened above")
+        };
+        tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .map_err(|_| anyhow::anyhow!("{what}: no response before the deadline"))?
+            .with_context(|| format!("{what} stream failed"))
+    }
+}
+
+impl<T> Drop for Responses<T> {
+    fn drop(&mut self) {
+        if let ResponsesState::Opening(call) = &self.state {
+            call.abort();
+        }
+    }
+}
+
+/// Opens a Broadcast stream: requests go in through the returned sender (buffer
+/// `buffer`), responses come back; nothing waits for the server before the first
+/// request is sent.
+pub(crate) fn open_broadcast(
+    client: &AtomicBroadcastClient<Channel>,
+    buffer: usize,
+) -> (
+    mpsc::Sender<Envelope>,
+    Responses<korder_proto::orderer::BroadcastResponse>,
+) {
+    let (tx, rx) = mpsc::channel(buffer);
+    let mut client = client.clone();
+    let responses = Responses::start("Broadcast", async move {
+        client.broadcast(ReceiverStream::new(rx)).await
+    });
+    (tx, responses)
+}
+
 /// One Deliver stream: requests go in through a channel, responses come back.
 pub(crate) struct DeliverSession {
     requests: mpsc::Sender<Envelope>,
-    responses: tonic::Streaming<DeliverResponse>,
+    responses: Responses<DeliverResponse>,
     timeout: Duration,
 }
 
 impl DeliverSession {
+    /// Opens the stream without waiting for the server: its answer (headers
+    /// included) is awaited with the first response.
     pub(crate) async fn open(
         client: &mut AtomicBroadcastClient<Channel>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(4);
-        let responses = tokio::time::timeout(timeout, client.deliver(ReceiverStream::new(rx)))
-            .await
-            .map_err(|_| anyhow::anyhow!("opening a Deliver stream: no answer within {timeout:?}"))?
-            .context("opening a Deliver stream")?
-            .into_inner();
+        let mut client = client.clone();
+        let responses = Responses::start("Deliver", async move {
+            client.deliver(ReceiverStream::new(rx)).await
+        });
         Ok(Self {
             requests: tx,
             responses,
@@ -333,10 +416,7 @@ impl DeliverSession {
         &mut self,
         deadline: tokio::time::Instant,
     ) -> anyhow::Result<Option<deliver_response::Type>> {
-        let msg = tokio::time::timeout_at(deadline, self.responses.message())
-            .await
-            .map_err(|_| anyhow::anyhow!("Deliver: no response before the deadline"))?
-            .context("Deliver stream failed")?;
+        let msg = self.responses.message_until(deadline).await?;
         Ok(msg.and_then(|m| m.r#type))
     }
 
@@ -519,22 +599,16 @@ pub fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     }
     let timeout = Duration::from_secs(args.timeout_s);
     runtime()?.block_on(async {
-        let (address, mut client) = connect_any(&addresses, timeout).await?;
-        let (tx, rx) = mpsc::channel(1);
-        let mut responses =
-            tokio::time::timeout(timeout, client.broadcast(ReceiverStream::new(rx)))
-                .await
-                .map_err(|_| anyhow::anyhow!("opening a Broadcast stream to {address}: timed out"))?
-                .with_context(|| format!("opening a Broadcast stream to {address}"))?
-                .into_inner();
+        let (address, client) = connect_any(&addresses, timeout).await?;
+        let (tx, mut responses) = open_broadcast(&client, 1);
         for (file, env) in args.files.iter().zip(envelopes) {
             tx.send(env)
                 .await
                 .map_err(|_| anyhow::anyhow!("the Broadcast stream to {address} closed"))?;
-            let resp = tokio::time::timeout(timeout, responses.message())
+            let resp = responses
+                .message_until(tokio::time::Instant::now() + timeout)
                 .await
-                .map_err(|_| anyhow::anyhow!("{}: no answer within {timeout:?}", file.display()))?
-                .with_context(|| format!("{}: Broadcast stream failed", file.display()))?
+                .with_context(|| format!("{}: orderer {address}", file.display()))?
                 .ok_or_else(|| anyhow::anyhow!("{}: the Broadcast stream ended", file.display()))?;
             let name = status_name(resp.status);
             if resp.info.is_empty() {
