@@ -73,7 +73,7 @@ pub enum ConfigApplied {
     /// A CONFIG: the channel's bundle was replaced.
     Updated { sequence: ConfigSeq },
     /// An ORDERER_TRANSACTION: a channel was created.
-    Created(NewChannel),
+    Created(Box<NewChannel>),
     /// An ORDERER_TRANSACTION for a channel this node already has (a replay).
     AlreadyCreated { channel: String },
 }
@@ -88,7 +88,7 @@ pub enum ChainEvent {
     },
     /// A config block of the system channel created a channel; the registrar
     /// starts its chain.
-    ChannelCreated(NewChannel),
+    ChannelCreated(Box<NewChannel>),
 }
 
 /// What every channel's processor shares: the node's identity, its filter
@@ -271,7 +271,10 @@ impl ChannelProcessor {
             Ok(store)
         });
         match created {
-            Ok(store) => Ok(ConfigApplied::Created(NewChannel { bundle, store })),
+            Ok(store) => Ok(ConfigApplied::Created(Box::new(NewChannel {
+                bundle,
+                store,
+            }))),
             Err(e) => {
                 self.node.release(&channel);
                 Err(format!("creating channel {channel}: {e}"))

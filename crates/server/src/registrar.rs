@@ -264,11 +264,14 @@ impl Registrar {
     /// Starts a channel the system channel created. It becomes visible once its
     /// chain serves: until then clients get NOT_FOUND (which they retry), never a
     /// SERVICE_UNAVAILABLE from a chain that is still starting.
-    async fn start_created(self, new: NewChannel) {
+    async fn start_created(self, new: Box<NewChannel>) {
         let name = new.bundle.channel_id.clone();
         let me = self.clone();
-        let started =
-            tokio::task::spawn_blocking(move || me.start_channel(new.bundle, new.store)).await;
+        let started = tokio::task::spawn_blocking(move || {
+            let NewChannel { bundle, store } = *new;
+            me.start_channel(bundle, store)
+        })
+        .await;
         let channel = match started {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {

@@ -96,6 +96,7 @@ mod tests {
     use crate::msgprocessor::testing::{bundle, envelope};
     use korder_proto::common::Status;
 
+    /// The size filter counts payload plus signature and refuses one byte over the limit.
     #[test]
     fn size_filter_boundary() {
         let env = envelope("ch", 100);

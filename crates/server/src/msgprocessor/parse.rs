@@ -76,8 +76,6 @@ mod tests {
         );
     }
 
-    /// The size filter counts payload plus signature and refuses one byte over the limit.
-
     /// The routing parse yields the header type's class.
     #[test]
     fn classification() {

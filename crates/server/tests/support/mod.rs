@@ -5,6 +5,7 @@
 //! stream per connection): no child process, no socket, no sleep.
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test helpers: a failure should panic
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
