@@ -400,3 +400,48 @@ async fn config_update_is_applied() {
         .await;
     assert_eq!(statuses(&again), vec![Status::BadRequest]);
 }
+
+/// A Deliver session re-checks the Readers policy when the channel's config
+/// changes: a client reading ahead of the ledger is refused FORBIDDEN at the
+/// config block that takes its read access away, before receiving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_rechecks_access_when_the_config_changes() {
+    let node = Node::start(10).await;
+    let mut client = node.client().await;
+    let request = seek(&node.net.client, APP, oldest(), at(5), BlockUntilReady);
+    let mut stream = client
+        .deliver(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    // The genesis block comes first: the client may read at sequence 0.
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.r#type,
+        Some(korder_proto::orderer::deliver_response::Type::Block(_))
+    ));
+    let responses = node.broadcast(vec![readers_update(&node.net, APP)]).await;
+    assert_eq!(statuses(&responses), vec![Status::Success], "{responses:?}");
+    let next = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        next.r#type,
+        Some(korder_proto::orderer::deliver_response::Type::Status(
+            Status::Forbidden as i32
+        ))
+    );
+    // A new request by the same client is refused at once; the orderer org still reads.
+    let (blocks, status) = node
+        .deliver(seek(
+            &node.net.client,
+            APP,
+            oldest(),
+            oldest(),
+            FailIfNotReady,
+        ))
+        .await;
+    assert_eq!((blocks.len(), status), (0, Some(Status::Forbidden)));
+    let (blocks, status) = node
+        .deliver(seek(&node.net.orderer, APP, at(1), at(1), BlockUntilReady))
+        .await;
+    assert_eq!((blocks.len(), status), (1, Some(Status::Success)));
+}

@@ -604,3 +604,34 @@ fn signed_update(
         cue.encode_to_vec().into(),
     )
 }
+
+/// A CONFIG_UPDATE of `channel` replacing `/Channel/Application/Readers` by "a
+/// member of the orderer org", which no client of Org1 satisfies; signed by the
+/// Org1 admin (the policy's mod policy, /Channel/Application/Admins).
+pub fn readers_update(net: &Network, channel: &str) -> Envelope {
+    use korder_proto::common::{ConfigPolicy, msp_role};
+    let mut app_write = ConfigGroup::default();
+    app_write.policies.insert(
+        "Readers".into(),
+        ConfigPolicy {
+            version: 1,
+            policy: Some(korder_channelconfig::genesis::signed_by_role(
+                ORDERER_MSP,
+                msp_role::MspRoleType::Member,
+            )),
+            mod_policy: "Admins".into(),
+        },
+    );
+    let mut read = ConfigGroup::default();
+    read.groups
+        .insert(APPLICATION_GROUP.into(), ConfigGroup::default());
+    let mut write = ConfigGroup::default();
+    write.groups.insert(APPLICATION_GROUP.into(), app_write);
+    let update = ConfigUpdate {
+        channel_id: channel.into(),
+        read_set: Some(read),
+        write_set: Some(write),
+        isolated_data: Default::default(),
+    };
+    signed_update(net, &net.client_admin, channel, update)
+}
