@@ -445,3 +445,56 @@ async fn deliver_rechecks_access_when_the_config_changes() {
         .await;
     assert_eq!((blocks.len(), status), (1, Some(Status::Success)));
 }
+
+/// Records validated under a config that has since changed are re-validated by
+/// the chain: a stale config update is re-proposed against the new config (its
+/// block holds a rebuilt envelope, and both updates take effect), a stale
+/// transaction is checked again and ordered, and ingress is open afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_records_are_revalidated() {
+    use korder_consensus::{ConfigSeq, configure_record, order_record};
+    use korder_log::Log;
+    let node = Node::start(1).await;
+    let channel = node.registrar.channel(APP).unwrap();
+    let validate = |env: Envelope| {
+        let raw: Bytes = env.encode_to_vec().into();
+        let parsed = korder_server::msgprocessor::parse(env).unwrap();
+        channel.processor.process(&parsed, &raw).unwrap()
+    };
+    // Both updates and the transaction are validated at sequence 0...
+    let a = validate(batch_size_update(&node.net, APP, 1));
+    let b = validate(readers_update(&node.net, APP));
+    let t = validate(tx(&node.net.client, APP, "stale"));
+    assert_eq!(
+        (a.config_seq, b.config_seq, t.config_seq),
+        (ConfigSeq(0), ConfigSeq(0), ConfigSeq(0))
+    );
+    // ...and reach the log in one go, so that b and t are read at sequence 1.
+    let log = node.logs.log(APP);
+    log.append(configure_record(a.envelope.clone(), a.config_seq))
+        .await
+        .unwrap();
+    log.append(configure_record(b.envelope.clone(), b.config_seq))
+        .await
+        .unwrap();
+    log.append(order_record(t.envelope.clone(), t.config_seq))
+        .await
+        .unwrap();
+    let (blocks, status) = node
+        .deliver(seek(&node.net.orderer, APP, at(1), at(3), BlockUntilReady))
+        .await;
+    assert_eq!(status, Some(Status::Success));
+    let contents: Vec<Vec<Bytes>> = blocks.iter().map(envelopes_of).collect();
+    assert_eq!(contents[0], vec![a.envelope]);
+    assert_eq!(contents[1].len(), 1);
+    assert_ne!(
+        contents[1][0], b.envelope,
+        "the stale update was re-proposed"
+    );
+    assert_eq!(contents[2], vec![t.envelope]);
+    let bundle = channel.state.bundle();
+    assert_eq!(bundle.sequence, 2);
+    assert_eq!(bundle.orderer.batch_size.max_message_count, 1);
+    let s = node.wait_status(APP, |s| s.ingress_open).await;
+    assert!(s.started && !s.errored);
+}
