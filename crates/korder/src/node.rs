@@ -22,7 +22,8 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::Block;
 use korder_server::chain::{
-    BoxFuture, ChainHandle, ChainParams, RetryPolicy, StartError, start_chain, start_chain_checked,
+    BoxFuture, ChainHandle, ChainParams, LogTiming, RetryPolicy, StartError, start_chain,
+    start_chain_checked,
 };
 use korder_server::msgprocessor::FilterOptions;
 use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
@@ -85,11 +86,7 @@ impl NodeLogs {
 }
 
 impl LogFactory for NodeLogs {
-    fn start_chain(
-        &self,
-        bundle: &Bundle,
-        mut params: ChainParams,
-    ) -> Result<ChainHandle, StartError> {
+    fn start_chain(&self, bundle: &Bundle, params: ChainParams) -> Result<ChainHandle, StartError> {
         let channel = bundle.channel_id.clone();
         let backend = self
             .config
@@ -108,8 +105,7 @@ impl LogFactory for NodeLogs {
                     ..EmbeddedLogOptions::default()
                 };
                 // A log that cannot be opened (damaged data, say) stops this channel,
-                // with the reason in /healthz, and no other.
-                params.retry = RetryPolicy::ONCE;
+                // with the reason in /healthz, and no other: one attempt.
                 let first = EmbeddedLog::open(&dir, options.clone())
                     .map(Arc::new)
                     .map_err(|e| format!("{}: {e}", dir.display()));
@@ -128,7 +124,11 @@ impl LogFactory for NodeLogs {
                         );
                     }
                 };
-                start_chain(embedded_opener(first, dir, options, bounded), params)
+                start_chain(
+                    embedded_opener(first, dir, options, bounded),
+                    params,
+                    LogTiming::LOCAL,
+                )
             }
             ResolvedLog::Kafka => {
                 let config = self
@@ -141,13 +141,15 @@ impl LogFactory for NodeLogs {
                 // new one.
                 let mut config = config;
                 config.create_missing_topic = params.store.height() <= 1;
-                params.read_timeout = config.retry.read_timeout;
-                params.append_timeout = config.retry.write_timeout;
-                params.retry = RetryPolicy {
-                    short_interval: config.retry.short_interval,
-                    short_total: config.retry.short_total,
-                    long_interval: config.retry.long_interval,
-                    long_total: config.retry.long_total,
+                let timing = LogTiming {
+                    retry: RetryPolicy {
+                        short_interval: config.retry.short_interval,
+                        short_total: config.retry.short_total,
+                        long_interval: config.retry.long_interval,
+                        long_total: config.retry.long_total,
+                    },
+                    read_timeout: config.retry.read_timeout,
+                    append_timeout: config.retry.write_timeout,
                 };
                 let topic = channel.clone();
                 let opener = Box::new(
@@ -162,7 +164,7 @@ impl LogFactory for NodeLogs {
                         })
                     },
                 );
-                start_chain_checked(opener, params)
+                start_chain_checked(opener, params, timing)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! node started with `korder init` + `korder start`.
 
 #![allow(clippy::unwrap_used)] // test helpers; failures should panic
+#![allow(clippy::disallowed_methods)] // process tests poll a child process with short sleeps
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! and start-up failures.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // process tests poll a child process with short sleeps
 
 mod support;
 

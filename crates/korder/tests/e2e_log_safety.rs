@@ -4,6 +4,7 @@
 //! bounded under load.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // process tests poll a child process with short sleeps
 
 mod support;
 

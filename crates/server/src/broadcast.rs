@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use korder_consensus::MsgClass;
-use korder_proto::Message;
 use korder_proto::common::{HeaderType, Status};
 use korder_proto::orderer::BroadcastResponse;
 use tokio::sync::mpsc;
@@ -21,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::chain::BoxFuture;
 use crate::metrics::Metrics;
-use crate::msgprocessor::{parse, process_normal};
+use crate::msgprocessor::parse;
+use crate::processor::{MessageKind, Validated};
 use crate::registrar::Registrar;
 use crate::service::{Inbound, ReceivedEnvelope};
 use crate::status::ProcessError;
@@ -85,12 +84,7 @@ struct Prepared {
     raw: Bytes,
     parsed: crate::msgprocessor::Parsed,
     channel: Arc<crate::registrar::Channel>,
-    class: MsgClass,
 }
-
-/// What validation made of an envelope: the record to order, the config sequence
-/// it was validated at, and whether it is a config message.
-type Validated = (Bytes, u64, bool);
 
 /// The response future of a message that ends the stream.
 fn finish(tracker: Tracker, r: BroadcastResponse) -> BoxFuture<'static, BroadcastResponse> {
@@ -124,34 +118,20 @@ fn prepare(
         Ok(c) => c,
         Err(e) => return Err(finish(tracker, refused(e))),
     };
-    let class = parsed.class();
     Ok(Prepared {
         tracker,
         raw,
         parsed,
         channel,
-        class,
     })
 }
 
 /// Runs the filters (signature checks included) on each prepared envelope in
 /// order, stopping at the first refusal. CPU work: called on the blocking pool.
-fn validate_batch(
-    registrar: &Registrar,
-    batch: &[Prepared],
-) -> Vec<Result<Validated, ProcessError>> {
-    let filters = registrar.filters();
+fn validate_batch(batch: &[Prepared]) -> Vec<Result<Validated, ProcessError>> {
     let mut out = Vec::with_capacity(batch.len());
     for p in batch {
-        let id = &p.parsed.channel_header.channel_id;
-        let r = if p.class == MsgClass::ConfigUpdate {
-            registrar
-                .process_config_update(&p.channel, &p.parsed.envelope, id)
-                .map(|(env, seq)| (env.encode_to_vec().into(), seq, true))
-        } else {
-            process_normal(&p.parsed.envelope, id, &p.channel.state.bundle(), &filters)
-                .map(|seq| (p.raw.clone(), seq, false))
-        };
+        let r = p.channel.processor.process(&p.parsed, &p.raw);
         let refused = r.is_err();
         out.push(r);
         if refused {
@@ -165,16 +145,20 @@ fn validate_batch(
 async fn submit(
     mut tracker: Tracker,
     channel: &crate::registrar::Channel,
-    (bytes, config_seq, is_config): Validated,
+    validated: Validated,
 ) -> (BoxFuture<'static, BroadcastResponse>, bool) {
     tracker.validated = Some(tracker.began.elapsed());
     if let Err(e) = channel.chain.wait_ready().await {
         return (finish(tracker, response(e.status(), e.to_string())), false);
     }
-    let ordered = if is_config {
-        channel.chain.configure(bytes, config_seq)
-    } else {
-        channel.chain.order(bytes, config_seq)
+    let Validated {
+        envelope,
+        config_seq,
+        kind,
+    } = validated;
+    let ordered = match kind {
+        MessageKind::Config => channel.chain.configure(envelope, config_seq),
+        MessageKind::Normal => channel.chain.order(envelope, config_seq),
     };
     (
         Box::pin(async move {
@@ -192,18 +176,12 @@ async fn submit(
 /// Validates a batch of a stream's envelopes in one blocking-pool hand-off and
 /// starts ordering them in order; one response future per envelope handed over,
 /// and whether the stream may continue (false after a refusal).
-async fn process_batch(
-    registrar: &Arc<Registrar>,
-    batch: Vec<Prepared>,
-) -> (Vec<BoxFuture<'static, BroadcastResponse>>, bool) {
-    let validated = {
-        let registrar = Arc::clone(registrar);
-        tokio::task::spawn_blocking(move || {
-            let results = validate_batch(&registrar, &batch);
-            (batch, results)
-        })
-        .await
-    };
+async fn process_batch(batch: Vec<Prepared>) -> (Vec<BoxFuture<'static, BroadcastResponse>>, bool) {
+    let validated = tokio::task::spawn_blocking(move || {
+        let results = validate_batch(&batch);
+        (batch, results)
+    })
+    .await;
     let (batch, results) = match validated {
         Ok(v) => v,
         Err(e) => {
@@ -296,7 +274,7 @@ pub fn serve(
             let (answers, go_on) = if batch.is_empty() {
                 (Vec::new(), true)
             } else {
-                process_batch(&registrar, batch).await
+                process_batch(batch).await
             };
             for answer in answers {
                 if pending_tx.send(Pending::Answer(answer)).await.is_err() {

@@ -31,14 +31,15 @@ use korder_ledger::BlockStore;
 use korder_ledger::block::consenter_metadata;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::blockwriter::{BlockWriter, WriteError};
-use crate::channel::ChannelState;
+use crate::lock::lock;
 use crate::metrics::Metrics;
+use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
 use crate::signer::Signer;
-use crate::status::{ConsenterError, ProcessError};
+use crate::status::ConsenterError;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -77,33 +78,21 @@ pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A chain that ran this long before its I/O error starts over from the shortest pause.
 const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(30);
 
-/// Config-related work the chain hands back to the node.
-pub trait ConfigHooks: Send + Sync + 'static {
-    /// Re-runs the channel's filters on a normal envelope validated under an older
-    /// config; the sequence it is valid at.
-    fn process_normal(&self, channel: &ChannelState, envelope: &Bytes)
-    -> Result<u64, ProcessError>;
-
-    /// Re-proposes the config update behind a stale config envelope against the
-    /// channel's current config (resubmission): the rebuilt envelope and its sequence.
-    fn process_config(
-        &self,
-        channel: &ChannelState,
-        envelope: &Bytes,
-    ) -> Result<(Bytes, u64), ProcessError>;
-
-    /// Applies a config block's envelope before the block is written: a CONFIG swaps
-    /// the channel's bundle, an ORDERER_TRANSACTION creates a channel.
-    fn apply_config(&self, channel: &ChannelState, envelope: &Bytes) -> Result<(), String>;
+/// Everything a chain needs besides its log and the log's timing.
+pub struct ChainParams {
+    /// The channel's message processor (its state, the node's signer, the filters).
+    pub processor: ChannelProcessor,
+    pub store: BlockStore,
+    /// Where the chain reports applied configs and created channels.
+    pub events: mpsc::Sender<ChainEvent>,
+    pub runtime: Handle,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Everything a chain needs besides its log.
-pub struct ChainParams {
-    pub state: Arc<ChannelState>,
-    pub store: BlockStore,
-    pub signer: Arc<dyn Signer>,
-    pub hooks: Arc<dyn ConfigHooks>,
-    pub runtime: Handle,
+/// How a chain waits on its log: chosen by the log backend alone
+/// ([`LogTiming::LOCAL`] for the embedded log, `Kafka.Retry` for Kafka).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogTiming {
     /// How start-up retries opening the log and posting CONNECT.
     pub retry: RetryPolicy,
     /// How long the log may fail to deliver records before the chain reports itself
@@ -112,7 +101,16 @@ pub struct ChainParams {
     /// Longest a Broadcast waits for its envelope's log append before it is answered
     /// SERVICE_UNAVAILABLE (the record may still be ordered: the client resubmits).
     pub append_timeout: Duration,
-    pub metrics: Arc<Metrics>,
+}
+
+impl LogTiming {
+    /// A log on the node's own disk: one start-up attempt (a local failure does not
+    /// heal by waiting), Fabric's default read timeout, [`DEFAULT_APPEND_TIMEOUT`].
+    pub const LOCAL: LogTiming = LogTiming {
+        retry: RetryPolicy::ONCE,
+        read_timeout: Duration::from_secs(30),
+        append_timeout: DEFAULT_APPEND_TIMEOUT,
+    };
 }
 
 /// Start-up retries: a short phase, then a long one (Fabric's `Kafka.Retry`).
@@ -201,14 +199,11 @@ struct Shared {
 
 impl Shared {
     fn set_appender(&self, appender: Arc<dyn Appender>) {
-        *self.appender.lock().unwrap_or_else(|p| p.into_inner()) = Some(appender);
+        *lock(&self.appender) = Some(appender);
     }
 
     fn appender(&self) -> Option<Arc<dyn Appender>> {
-        self.appender
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.appender).clone()
     }
 }
 
@@ -293,18 +288,18 @@ impl ChainHandle {
     pub fn order(
         &self,
         envelope: Bytes,
-        config_seq: u64,
+        config_seq: ConfigSeq,
     ) -> BoxFuture<'static, Result<(), ConsenterError>> {
-        self.enqueue(order_record(envelope, ConfigSeq(config_seq)))
+        self.enqueue(order_record(envelope, config_seq))
     }
 
     /// Orders a config envelope (CONFIG or ORDERER_TRANSACTION) built at `config_seq`.
     pub fn configure(
         &self,
         envelope: Bytes,
-        config_seq: u64,
+        config_seq: ConfigSeq,
     ) -> BoxFuture<'static, Result<(), ConsenterError>> {
-        self.enqueue(configure_record(envelope, ConfigSeq(config_seq)))
+        self.enqueue(configure_record(envelope, config_seq))
     }
 
     /// The chain's status, updated as it changes.
@@ -316,10 +311,7 @@ impl ChainHandle {
     /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`).
     pub fn halt(&self) {
         self.shared.halt.send_replace(true);
-        let thread = match self.shared.thread.lock() {
-            Ok(mut t) => t.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let thread = lock(&self.shared.thread).take();
         if let Some(t) = thread
             && t.join().is_err()
         {
@@ -328,14 +320,15 @@ impl ChainHandle {
     }
 }
 
-/// Starts the chain of `params.state`'s channel over the log `open` opens. The chain
+/// Starts the chain of `params.processor`'s channel over the log `open` opens. The chain
 /// reports "not started" (SERVICE_UNAVAILABLE to Broadcast, errored to Deliver)
 /// until the log is open and CONNECT is posted.
 pub fn start_chain<L: Log>(
     open: LogOpener<L>,
     params: ChainParams,
+    timing: LogTiming,
 ) -> Result<ChainHandle, StartError> {
-    start(open, params, false)
+    start(open, params, timing, false)
 }
 
 /// [`start_chain`] for a log that other nodes share and that may be replaced under
@@ -345,21 +338,23 @@ pub fn start_chain<L: Log>(
 pub fn start_chain_checked<L: Log>(
     open: LogOpener<L>,
     params: ChainParams,
+    timing: LogTiming,
 ) -> Result<ChainHandle, StartError> {
-    start(open, params, true)
+    start(open, params, timing, true)
 }
 
 fn start<L: Log>(
     open: LogOpener<L>,
     params: ChainParams,
+    timing: LogTiming,
     checked: bool,
 ) -> Result<ChainHandle, StartError> {
-    let channel = params.state.id().to_string();
+    let channel = params.processor.state().id().to_string();
     let (chain, writer, resume) = build(
         &channel,
         &params.store,
-        &params.signer,
-        params.state.sequence(),
+        params.processor.signer(),
+        params.processor.state().sequence(),
         checked,
     )?;
     let (status, _) = watch::channel(ChainStatus {
@@ -372,23 +367,22 @@ fn start<L: Log>(
         status,
         halt,
         appender: Mutex::new(None),
-        append_timeout: params.append_timeout,
+        append_timeout: timing.append_timeout,
         thread: Mutex::new(None),
     });
     let runner = Runner {
         open,
         resume,
         checked,
-        retry: params.retry,
-        read_timeout: params.read_timeout,
+        retry: timing.retry,
+        read_timeout: timing.read_timeout,
         failing_since: None,
         log: None,
         chain,
         writer: Some(writer),
         store: params.store,
-        signer: params.signer,
-        state: params.state,
-        hooks: params.hooks,
+        processor: params.processor,
+        events: params.events,
         rt: params.runtime,
         shared: shared.clone(),
         halt: halt_rx,
@@ -404,10 +398,7 @@ fn start<L: Log>(
             channel: channel.clone(),
             source,
         })?;
-    match shared.thread.lock() {
-        Ok(mut t) => *t = Some(thread),
-        Err(p) => *p.into_inner() = Some(thread),
-    }
+    *lock(&shared.thread) = Some(thread);
     Ok(ChainHandle { shared })
 }
 
@@ -473,8 +464,7 @@ fn build(
 
 struct Support<'a> {
     bundle: Arc<Bundle>,
-    state: &'a ChannelState,
-    hooks: &'a dyn ConfigHooks,
+    processor: &'a ChannelProcessor,
 }
 
 impl ConsenterSupport for Support<'_> {
@@ -495,16 +485,14 @@ impl ConsenterSupport for Support<'_> {
     }
 
     fn process_normal(&self, envelope: &Bytes) -> Result<ConfigSeq, Rejected> {
-        self.hooks
-            .process_normal(self.state, envelope)
-            .map(ConfigSeq)
+        self.processor
+            .revalidate_normal(envelope)
             .map_err(|e| Rejected::new(e.to_string()))
     }
 
     fn process_config(&self, envelope: &Bytes) -> Result<(Bytes, ConfigSeq), Rejected> {
-        self.hooks
-            .process_config(self.state, envelope)
-            .map(|(env, seq)| (env, ConfigSeq(seq)))
+        self.processor
+            .revalidate_config(envelope)
             .map_err(|e| Rejected::new(e.to_string()))
     }
 }
@@ -535,9 +523,8 @@ struct Runner<L: Log> {
     chain: Chain,
     writer: Option<BlockWriter>,
     store: BlockStore,
-    signer: Arc<dyn Signer>,
-    state: Arc<ChannelState>,
-    hooks: Arc<dyn ConfigHooks>,
+    processor: ChannelProcessor,
+    events: mpsc::Sender<ChainEvent>,
     rt: Handle,
     shared: Arc<Shared>,
     halt: watch::Receiver<bool>,
@@ -654,8 +641,8 @@ impl<L: Log> Runner<L> {
         match build(
             &self.shared.channel,
             &self.store,
-            &self.signer,
-            self.state.sequence(),
+            self.processor.signer(),
+            self.processor.state().sequence(),
             self.checked,
         ) {
             Ok((chain, writer, resume)) => {
@@ -855,9 +842,8 @@ impl<L: Log> Runner<L> {
                 Event::Record(Ok(record)) => {
                     self.log_available();
                     let support = Support {
-                        bundle: self.state.bundle(),
-                        state: &self.state,
-                        hooks: self.hooks.as_ref(),
+                        bundle: self.processor.state().bundle(),
+                        processor: &self.processor,
                     };
                     let commands = self.chain.on_record(&support, record.offset, record.value);
                     if let Some(e) = self.chain.last_error() {
@@ -926,7 +912,7 @@ impl<L: Log> Runner<L> {
                         filled_s,
                         "block cut"
                     );
-                    let sequence = self.state.sequence();
+                    let sequence = self.processor.state().sequence();
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(envelopes);
                     assert_eq!(
@@ -950,13 +936,18 @@ impl<L: Log> Runner<L> {
                             write_exit(format!("writing block {}", number.0 - 1), e)
                         })?;
                     }
-                    let type_before = self.state.bundle().orderer.consensus_type.clone();
-                    self.hooks
-                        .apply_config(&self.state, &envelope)
-                        .map_err(|e| {
-                            Exit::Failed(format!("applying config block {number}: {e}"))
-                        })?;
-                    let bundle = self.state.bundle();
+                    let type_before = self
+                        .processor
+                        .state()
+                        .bundle()
+                        .orderer
+                        .consensus_type
+                        .clone();
+                    let applied = self.processor.apply_config(&envelope).map_err(|e| {
+                        Exit::Failed(format!("applying config block {number}: {e}"))
+                    })?;
+                    self.report(applied);
+                    let bundle = self.processor.state().bundle();
                     let sequence = bundle.sequence;
                     // The block that switches the consensus type (a migration in
                     // maintenance mode) carries no consenter metadata, as in Fabric:
@@ -1040,6 +1031,28 @@ impl<L: Log> Runner<L> {
             .ledger_height
             .with_label_values(&ch)
             .set(i64::try_from(number + 1).unwrap_or(i64::MAX));
+    }
+
+    /// Hands what a config block did to the registrar. The chain never waits for
+    /// the registrar: a created channel's ledger already holds its genesis block,
+    /// and the registrar starts it on its own time.
+    fn report(&self, applied: ConfigApplied) {
+        let event = match applied {
+            ConfigApplied::Updated { sequence } => ChainEvent::ConfigApplied {
+                channel: self.shared.channel.clone(),
+                sequence,
+            },
+            ConfigApplied::Created(new) => ChainEvent::ChannelCreated(new),
+            ConfigApplied::AlreadyCreated { channel } => {
+                tracing::info!(channel = %self.shared.channel, created = %channel, "the node already has the channel this config block creates");
+                return;
+            }
+        };
+        // The registrar's consumer only spawns work per event, so the queue drains
+        // without waiting on any chain.
+        if self.events.blocking_send(event).is_err() {
+            tracing::warn!(channel = %self.shared.channel, "the registrar has shut down; a config event is dropped");
+        }
     }
 
     fn writer_mut(&mut self) -> Result<&mut BlockWriter, Exit> {

@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 use korder_channelconfig::Bundle;
 use tokio::sync::watch;
 
+use crate::lock::{read, write};
+
 /// The current config of one channel, readable from any thread.
 ///
 /// The sequence is also published on a watch channel so that Deliver sessions can
@@ -35,11 +37,7 @@ impl ChannelState {
 
     /// The current bundle.
     pub fn bundle(&self) -> Arc<Bundle> {
-        match self.bundle.read() {
-            Ok(b) => b.clone(),
-            // A writer never panics while holding the lock; recover the value anyway.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.bundle).clone()
     }
 
     /// The current config sequence.
@@ -51,10 +49,7 @@ impl ChannelState {
     pub fn swap(&self, bundle: Bundle) {
         let seq = bundle.sequence;
         let new = Arc::new(bundle);
-        match self.bundle.write() {
-            Ok(mut b) => *b = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
+        *write(&self.bundle) = new;
         self.sequence.send_replace(seq);
     }
 

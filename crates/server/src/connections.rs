@@ -35,6 +35,8 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::lock::lock;
+
 /// Connection limits of the gRPC listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -142,10 +144,6 @@ pub enum Refusal {
     /// `MaxConnections` connections are open and proven.
     #[error("{0} connections are open and in use (Korder.MaxConnections)")]
     Total(usize),
-}
-
-fn lock(m: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Connections {

@@ -14,6 +14,7 @@ use korder_proto::orderer::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::msgprocessor::{Parsed, parse};
 use crate::registrar::Registrar;
 
 /// Deliver settings from `General.Authentication`.
@@ -89,16 +90,19 @@ async fn handle(
     envelope: Envelope,
     out: &Out,
 ) -> Option<Status> {
-    let Ok(payload) = Payload::decode(envelope.payload.as_ref()) else {
+    let Ok(Parsed {
+        envelope,
+        payload,
+        channel_header: ch,
+    }) = parse(envelope)
+    else {
         return Some(Status::BadRequest);
     };
-    let Some(header) = payload.header.as_ref() else {
-        return Some(Status::BadRequest);
-    };
-    let Ok(ch) = ChannelHeader::decode(header.channel_header.as_ref()) else {
-        return Some(Status::BadRequest);
-    };
-    if SignatureHeader::decode(header.signature_header.as_ref()).is_err() {
+    let signature_header = payload
+        .header
+        .as_ref()
+        .map(|h| SignatureHeader::decode(h.signature_header.as_ref()));
+    if !matches!(signature_header, Some(Ok(_))) {
         return Some(Status::BadRequest);
     }
     let Some(ts) = ch.timestamp.as_ref() else {

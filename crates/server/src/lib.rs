@@ -1,17 +1,26 @@
-//! The korder ordering node.
+//! The korder ordering node: the `AtomicBroadcast` service, the channels and their
+//! chains.
+//!
+//! One envelope reads straight down (docs/architecture.md walks it file by file):
 //!
 //! ```text
-//! gRPC ─▶ service ─▶ broadcast ─▶ msgprocessor (parse, classify, filters)
-//!                        │              │
-//!                        │         registrar (channels) ─▶ chain (per channel)
-//!                        │                                   │ Log: embedded or Kafka
-//!                        ▼                                   ▼
-//!                     deliver ◀── ledger ◀── blockwriter ◀── state machine
+//! gRPC ─▶ service ─▶ broadcast ─▶ registrar ─▶ processor (msgprocessor: parse,
+//!            ▲                    (routing)     filters, config_update, migration)
+//!            │                                       │ Validated
+//!            │                                       ▼
+//!            │                              chain (ChainHandle::order) ─▶ Log
+//!            │                                                             │
+//!            │                       chain thread ─▶ consensus state machine
+//!            │                                                             │
+//!         deliver ◀── ledger ◀── blockwriter ◀──── WriteBlock ◀────────────┘
 //! ```
 //!
-//! The node owns the channels and their chains; it decides nothing about block
-//! boundaries (that is the pure state machine in `korder-consensus`) and knows no
-//! log implementation (that is behind `korder_log::Log` and [`registrar::LogFactory`]).
+//! The registrar is the channel map and the routing rule; it is never called from
+//! a chain: a chain reports applied configs and created channels as
+//! [`ChainEvent`]s that the registrar consumes. The node decides nothing about
+//! block boundaries (that is the pure state machine in `korder-consensus`) and knows
+//! no log implementation (that is behind `korder_log::Log` and
+//! [`registrar::LogFactory`], which also chooses the log's timing).
 
 pub mod blockwriter;
 pub mod broadcast;
@@ -19,9 +28,11 @@ pub mod chain;
 pub mod channel;
 pub mod connections;
 pub mod deliver;
+mod lock;
 pub mod metrics;
 pub mod msgprocessor;
 pub mod operations;
+pub mod processor;
 pub mod registrar;
 pub mod resume;
 pub mod service;
@@ -30,11 +41,12 @@ pub mod status;
 pub mod tls;
 
 pub use chain::{
-    ChainHandle, ChainParams, ChainStatus, ConfigHooks, start_chain, start_chain_checked,
+    ChainHandle, ChainParams, ChainStatus, LogTiming, start_chain, start_chain_checked,
 };
 pub use channel::ChannelState;
 pub use deliver::DeliverConfig;
 pub use metrics::Metrics;
+pub use processor::{ChainEvent, ChannelProcessor, Validated};
 pub use registrar::{Channel, LogFactory, Registrar, RegistrarError};
 pub use service::AtomicBroadcastService;
 pub use signer::{SignError, Signer};

@@ -1,33 +1,36 @@
-//! The registrar: every channel this node serves, loaded from the ledger at start,
-//! bootstrapped from a genesis block on a fresh node, and created at run time when
-//! the system channel orders a channel creation.
+//! The registrar: the channels this node serves, and where Broadcast routes a
+//! message. Channels are loaded from the ledger at start, bootstrapped from a
+//! genesis block on a fresh node, and started at run time when a chain reports
+//! that the system channel created one ([`ChainEvent::ChannelCreated`], consumed by
+//! the registrar's event task). The registrar is never called from a chain.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use bytes::Bytes;
-use korder_channelconfig::configtx::validate_config_envelope;
-use korder_channelconfig::{Bundle, config_from_envelope};
-use korder_ledger::block::{last_config_index, next_block};
+use korder_channelconfig::Bundle;
+use korder_ledger::block::last_config_index;
 use korder_ledger::{BlockStore, Ledgers};
-use korder_proto::Message;
-use korder_proto::common::{Block, ChannelHeader, Envelope, HeaderType, Payload};
+use korder_proto::common::Block;
 use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
 
-use crate::chain::{ChainHandle, ChainParams, ConfigHooks, StartError};
+use crate::chain::{ChainHandle, ChainParams, StartError};
 use crate::channel::ChannelState;
+use crate::lock::{read, write};
 use crate::metrics::Metrics;
-use crate::msgprocessor::{
-    FilterOptions, Parsed, last_update_of, process_channel_creation, process_config_update,
-    revalidate_normal,
-};
+use crate::msgprocessor::{FilterOptions, Parsed};
+use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeShared};
 use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 
-/// How long channel creation waits for the new chain to start before the channel
+/// How long a created channel stays hidden while its chain starts; after that it
 /// is served anyway.
-const CREATED_CHANNEL_START_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+const CREATED_CHANNEL_START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Most chain events waiting for the registrar.
+const EVENT_QUEUE: usize = 64;
 
 /// Opens a channel's log and starts its chain over it. The node decides here which
 /// log backs which channel (the embedded log, or a Kafka topic).
@@ -61,18 +64,23 @@ pub struct Channel {
     pub state: Arc<ChannelState>,
     pub store: BlockStore,
     pub chain: ChainHandle,
+    /// The channel's filters and config-update paths, shared with its chain.
+    pub processor: ChannelProcessor,
 }
 
 struct Inner {
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     system_channel: RwLock<Option<String>>,
-    ledgers: Ledgers,
     logs: Arc<dyn LogFactory>,
-    signer: Arc<dyn Signer>,
     runtime: Handle,
     metrics: Arc<Metrics>,
-    filters: FilterOptions,
-    myself: Weak<Inner>,
+    node: Arc<NodeShared>,
+    /// Handed to every chain; the registrar's event task holds the receiver.
+    events: mpsc::Sender<ChainEvent>,
+    /// Set by [`Registrar::halt_all`]: no chain starts any more.
+    shutdown: watch::Sender<bool>,
+    /// Bumped whenever a channel becomes visible.
+    loaded: watch::Sender<u64>,
 }
 
 /// All channels of this node.
@@ -97,14 +105,6 @@ pub fn bundle_of_config_block(block: &Block) -> Result<Bundle, String> {
         .and_then(|d| d.data.first())
         .ok_or("the config block holds no envelope")?;
     Bundle::from_config_envelope(env).map_err(|e| e.to_string())
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registrar {
@@ -134,24 +134,35 @@ impl Registrar {
             tracing::info!(channel = %bundle.channel_id, "bootstrapped the system channel from the genesis block");
             names = vec![bundle.channel_id];
         }
-        let inner = Arc::new_cyclic(|me| Inner {
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
             channels: RwLock::new(BTreeMap::new()),
             system_channel: RwLock::new(None),
-            ledgers,
             logs,
-            signer,
             runtime,
             metrics,
-            filters,
-            myself: me.clone(),
+            node: Arc::new(NodeShared::new(signer, filters, ledgers)),
+            events,
+            shutdown,
+            loaded: watch::channel(0).0,
         });
         let registrar = Registrar { inner };
+        // Every channel of the ledger is claimed before any chain starts: a system
+        // channel replaying the creation of one of them must not create it again.
+        for name in &names {
+            registrar.inner.node.claim(name);
+        }
         for name in names {
             registrar.load_channel(&name)?;
         }
-        if read_lock(&registrar.inner.system_channel).is_none() {
+        if read(&registrar.inner.system_channel).is_none() {
             tracing::warn!("no system channel: channel creation is not available");
         }
+        registrar
+            .inner
+            .runtime
+            .spawn(registrar.clone().consume_events(events_rx));
         Ok(registrar)
     }
 
@@ -160,7 +171,7 @@ impl Registrar {
             channel: name.to_string(),
             reason,
         };
-        let store = self.inner.ledgers.open(name)?;
+        let store = self.inner.node.ledgers.open(name)?;
         let last = store
             .last_block_number()
             .ok_or_else(|| cfg_err("the ledger is empty".into()))?;
@@ -182,18 +193,20 @@ impl Registrar {
                 bundle.channel_id
             )));
         }
-        self.start_channel(bundle, store, false)
+        let channel = self.start_channel(bundle, store)?;
+        self.insert(channel.clone());
+        Ok(channel)
     }
 
+    /// Starts the chain of a channel whose ledger holds at least its genesis block.
     fn start_channel(
         &self,
         bundle: Bundle,
         store: BlockStore,
-        wait_started: bool,
     ) -> Result<Arc<Channel>, RegistrarError> {
         let name = bundle.channel_id.clone();
         if bundle.is_system_channel() {
-            let mut sys = write_lock(&self.inner.system_channel);
+            let mut sys = write(&self.inner.system_channel);
             if let Some(existing) = sys.as_ref()
                 && existing != &name
             {
@@ -202,45 +215,92 @@ impl Registrar {
             *sys = Some(name.clone());
         }
         let state = Arc::new(ChannelState::new(bundle.clone()));
+        let processor = ChannelProcessor::new(state.clone(), self.inner.node.clone());
         let params = ChainParams {
-            state: state.clone(),
+            processor: processor.clone(),
             store: store.clone(),
-            signer: self.inner.signer.clone(),
-            hooks: Arc::new(Hooks {
-                registrar: self.inner.myself.clone(),
-            }),
+            events: self.inner.events.clone(),
             runtime: self.inner.runtime.clone(),
-            retry: crate::chain::RetryPolicy::ONCE,
-            read_timeout: std::time::Duration::from_secs(30),
-            append_timeout: crate::chain::DEFAULT_APPEND_TIMEOUT,
             metrics: self.inner.metrics.clone(),
         };
         let chain = self.inner.logs.start_chain(&bundle, params)?;
-        if wait_started {
-            // A channel created at run time becomes visible once its chain serves:
-            // until then clients get NOT_FOUND (which they retry), never a
-            // SERVICE_UNAVAILABLE from a chain that is still starting.
-            let mut status = chain.status();
-            let ready = self.inner.runtime.block_on(async move {
-                tokio::time::timeout(
-                    CREATED_CHANNEL_START_LIMIT,
-                    status.wait_for(|s| s.started || s.halted || s.error.is_some()),
-                )
-                .await
-                .is_ok()
-            });
-            if !ready {
-                tracing::warn!(channel = %name, "the created channel's chain has not started yet; serving it anyway");
-            }
-        }
-        let channel = Arc::new(Channel {
+        Ok(Arc::new(Channel {
             state,
             store,
             chain,
-        });
-        write_lock(&self.inner.channels).insert(name.clone(), channel.clone());
-        tracing::info!(channel = %name, height = channel.store.height(), "channel loaded");
-        Ok(channel)
+            processor,
+        }))
+    }
+
+    /// Makes `channel` visible to Broadcast and Deliver.
+    fn insert(&self, channel: Arc<Channel>) {
+        let name = channel.state.id().to_string();
+        let height = channel.store.height();
+        write(&self.inner.channels).insert(name.clone(), channel);
+        self.inner.loaded.send_modify(|n| *n += 1);
+        tracing::info!(channel = %name, height, "channel loaded");
+    }
+
+    /// Consumes the chains' events until the registrar halts.
+    async fn consume_events(self, mut events: mpsc::Receiver<ChainEvent>) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            match event {
+                None => return,
+                Some(ChainEvent::ConfigApplied { channel, sequence }) => {
+                    tracing::info!(channel = %channel, %sequence, "config applied");
+                }
+                Some(ChainEvent::ChannelCreated(new)) => {
+                    tokio::spawn(self.clone().start_created(new));
+                }
+            }
+        }
+    }
+
+    /// Starts a channel the system channel created. It becomes visible once its
+    /// chain serves: until then clients get NOT_FOUND (which they retry), never a
+    /// SERVICE_UNAVAILABLE from a chain that is still starting.
+    async fn start_created(self, new: Box<NewChannel>) {
+        let name = new.bundle.channel_id.clone();
+        let me = self.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let NewChannel { bundle, store } = *new;
+            me.start_channel(bundle, store)
+        })
+        .await;
+        let channel = match started {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(channel = %name, error = %e, "cannot start the created channel");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(channel = %name, error = %e, "starting the created channel panicked");
+                return;
+            }
+        };
+        let mut status = channel.chain.status();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let ready = tokio::select! {
+            r = tokio::time::timeout(
+                CREATED_CHANNEL_START_LIMIT,
+                status.wait_for(|s| s.started || s.halted || s.error.is_some()),
+            ) => r.is_ok(),
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if !ready {
+            tracing::warn!(channel = %name, "the created channel's chain has not started yet; serving it anyway");
+        }
+        self.insert(channel.clone());
+        tracing::info!(channel = %name, "created channel");
+        if *self.inner.shutdown.borrow() {
+            // Halted while the chain started: halt_all may not have seen it.
+            let _ = tokio::task::spawn_blocking(move || channel.chain.halt()).await;
+        }
     }
 
     /// The node's metrics.
@@ -248,67 +308,42 @@ impl Registrar {
         self.inner.metrics.clone()
     }
 
-    /// The node's signing identity.
-    pub fn signer(&self) -> Arc<dyn Signer> {
-        self.inner.signer.clone()
-    }
-
-    /// The filter settings.
-    pub fn filters(&self) -> FilterOptions {
-        self.inner.filters
-    }
-
     /// Number of channels, the system channel included.
     pub fn channel_count(&self) -> u64 {
-        read_lock(&self.inner.channels).len() as u64
-    }
-
-    /// Validates a CONFIG_UPDATE routed to `channel` (see
-    /// [`Registrar::broadcast_target`]): an update of that channel, or — on the
-    /// system channel for an unknown channel id — a channel creation. Returns the
-    /// orderer-built envelope to order on `channel` and its config sequence.
-    pub fn process_config_update(
-        &self,
-        channel: &Channel,
-        update: &Envelope,
-        update_channel_id: &str,
-    ) -> Result<(Envelope, u64), ProcessError> {
-        let bundle = channel.state.bundle();
-        if update_channel_id == bundle.channel_id {
-            process_config_update(
-                update,
-                &bundle,
-                self.inner.signer.as_ref(),
-                &self.inner.filters,
-            )
-        } else {
-            process_channel_creation(
-                update,
-                &bundle,
-                self.channel_count(),
-                self.inner.signer.as_ref(),
-                &self.inner.filters,
-            )
-        }
+        read(&self.inner.channels).len() as u64
     }
 
     /// The channel called `id`.
     pub fn channel(&self, id: &str) -> Option<Arc<Channel>> {
-        read_lock(&self.inner.channels).get(id).cloned()
+        read(&self.inner.channels).get(id).cloned()
+    }
+
+    /// The channel called `id` once it is served (a created channel becomes visible
+    /// when its chain has started).
+    pub async fn served_channel(&self, id: &str) -> Arc<Channel> {
+        let mut loaded = self.inner.loaded.subscribe();
+        loop {
+            if let Some(c) = self.channel(id) {
+                return c;
+            }
+            // The sender lives as long as `self`: changed() cannot fail here.
+            let _ = loaded.changed().await;
+        }
     }
 
     /// Ids of every channel.
     pub fn channel_ids(&self) -> Vec<String> {
-        read_lock(&self.inner.channels).keys().cloned().collect()
+        read(&self.inner.channels).keys().cloned().collect()
     }
 
     /// The system channel's id, if this node has one.
     pub fn system_channel_id(&self) -> Option<String> {
-        read_lock(&self.inner.system_channel).clone()
+        read(&self.inner.system_channel).clone()
     }
 
     /// Where Broadcast sends a parsed message: its channel, or the system channel for
-    /// an unknown one (channel creation; NOT_FOUND for normal messages).
+    /// an unknown one (whose processor takes a CONFIG_UPDATE as a channel creation
+    /// and refuses a normal message NOT_FOUND).
     pub fn broadcast_target(&self, parsed: &Parsed) -> Result<Arc<Channel>, ProcessError> {
         let id = &parsed.channel_header.channel_id;
         let channel = match self.channel(id) {
@@ -323,127 +358,16 @@ impl Registrar {
                 None => return Err(ProcessError::ChannelNotFound),
             },
         };
-        if parsed.class() == MsgClass::Config {
-            return Err(ProcessError::bad(
-                "message is of type that cannot be processed directly",
-            ));
-        }
         Ok(channel)
     }
 
-    /// Halts every chain (each writes its block in flight). Blocking.
+    /// Halts every chain (each writes its block in flight) and stops starting
+    /// created channels. Blocking.
     pub fn halt_all(&self) {
-        let channels: Vec<_> = read_lock(&self.inner.channels).values().cloned().collect();
+        self.inner.shutdown.send_replace(true);
+        let channels: Vec<_> = read(&self.inner.channels).values().cloned().collect();
         for c in channels {
             c.chain.halt();
         }
-    }
-
-    fn create_channel(&self, config_envelope: &Bytes) -> Result<(), String> {
-        let (channel_id, _) = config_from_envelope(config_envelope).map_err(|e| e.to_string())?;
-        if self.channel(&channel_id).is_some() {
-            // Replaying a creation this node already performed.
-            return Ok(());
-        }
-        let store = self
-            .inner
-            .ledgers
-            .open(&channel_id)
-            .map_err(|e| e.to_string())?;
-        if store.height() == 0 {
-            let genesis = next_block(None, vec![config_envelope.clone()]);
-            store.append(&genesis).map_err(|e| e.to_string())?;
-        }
-        let bundle = Bundle::from_config_envelope(config_envelope).map_err(|e| e.to_string())?;
-        self.start_channel(bundle, store, true)
-            .map_err(|e| e.to_string())?;
-        tracing::info!(channel = %channel_id, "created channel");
-        Ok(())
-    }
-}
-
-struct Hooks {
-    registrar: Weak<Inner>,
-}
-
-impl Hooks {
-    fn registrar(&self) -> Result<Registrar, ProcessError> {
-        self.registrar
-            .upgrade()
-            .map(|inner| Registrar { inner })
-            .ok_or_else(|| ProcessError::bad("the node is shutting down"))
-    }
-}
-
-impl ConfigHooks for Hooks {
-    fn process_normal(
-        &self,
-        channel: &ChannelState,
-        envelope: &Bytes,
-    ) -> Result<u64, ProcessError> {
-        let registrar = self.registrar()?;
-        revalidate_normal(envelope, &channel.bundle(), &registrar.inner.filters)
-    }
-
-    fn process_config(
-        &self,
-        channel: &ChannelState,
-        envelope: &Bytes,
-    ) -> Result<(Bytes, u64), ProcessError> {
-        let registrar = self.registrar()?;
-        let update = last_update_of(envelope)?;
-        let update_channel = crate::msgprocessor::parse(update.clone())?
-            .channel_header
-            .channel_id;
-        let bundle = channel.bundle();
-        let (tx, seq) = if update_channel == bundle.channel_id {
-            process_config_update(
-                &update,
-                &bundle,
-                registrar.inner.signer.as_ref(),
-                &registrar.inner.filters,
-            )?
-        } else {
-            process_channel_creation(
-                &update,
-                &bundle,
-                registrar.channel_count(),
-                registrar.inner.signer.as_ref(),
-                &registrar.inner.filters,
-            )?
-        };
-        Ok((tx.encode_to_vec().into(), seq))
-    }
-
-    fn apply_config(&self, channel: &ChannelState, envelope: &Bytes) -> Result<(), String> {
-        let env = Envelope::decode(envelope.as_ref()).map_err(|e| e.to_string())?;
-        let payload = Payload::decode(env.payload.as_ref()).map_err(|e| e.to_string())?;
-        let header = payload.header.ok_or("config envelope has no header")?;
-        let ch =
-            ChannelHeader::decode(header.channel_header.as_ref()).map_err(|e| e.to_string())?;
-        if ch.r#type == HeaderType::OrdererTransaction as i32 {
-            let inner = self
-                .registrar
-                .upgrade()
-                .ok_or("the registrar has shut down")?;
-            return Registrar { inner }.create_channel(&payload.data);
-        }
-        if ch.r#type != HeaderType::Config as i32 {
-            return Err(format!(
-                "a config block holds an envelope of type {}",
-                ch.r#type
-            ));
-        }
-        let (id, config) = config_from_envelope(envelope).map_err(|e| e.to_string())?;
-        if id != channel.id() {
-            return Err(format!(
-                "config for channel {id} in channel {}",
-                channel.id()
-            ));
-        }
-        let bundle =
-            validate_config_envelope(&channel.bundle(), &config).map_err(|e| e.to_string())?;
-        channel.swap(bundle);
-        Ok(())
     }
 }

@@ -131,9 +131,18 @@ impl Inbound {
         self.0.message().await.map_err(receive_error)
     }
 
-    /// The next message if it is already there, without waiting.
+    /// The next message if it is already there, without waiting: one poll of the
+    /// stream that registers no interest in a wake-up. Nothing is lost when it is
+    /// not ready: a partly received message stays buffered in the stream, and the
+    /// next [`Inbound::message`] waits for it properly.
     pub fn ready_message(&mut self) -> Option<Result<Option<ReceivedEnvelope>, Status>> {
-        futures::FutureExt::now_or_never(self.message())
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match futures::Stream::poll_next(std::pin::Pin::new(&mut self.0), &mut cx) {
+            Poll::Pending => None,
+            Poll::Ready(Some(Ok(m))) => Some(Ok(Some(m))),
+            Poll::Ready(Some(Err(status))) => Some(Err(receive_error(status))),
+            Poll::Ready(None) => Some(Ok(None)),
+        }
     }
 }
 

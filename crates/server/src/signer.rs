@@ -45,3 +45,16 @@ impl Signer for korder_msp::signer::SigningIdentity {
             .map_err(|e| SignError(e.to_string()))
     }
 }
+
+/// The node's signer builds orderer envelopes (channelconfig's envelope helpers).
+impl korder_channelconfig::envelope::EnvelopeSigner for dyn Signer {
+    type Error = SignError;
+
+    fn new_signature_header(&self) -> Result<Bytes, SignError> {
+        Signer::new_signature_header(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Bytes, SignError> {
+        Signer::sign(self, message)
+    }
+}

@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connections::{Connections, Guarded, Proof};
+use crate::lock::lock;
 use crate::registrar::Registrar;
 
 /// Handshaken connections queued for the gRPC server.
@@ -396,10 +397,6 @@ impl TlsAcceptor {
             proof,
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Accepts TCP connections on `listener` within the limits of `connections` and

@@ -2,6 +2,7 @@
 //! small gRPC client that signs envelopes with the dev network's client identity.
 
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // process tests poll a child process with short sleeps
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
