@@ -24,6 +24,7 @@ pub mod msgprocessor;
 pub mod operations;
 pub mod registrar;
 pub mod resume;
+pub mod seek;
 pub mod service;
 pub mod signer;
 pub mod status;
