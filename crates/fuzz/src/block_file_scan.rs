@@ -346,6 +346,9 @@ fn apply(
     let read = |p: &Path| std::fs::read(p).unwrap_or_default();
     match d {
         Damage::Truncate { at } => {
+            if !last.exists() {
+                return; // removed by an earlier damage
+            }
             let len = read(last).len() as u64;
             let cut = u64::from(*at) % (len + 1);
             std::fs::OpenOptions::new()
@@ -356,6 +359,9 @@ fn apply(
             *intact = (*intact).min(cut);
         }
         Damage::Append { bytes } => {
+            if !last.exists() {
+                return; // removed by an earlier damage
+            }
             let len = read(last).len() as u64;
             if !bytes.is_empty() {
                 appended_at_cut.get_or_insert(len.min(*intact));
