@@ -3,8 +3,9 @@
 //!
 //! Random bytes almost never make an envelope with a valid signature, so the
 //! structured mode builds the envelope from fuzzer-chosen header fields, data and
-//! signature, signing it with Fabric's sample MSP identity (a member of the orderer
-//! organisation of the sample system channel) when asked. The other mode hands the
+//! signature, signing it when asked with Fabric's sample MSP identity, made the
+//! orderer organisation's MSP of one of the bundles (the fixtures' v1.4.12 system
+//! channel). The other mode hands the
 //! filters an arbitrary envelope.
 
 use std::sync::OnceLock;
@@ -13,15 +14,17 @@ use std::time::SystemTime;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use korder_channelconfig::Bundle;
+use korder_channelconfig::bundle::ORDERER_GROUP;
 use korder_channelconfig::policies::SignedData;
 use korder_consensus::support::MsgClass;
+use korder_msp::mspdir::MspDir;
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::Timestamp;
 use korder_proto::common::{
     Block, ChannelHeader, ConfigEnvelope, Envelope, Header, HeaderType, Payload, SignatureHeader,
 };
-use korder_proto::msp::SerializedIdentity;
+use korder_proto::msp::{MspConfig, SerializedIdentity};
 use korder_server::msgprocessor::{
     FilterOptions, basic_filters, last_update_of, maintenance_filter, message_size, parse,
     process_channel_creation, process_config_update, process_normal, revalidate_normal,
@@ -49,10 +52,15 @@ struct Fixtures {
     signer: SigningIdentity,
 }
 
+/// The MSP id the sample identity signs as: the orderer organisation of the
+/// fixtures' v1.4.12 system channel, whose MSP is replaced by Fabric's sample MSP
+/// (the fixtures hold no private key of the genesis blocks' organisations).
+const SIGNER_MSP: &str = "OrdererMSP";
+
 fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let bundles = GENESIS_BLOCKS
+        let mut bundles: Vec<Bundle> = GENESIS_BLOCKS
             .iter()
             .map(|bytes| {
                 let block = Block::decode(*bytes).expect("fixture block decodes");
@@ -60,10 +68,35 @@ fn fixtures() -> &'static Fixtures {
                 Bundle::from_config_envelope(envelope).expect("fixture genesis bundle")
             })
             .collect();
-        let signer = SigningIdentity::from_pem("SampleOrg", SAMPLE_CERT, SAMPLE_KEY)
+        bundles.insert(0, with_sample_msp(&bundles[0]));
+        let signer = SigningIdentity::from_pem(SIGNER_MSP, SAMPLE_CERT, SAMPLE_KEY)
             .expect("sample MSP signer");
         Fixtures { bundles, signer }
     })
+}
+
+/// `bundle` with the MSP of its orderer organisation replaced by the sample MSP.
+fn with_sample_msp(bundle: &Bundle) -> Bundle {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/fabric-v1.4.12/sampleconfig/msp");
+    let msp = MspDir::load(&dir)
+        .expect("the sample MSP directory loads")
+        .to_fabric_msp_config(SIGNER_MSP);
+    let mut config = bundle.config.clone();
+    let org = config
+        .channel_group
+        .as_mut()
+        .and_then(|c| c.groups.get_mut(ORDERER_GROUP))
+        .and_then(|o| o.groups.values_mut().next())
+        .expect("the fixture's orderer organisation");
+    let value = org.values.get_mut("MSP").expect("the organisation's MSP");
+    value.value = MspConfig {
+        r#type: 0,
+        config: msp.encode_to_vec().into(),
+    }
+    .encode_to_vec()
+    .into();
+    Bundle::new(&bundle.channel_id, config).expect("the fixture with the sample MSP")
 }
 
 #[derive(Arbitrary, Debug)]
@@ -176,6 +209,25 @@ pub fn broadcast_filters(data: &[u8]) {
         no_expiration_checks: input.no_expiration_checks,
     };
     check(&envelope, &bundle, &opts, u64::from(input.channels));
+}
+
+/// Whether the standard filters accept the envelope a structured input (first
+/// byte even) builds; `None` for other inputs. Lets tests check that the
+/// structured mode reaches the accept path.
+pub fn structured_accepted(data: &[u8]) -> Option<bool> {
+    let (&mode, rest) = data.split_first()?;
+    if mode % 2 == 1 {
+        return None;
+    }
+    let input = Structured::arbitrary_take_rest(Unstructured::new(rest)).ok()?;
+    let fx = fixtures();
+    let bundle = &fx.bundles[usize::from(input.bundle) % fx.bundles.len()];
+    let envelope = build(&input, bundle, &fx.signer);
+    let opts = FilterOptions {
+        no_expiration_checks: input.no_expiration_checks,
+    };
+    let r = standard_filters(&envelope, bundle, &opts);
+    Some(r.is_ok())
 }
 
 fn build(input: &Structured, bundle: &Bundle, signer: &SigningIdentity) -> Envelope {
