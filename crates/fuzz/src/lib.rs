@@ -11,9 +11,12 @@
 //! fuzzer spends its time past the first length check.
 
 pub mod block;
+pub mod block_file_scan;
+pub mod broadcast_filters;
 pub mod cert;
 pub mod chain;
 pub mod config_update;
+pub mod deliver_seek;
 pub mod log_segments;
 pub mod orderer_yaml;
 pub mod seeds;
@@ -31,4 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_update", config_update::config_update),
     ("orderer_yaml", orderer_yaml::orderer_yaml),
     ("log_segments", log_segments::log_segments),
+    ("broadcast_filters", broadcast_filters::broadcast_filters),
+    ("deliver_seek", deliver_seek::deliver_seek),
+    ("block_file_scan", block_file_scan::block_file_scan),
 ];

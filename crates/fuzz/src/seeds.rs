@@ -76,6 +76,13 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
                     e.signature.to_vec(),
                 );
             }
+            for (i, entry) in block.data.iter().flat_map(|d| &d.data).enumerate() {
+                add(
+                    "broadcast_filters",
+                    format!("{}-envelope{i}", name_of(fixtures, path)),
+                    [&[1u8][..], entry].concat(),
+                );
+            }
             if let Some(first) = block.data.as_ref().and_then(|d| d.data.first()) {
                 let mut update = vec![1u8];
                 update.extend_from_slice(first);
@@ -151,6 +158,38 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
         "records-no-damage".into(),
         [vec![3u8], vec![40u8; 40], vec![9u8, 1, 0, 0, 0]].concat(),
     );
+    // Block files korder and Fabric wrote.
+    let mut block_files = Vec::new();
+    files_under(
+        fixtures,
+        &|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("blockfile_"))
+        },
+        &mut block_files,
+    );
+    for path in &block_files {
+        if let Ok(bytes) = std::fs::read(path)
+            && bytes.len() <= 64 * 1024
+        {
+            add(
+                "block_file_scan",
+                name_of(fixtures, path),
+                [&[1u8][..], &bytes].concat(),
+            );
+        }
+    }
+    for (name, seek) in deliver_requests() {
+        add("deliver_seek", name.into(), [&[1u8][..], &seek].concat());
+    }
+    for target in ["broadcast_filters", "deliver_seek", "block_file_scan"] {
+        add(target, "structured-zero".into(), vec![0u8; 64]);
+        add(
+            target,
+            "structured-counting".into(),
+            (0u8..=255).step_by(2).collect(),
+        );
+    }
     add("config_update", "structured-zero".into(), vec![0u8; 64]);
     add(
         "config_update",
@@ -158,4 +197,81 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
         (0u8..=255).step_by(2).collect(),
     );
     out
+}
+
+/// Deliver requests as clients send them: `peer channel fetch` (oldest, newest,
+/// a block number), a peer's deliver client (from a number on, without end) and a
+/// wait for the next block.
+fn deliver_requests() -> Vec<(&'static str, Vec<u8>)> {
+    use korder_proto::common::{ChannelHeader, Envelope, Header, HeaderType, Payload};
+    use korder_proto::orderer::{
+        SeekInfo, SeekNewest, SeekNextCommit, SeekOldest, SeekPosition, SeekSpecified, seek_info,
+        seek_position::Type,
+    };
+    let pos = |t: Type| SeekPosition { r#type: Some(t) };
+    let cases = [
+        (
+            "fetch-oldest",
+            Type::Oldest(SeekOldest {}),
+            Type::Oldest(SeekOldest {}),
+            0,
+        ),
+        (
+            "fetch-newest",
+            Type::Newest(SeekNewest {}),
+            Type::Newest(SeekNewest {}),
+            0,
+        ),
+        (
+            "fetch-number",
+            Type::Specified(SeekSpecified { number: 1 }),
+            Type::Specified(SeekSpecified { number: 1 }),
+            0,
+        ),
+        (
+            "peer-from-number",
+            Type::Specified(SeekSpecified { number: 2 }),
+            Type::Specified(SeekSpecified { number: u64::MAX }),
+            0,
+        ),
+        (
+            "next-commit-fail-if-not-ready",
+            Type::NextCommit(SeekNextCommit {}),
+            Type::NextCommit(SeekNextCommit {}),
+            seek_info::SeekBehavior::FailIfNotReady as i32,
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, start, stop, behavior)| {
+            let seek = SeekInfo {
+                start: Some(pos(start)),
+                stop: Some(pos(stop)),
+                behavior,
+                error_response: 0,
+            };
+            let payload = Payload {
+                header: Some(Header {
+                    channel_header: ChannelHeader {
+                        r#type: HeaderType::DeliverSeekInfo as i32,
+                        channel_id: "mychannel".into(),
+                        timestamp: Some(korder_proto::Timestamp {
+                            seconds: 1_700_000_000,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into(),
+                    signature_header: Bytes::new(),
+                }),
+                data: seek.encode_to_vec().into(),
+            };
+            let envelope = Envelope {
+                payload: payload.encode_to_vec().into(),
+                signature: Bytes::new(),
+            };
+            (name, envelope.encode_to_vec())
+        })
+        .collect()
 }

@@ -70,3 +70,15 @@ fn every_target_passes_its_seeds() {
         body(seed.target)(&seed.bytes);
     }
 }
+
+/// The structured broadcast_filters mode reaches the accept path: the all-zero
+/// input is a MESSAGE on the sample system channel signed by the sample MSP
+/// identity, which the standard filters accept.
+#[test]
+fn broadcast_filters_reaches_acceptance() {
+    let zero = vec![0u8; 64];
+    assert_eq!(
+        korder_fuzz::broadcast_filters::structured_accepted(&zero),
+        Some(true)
+    );
+}

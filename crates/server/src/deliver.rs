@@ -8,9 +8,7 @@ use korder_channelconfig::policies::{CHANNEL_READERS, ORDERER_READERS, SignedDat
 use korder_msp::Identity;
 use korder_proto::Message;
 use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
-use korder_proto::orderer::{
-    DeliverResponse, SeekInfo, deliver_response, seek_info, seek_position,
-};
+use korder_proto::orderer::{DeliverResponse, SeekInfo, deliver_response, seek_info};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -182,37 +180,13 @@ async fn serve_request(
     if !session.allowed(&channel.state, &mut sequence) {
         return Some(Status::Forbidden);
     }
-    let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
-        return Some(Status::BadRequest);
-    };
     let store = &channel.store;
-    let height = store.height();
-    let start_num = match &start.r#type {
-        Some(seek_position::Type::Oldest(_)) => 0,
-        Some(seek_position::Type::Newest(_)) => height.saturating_sub(1),
-        Some(seek_position::Type::Specified(s)) if s.number <= height => s.number,
-        Some(seek_position::Type::NextCommit(_)) => height,
-        Some(seek_position::Type::Specified(_)) | None => return Some(Status::NotFound),
+    let range = match crate::seek::resolve(&seek, store.height()) {
+        Ok(range) => range,
+        Err(status) => return Some(status),
     };
-    let stop_num = match &stop.r#type {
-        Some(seek_position::Type::Oldest(_)) => start_num,
-        Some(seek_position::Type::Newest(_)) => {
-            if start == stop {
-                start_num
-            } else {
-                height.saturating_sub(1)
-            }
-        }
-        Some(seek_position::Type::Specified(s)) => {
-            if s.number < start_num {
-                return Some(Status::BadRequest);
-            }
-            s.number
-        }
-        Some(seek_position::Type::NextCommit(_)) => height,
-        None => 0,
-    };
-    let fail_if_not_ready = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
+    let (start_num, stop_num) = (range.start, range.stop);
+    let fail_if_not_ready = range.fail_if_not_ready;
     let mut iter = store.iter_from(start_num);
     let closer = iter.closer();
     let mut number = start_num;

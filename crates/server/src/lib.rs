@@ -35,6 +35,7 @@ pub mod operations;
 pub mod processor;
 pub mod registrar;
 pub mod resume;
+pub mod seek;
 pub mod service;
 pub mod signer;
 pub mod status;

@@ -1,0 +1,183 @@
+//! Seek resolution: which blocks a Deliver request asks for, given the ledger's
+//! height when the request arrives. A pure function of the request and the height,
+//! so that it can be tested and fuzzed without a channel.
+//!
+//! Start positions: OLDEST is block 0, NEWEST the last block (`height - 1`), a
+//! SPECIFIED number up to the height (the height itself means "wait for the next
+//! block"; above it is NOT_FOUND), NEXT_COMMIT the height; a start without a type is
+//! NOT_FOUND (as Fabric's ledger iterator answers). Stop positions: OLDEST stops at
+//! the start, NEWEST at the last block (at the start for NEWEST..NEWEST, so that one
+//! block is sent however fast the ledger grows), SPECIFIED at that number,
+//! NEXT_COMMIT at the height. A request without start or stop is BAD_REQUEST, and so
+//! is a stop that resolves below the start: Fabric checks this for a SPECIFIED stop
+//! only and serves the other cases as a stream that never reaches its stop, so a
+//! client would never get its closing status.
+
+use korder_proto::common::Status;
+use korder_proto::orderer::{SeekInfo, SeekPosition, seek_info, seek_position};
+
+/// The blocks a request is served: `start..=stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeekRange {
+    /// First block to send.
+    pub start: u64,
+    /// Last block to send; the request ends with SUCCESS after it.
+    pub stop: u64,
+    /// FAIL_IF_NOT_READY: NOT_FOUND instead of waiting when a block is not there yet.
+    pub fail_if_not_ready: bool,
+}
+
+/// Resolves `seek` against a ledger of `height` blocks; the error is the status
+/// that ends the request (BAD_REQUEST or NOT_FOUND).
+///
+/// Never `start > stop`; `start <= height`; with FAIL_IF_NOT_READY, `start < height`
+/// (otherwise NOT_FOUND at once, as the first step of the delivery loop would answer).
+pub fn resolve(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
+    let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
+        return Err(Status::BadRequest);
+    };
+    let start_num = start_number(start, height)?;
+    let stop_num = match &stop.r#type {
+        Some(seek_position::Type::Oldest(_)) => start_num,
+        Some(seek_position::Type::Newest(_)) if start == stop => start_num,
+        Some(seek_position::Type::Newest(_)) => height.saturating_sub(1),
+        Some(seek_position::Type::Specified(s)) => s.number,
+        Some(seek_position::Type::NextCommit(_)) => height,
+        None => return Err(Status::BadRequest),
+    };
+    if stop_num < start_num {
+        return Err(Status::BadRequest);
+    }
+    let fail_if_not_ready = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
+    if fail_if_not_ready && start_num >= height {
+        return Err(Status::NotFound);
+    }
+    Ok(SeekRange {
+        start: start_num,
+        stop: stop_num,
+        fail_if_not_ready,
+    })
+}
+
+fn start_number(start: &SeekPosition, height: u64) -> Result<u64, Status> {
+    match &start.r#type {
+        Some(seek_position::Type::Oldest(_)) => Ok(0),
+        Some(seek_position::Type::Newest(_)) => Ok(height.saturating_sub(1)),
+        Some(seek_position::Type::Specified(s)) if s.number <= height => Ok(s.number),
+        Some(seek_position::Type::NextCommit(_)) => Ok(height),
+        Some(seek_position::Type::Specified(_)) | None => Err(Status::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use korder_proto::orderer::{SeekNewest, SeekNextCommit, SeekOldest, SeekSpecified};
+
+    fn oldest() -> SeekPosition {
+        SeekPosition {
+            r#type: Some(seek_position::Type::Oldest(SeekOldest {})),
+        }
+    }
+    fn newest() -> SeekPosition {
+        SeekPosition {
+            r#type: Some(seek_position::Type::Newest(SeekNewest {})),
+        }
+    }
+    fn next_commit() -> SeekPosition {
+        SeekPosition {
+            r#type: Some(seek_position::Type::NextCommit(SeekNextCommit {})),
+        }
+    }
+    fn at(number: u64) -> SeekPosition {
+        SeekPosition {
+            r#type: Some(seek_position::Type::Specified(SeekSpecified { number })),
+        }
+    }
+    fn untyped() -> SeekPosition {
+        SeekPosition { r#type: None }
+    }
+    fn seek(start: SeekPosition, stop: SeekPosition) -> SeekInfo {
+        SeekInfo {
+            start: Some(start),
+            stop: Some(stop),
+            ..Default::default()
+        }
+    }
+    fn range(start: u64, stop: u64) -> Result<SeekRange, Status> {
+        Ok(SeekRange {
+            start,
+            stop,
+            fail_if_not_ready: false,
+        })
+    }
+
+    /// Each start position resolves to its block against a ledger of height 10.
+    #[test]
+    fn start_positions() {
+        assert_eq!(resolve(&seek(oldest(), at(20)), 10), range(0, 20));
+        assert_eq!(resolve(&seek(newest(), at(20)), 10), range(9, 20));
+        assert_eq!(resolve(&seek(at(4), at(20)), 10), range(4, 20));
+        assert_eq!(resolve(&seek(at(10), at(20)), 10), range(10, 20));
+        assert_eq!(resolve(&seek(next_commit(), at(20)), 10), range(10, 20));
+        assert_eq!(resolve(&seek(at(11), at(20)), 10), Err(Status::NotFound));
+        assert_eq!(resolve(&seek(untyped(), at(20)), 10), Err(Status::NotFound));
+    }
+
+    /// Each stop position resolves as Fabric does; NEWEST..NEWEST is one block.
+    #[test]
+    fn stop_positions() {
+        assert_eq!(resolve(&seek(at(3), oldest()), 10), range(3, 3));
+        assert_eq!(resolve(&seek(at(3), newest()), 10), range(3, 9));
+        assert_eq!(resolve(&seek(newest(), newest()), 10), range(9, 9));
+        assert_eq!(resolve(&seek(at(3), next_commit()), 10), range(3, 10));
+        assert_eq!(resolve(&seek(at(3), at(u64::MAX)), 10), range(3, u64::MAX));
+        assert_eq!(resolve(&seek(oldest(), newest()), 0), range(0, 0));
+    }
+
+    /// A request without start or stop, or whose stop is below its start, is
+    /// BAD_REQUEST.
+    #[test]
+    fn bad_requests() {
+        let missing = SeekInfo {
+            start: Some(oldest()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&missing, 10), Err(Status::BadRequest));
+        assert_eq!(resolve(&seek(at(5), at(4)), 10), Err(Status::BadRequest));
+        assert_eq!(
+            resolve(&seek(at(5), untyped()), 10),
+            Err(Status::BadRequest)
+        );
+        assert_eq!(
+            resolve(&seek(oldest(), untyped()), 10),
+            Err(Status::BadRequest)
+        );
+        assert_eq!(
+            resolve(&seek(next_commit(), newest()), 10),
+            Err(Status::BadRequest)
+        );
+        assert_eq!(
+            resolve(&seek(at(10), newest()), 10),
+            Err(Status::BadRequest)
+        );
+    }
+
+    /// FAIL_IF_NOT_READY answers NOT_FOUND for a start at the height, and serves a
+    /// start below it.
+    #[test]
+    fn fail_if_not_ready() {
+        let mut s = seek(next_commit(), next_commit());
+        s.behavior = seek_info::SeekBehavior::FailIfNotReady as i32;
+        assert_eq!(resolve(&s, 10), Err(Status::NotFound));
+        s.start = Some(at(9));
+        assert_eq!(
+            resolve(&s, 10),
+            Ok(SeekRange {
+                start: 9,
+                stop: 10,
+                fail_if_not_ready: true
+            })
+        );
+    }
+}
