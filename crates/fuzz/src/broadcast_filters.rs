@@ -27,8 +27,8 @@ use korder_proto::common::{
 use korder_proto::msp::{MspConfig, SerializedIdentity};
 use korder_server::msgprocessor::{
     FilterOptions, basic_filters, last_update_of, maintenance_filter, message_size, parse,
-    process_channel_creation, process_config_update, process_normal, revalidate_normal,
-    standard_filters, system_channel_filters,
+    process_channel_creation, process_config_update, process_normal, standard_filters,
+    system_channel_filters,
 };
 use korder_server::status::ProcessError;
 
@@ -435,4 +435,22 @@ fn check(envelope: &Envelope, bundle: &Bundle, opts: &FilterOptions, channels: u
     {
         let _ = maintenance_filter(bundle, &config_envelope, &next);
     }
+}
+
+/// The chain's re-validation of a normal envelope read back from the log: decode
+/// the bytes, parse, and run the normal filters again.
+fn revalidate_normal(
+    bytes: &Bytes,
+    bundle: &Bundle,
+    opts: &FilterOptions,
+) -> Result<u64, ProcessError> {
+    let envelope = Envelope::decode(bytes.as_ref())
+        .map_err(|e| ProcessError::bad(format!("envelope does not decode: {e}")))?;
+    let parsed = parse(envelope)?;
+    process_normal(
+        &parsed.envelope,
+        &parsed.channel_header.channel_id,
+        bundle,
+        opts,
+    )
 }

@@ -158,12 +158,15 @@ fn model(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
             }
         }
         Some(Type::NextCommit(_)) => height,
+        Some(Type::Specified(SeekSpecified { number })) if number < from => {
+            return Err(Status::BadRequest);
+        }
         Some(Type::Specified(SeekSpecified { number })) => number,
-        None => return Err(Status::BadRequest),
+        // Fabric leaves the stop number at its zero value.
+        None => 0,
     };
-    if to < from {
-        return Err(Status::BadRequest);
-    }
+    // Fabric serves a stop below the start as a stream that never reaches it.
+    let to = if to < from { u64::MAX } else { to };
     let fail = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
     if fail && from == height {
         return Err(Status::NotFound);

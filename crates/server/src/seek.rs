@@ -8,10 +8,12 @@
 //! NOT_FOUND (as Fabric's ledger iterator answers). Stop positions: OLDEST stops at
 //! the start, NEWEST at the last block (at the start for NEWEST..NEWEST, so that one
 //! block is sent however fast the ledger grows), SPECIFIED at that number,
-//! NEXT_COMMIT at the height. A request without start or stop is BAD_REQUEST, and so
-//! is a stop that resolves below the start: Fabric checks this for a SPECIFIED stop
-//! only and serves the other cases as a stream that never reaches its stop, so a
-//! client would never get its closing status.
+//! NEXT_COMMIT at the height; a stop without a type counts as block 0, as in Fabric.
+//! A request without start or stop is BAD_REQUEST, and so is a SPECIFIED stop below
+//! the start. Any other stop that resolves below the start (a NEWEST stop under a
+//! start at the height, an untyped stop after block 0) is never reached: Fabric
+//! serves such a request as an endless stream of blocks, and so does korder, so that
+//! a client sees the same answer from both.
 
 use korder_proto::common::Status;
 use korder_proto::orderer::{SeekInfo, SeekPosition, seek_info, seek_position};
@@ -21,7 +23,8 @@ use korder_proto::orderer::{SeekInfo, SeekPosition, seek_info, seek_position};
 pub struct SeekRange {
     /// First block to send.
     pub start: u64,
-    /// Last block to send; the request ends with SUCCESS after it.
+    /// Last block to send; the request ends with SUCCESS after it. `u64::MAX` when
+    /// the stop is never reached (the stream goes on as long as the client stays).
     pub stop: u64,
     /// FAIL_IF_NOT_READY: NOT_FOUND instead of waiting when a block is not there yet.
     pub fail_if_not_ready: bool,
@@ -30,7 +33,8 @@ pub struct SeekRange {
 /// Resolves `seek` against a ledger of `height` blocks; the error is the status
 /// that ends the request (BAD_REQUEST or NOT_FOUND).
 ///
-/// Never `start > stop`; `start <= height`; with FAIL_IF_NOT_READY, `start < height`
+/// Never `start > stop` (a stop below the start that Fabric serves as an endless
+/// stream is `u64::MAX`); `start <= height`; with FAIL_IF_NOT_READY, `start < height`
 /// (otherwise NOT_FOUND at once, as the first step of the delivery loop would answer).
 pub fn resolve(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
     let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
@@ -41,13 +45,18 @@ pub fn resolve(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
         Some(seek_position::Type::Oldest(_)) => start_num,
         Some(seek_position::Type::Newest(_)) if start == stop => start_num,
         Some(seek_position::Type::Newest(_)) => height.saturating_sub(1),
+        Some(seek_position::Type::Specified(s)) if s.number < start_num => {
+            return Err(Status::BadRequest);
+        }
         Some(seek_position::Type::Specified(s)) => s.number,
         Some(seek_position::Type::NextCommit(_)) => height,
-        None => return Err(Status::BadRequest),
+        None => 0,
     };
-    if stop_num < start_num {
-        return Err(Status::BadRequest);
-    }
+    let stop_num = if stop_num < start_num {
+        u64::MAX
+    } else {
+        stop_num
+    };
     let fail_if_not_ready = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
     if fail_if_not_ready && start_num >= height {
         return Err(Status::NotFound);
@@ -135,8 +144,8 @@ mod tests {
         assert_eq!(resolve(&seek(oldest(), newest()), 0), range(0, 0));
     }
 
-    /// A request without start or stop, or whose stop is below its start, is
-    /// BAD_REQUEST.
+    /// A request without start or stop, or whose SPECIFIED stop is below its start,
+    /// is BAD_REQUEST.
     #[test]
     fn bad_requests() {
         let missing = SeekInfo {
@@ -145,22 +154,19 @@ mod tests {
         };
         assert_eq!(resolve(&missing, 10), Err(Status::BadRequest));
         assert_eq!(resolve(&seek(at(5), at(4)), 10), Err(Status::BadRequest));
-        assert_eq!(
-            resolve(&seek(at(5), untyped()), 10),
-            Err(Status::BadRequest)
-        );
-        assert_eq!(
-            resolve(&seek(oldest(), untyped()), 10),
-            Err(Status::BadRequest)
-        );
+    }
+
+    /// Other stops below the start are served as Fabric serves them: an endless
+    /// stream (stop never reached); an untyped stop is block 0.
+    #[test]
+    fn stops_below_the_start_are_never_reached() {
+        assert_eq!(resolve(&seek(at(5), untyped()), 10), range(5, u64::MAX));
+        assert_eq!(resolve(&seek(oldest(), untyped()), 10), range(0, 0));
         assert_eq!(
             resolve(&seek(next_commit(), newest()), 10),
-            Err(Status::BadRequest)
+            range(10, u64::MAX)
         );
-        assert_eq!(
-            resolve(&seek(at(10), newest()), 10),
-            Err(Status::BadRequest)
-        );
+        assert_eq!(resolve(&seek(at(10), newest()), 10), range(10, u64::MAX));
     }
 
     /// FAIL_IF_NOT_READY answers NOT_FOUND for a start at the height, and serves a
