@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use korder_proto::common::{Block, BlockHeader, BlockchainInfo};
@@ -26,7 +26,7 @@ use crate::index::{Index, Location};
 use crate::record::{
     Framing, MAX_VARINT_LEN, decode_body, decode_body_prefix, encode_record, framing,
 };
-use crate::storage::{FsStorage, Storage, StorageFile};
+use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
 
 /// Fabric's default maximum block file size (64 MiB).
 pub const DEFAULT_MAX_FILE_SIZE_BYTES: u64 = 64 * 1024 * 1024;
@@ -94,11 +94,6 @@ fn check_channel(channel: &str) -> Result<(), LedgerError> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded state is only changed by short, panic-free sections.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Sorted suffixes of the block files of a channel; they must be 0, 1, 2, … .
 pub(crate) fn list_block_files(
     storage: &dyn Storage,
@@ -142,7 +137,7 @@ fn zero_tail(file: &dyn StorageFile, path: &str, from: u64, len: u64) -> Result<
     let mut at = from;
     while at < len {
         let n = (len - at).min(buf.len() as u64) as usize;
-        file.read_at(at, &mut buf[..n])
+        file.read_exact_at(&mut buf[..n], at)
             .map_err(LedgerError::io("read", path))?;
         if buf[..n].iter().any(|b| *b != 0) {
             return Ok(false);
@@ -165,7 +160,7 @@ pub(crate) fn read_step(
     let remaining = len - offset;
     let mut head = [0u8; MAX_VARINT_LEN];
     let head_len = remaining.min(MAX_VARINT_LEN as u64) as usize;
-    file.read_at(offset, &mut head[..head_len])
+    file.read_exact_at(&mut head[..head_len], offset)
         .map_err(LedgerError::io("read", path))?;
     let (prefix_len, body_len) = match framing(&head[..head_len], remaining) {
         Framing::Truncated => return Ok(Step::Torn),
@@ -189,7 +184,7 @@ pub(crate) fn read_step(
         };
     }
     let mut body = vec![0u8; body_len as usize];
-    file.read_at(offset + prefix_len as u64, &mut body)
+    file.read_exact_at(&mut body, offset + prefix_len as u64)
         .map_err(LedgerError::io("read", path))?;
     match decode_body(Bytes::from(body)) {
         Ok(block) => Ok(Step::Record(block, prefix_len as u64 + body_len)),
@@ -312,9 +307,12 @@ impl Ledgers {
 
 /// Opens the index, deleting and recreating it when it cannot be opened.
 fn open_index(storage: &dyn Storage, path: &str) -> Result<Index, LedgerError> {
-    let file = storage
-        .open(path, true)
-        .map_err(LedgerError::io("open", path))?;
+    let file = if storage.exists(path) {
+        storage.open(path)
+    } else {
+        storage.create(path)
+    };
+    let file = file.map_err(LedgerError::io("open", path))?;
     match Index::open(file) {
         Ok(ix) => return Ok(ix),
         Err(e) => {
@@ -325,7 +323,7 @@ fn open_index(storage: &dyn Storage, path: &str) -> Result<Index, LedgerError> {
         .remove(path)
         .map_err(LedgerError::io("remove", path))?;
     let file = storage
-        .open(path, true)
+        .create(path)
         .map_err(LedgerError::io("create", path))?;
     Index::open(file).map_err(LedgerError::index(path))
 }
@@ -353,9 +351,7 @@ impl BlockStore {
         let mut suffixes = list_block_files(&*storage, channel)?;
         if suffixes.is_empty() {
             let p = file_path(channel, 0);
-            storage
-                .open(&p, true)
-                .map_err(LedgerError::io("create", &p))?;
+            storage.create(&p).map_err(LedgerError::io("create", &p))?;
             storage
                 .sync_dir(&dir)
                 .map_err(LedgerError::io("sync directory", &dir))?;
@@ -423,9 +419,7 @@ impl BlockStore {
             return Ok(None);
         }
         let p = file_path(channel, loc.suffix);
-        let file = storage
-            .open(&p, false)
-            .map_err(LedgerError::io("open", &p))?;
+        let file = storage.open(&p).map_err(LedgerError::io("open", &p))?;
         let len = file.len().map_err(LedgerError::io("stat", &p))?;
         match read_step(&*file, &p, len, loc.offset)? {
             Step::Record(b, rec_len)
@@ -466,9 +460,7 @@ impl BlockStore {
         let mut end_size = 0;
         for suffix in first_suffix..=last_suffix {
             let p = file_path(channel, suffix);
-            let file = storage
-                .open(&p, false)
-                .map_err(LedgerError::io("open", &p))?;
+            let file = storage.open(&p).map_err(LedgerError::io("open", &p))?;
             let len = file.len().map_err(LedgerError::io("stat", &p))?;
             let mut off = 0;
             loop {
@@ -487,7 +479,7 @@ impl BlockStore {
                         }
                         tracing::warn!(file = %p, offset = off, dropped_bytes = len - off, "cutting off a torn last record");
                         file.set_len(off).map_err(LedgerError::io("truncate", &p))?;
-                        file.sync().map_err(LedgerError::io("sync", &p))?;
+                        file.sync_data().map_err(LedgerError::io("sync", &p))?;
                         break;
                     }
                     Step::Torn => {
@@ -564,12 +556,12 @@ impl BlockStore {
     }
 
     fn tip(&self) -> Tip {
-        lock(&self.inner.tip).clone()
+        self.inner.tip.lock().recover_poison().clone()
     }
 
     /// Number of blocks (the next block's number).
     pub fn height(&self) -> u64 {
-        lock(&self.inner.tip).height
+        self.inner.tip.lock().recover_poison().height
     }
 
     /// Number of the first block (`None` when empty).
@@ -584,12 +576,12 @@ impl BlockStore {
 
     /// Header of the last block.
     pub fn last_header(&self) -> Option<BlockHeader> {
-        lock(&self.inner.tip).last.clone()
+        self.inner.tip.lock().recover_poison().last.clone()
     }
 
     /// Header hash of the last block: the `previous_hash` the next block must carry.
     pub fn current_hash(&self) -> Option<[u8; 32]> {
-        lock(&self.inner.tip).last_hash
+        self.inner.tip.lock().recover_poison().last_hash
     }
 
     /// Height, current hash and previous hash, as Fabric reports them.
@@ -611,7 +603,7 @@ impl BlockStore {
     /// changes nothing.
     pub fn append(&self, block: &Block) -> Result<(), LedgerError> {
         let inner = &*self.inner;
-        let mut w = lock(&inner.writer);
+        let mut w = inner.writer.lock().recover_poison();
         if let Some(p) = &w.poisoned {
             return Err(LedgerError::Poisoned(p.clone()));
         }
@@ -643,10 +635,10 @@ impl BlockStore {
         let path = file_path(&inner.channel, w.suffix);
         if let Err(e) = w
             .file
-            .write_at(offset, &record)
-            .and_then(|()| w.file.sync())
+            .write_all_at(&record, offset)
+            .and_then(|()| w.file.sync_data())
         {
-            if let Err(undo) = w.file.set_len(offset).and_then(|()| w.file.sync()) {
+            if let Err(undo) = w.file.set_len(offset).and_then(|()| w.file.sync_data()) {
                 w.poisoned = Some(format!(
                     "could not truncate {path} back to {offset} after a failed write: {undo}"
                 ));
@@ -688,7 +680,7 @@ impl BlockStore {
         let p = file_path(&inner.channel, next);
         let file = inner
             .storage
-            .open(&p, true)
+            .create(&p)
             .map_err(LedgerError::io("create", &p))?;
         let dir = channel_dir(&inner.channel);
         inner
@@ -705,7 +697,7 @@ impl BlockStore {
     fn publish(&self, header: &BlockHeader) {
         let inner = &*self.inner;
         let height = {
-            let mut t = lock(&inner.tip);
+            let mut t = inner.tip.lock().recover_poison();
             t.height = header.number + 1;
             t.last_hash = Some(header_hash(header));
             t.last = Some(header.clone());
@@ -717,7 +709,7 @@ impl BlockStore {
 
     /// Closes the store: appends fail, waiting iterators return. Reads still work.
     pub fn close(&self) {
-        lock(&self.inner.tip).closed = true;
+        self.inner.tip.lock().recover_poison().closed = true;
         self.inner.cond.notify_all();
         self.inner.watch.send_modify(|w| w.closed = true);
         if let Err(e) = self.inner.index.persist() {
@@ -743,7 +735,7 @@ impl BlockStore {
     }
 
     fn read_file(&self, suffix: u32) -> Result<Arc<dyn StorageFile>, LedgerError> {
-        let mut files = lock(&self.inner.read_files);
+        let mut files = self.inner.read_files.lock().recover_poison();
         if let Some(f) = files.get(&suffix) {
             return Ok(f.clone());
         }
@@ -751,7 +743,7 @@ impl BlockStore {
         let f = self
             .inner
             .storage
-            .open(&p, false)
+            .open(&p)
             .map_err(LedgerError::io("open", &p))?;
         files.insert(suffix, f.clone());
         Ok(f)
@@ -838,7 +830,7 @@ impl BlockStore {
     }
 
     pub(crate) fn notify_all(&self) {
-        let _t = lock(&self.inner.tip);
+        let _t = self.inner.tip.lock().recover_poison();
         self.inner.cond.notify_all();
         drop(_t);
         self.inner.watch.send_modify(|_| {});
@@ -851,7 +843,7 @@ impl BlockStore {
         height: u64,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<u64>, LedgerError> {
-        let mut t = lock(&self.inner.tip);
+        let mut t = self.inner.tip.lock().recover_poison();
         loop {
             if t.height >= height {
                 return Ok(Some(t.height));
@@ -862,7 +854,7 @@ impl BlockStore {
             if stop() {
                 return Ok(None);
             }
-            t = self.inner.cond.wait(t).unwrap_or_else(|e| e.into_inner());
+            t = self.inner.cond.wait(t).recover_poison();
         }
     }
 }
@@ -899,7 +891,7 @@ fn whole_block_after(
     prev: Option<&BlockHeader>,
 ) -> Result<Option<String>, LedgerError> {
     let mut rest = vec![0u8; (len - offset) as usize];
-    file.read_at(offset, &mut rest)
+    file.read_exact_at(&mut rest, offset)
         .map_err(LedgerError::io("read", path))?;
     let rest = Bytes::from(rest);
     for prefix_len in 1..=MAX_VARINT_LEN.min(rest.len().saturating_sub(1)) {
@@ -954,7 +946,7 @@ fn wait_blocking(
     height: u64,
     closed: Option<&AtomicBool>,
 ) -> Result<u64, LedgerError> {
-    let mut t = lock(&inner.tip);
+    let mut t = inner.tip.lock().recover_poison();
     loop {
         if t.height >= height {
             return Ok(t.height);
@@ -962,7 +954,7 @@ fn wait_blocking(
         if t.closed || closed.is_some_and(|c| c.load(Ordering::Acquire)) {
             return Err(LedgerError::Closed);
         }
-        t = inner.cond.wait(t).unwrap_or_else(|e| e.into_inner());
+        t = inner.cond.wait(t).recover_poison();
     }
 }
 

@@ -16,6 +16,10 @@
 //! - [`MemLog`]: in memory, not durable, with injectable append failures; for tests.
 //! - [`EmbeddedLog`]: the durable file log, one directory per channel.
 //!
+//! The embedded log reaches the disk only through `korder_storage::Storage`, so its
+//! tests run it over that crate's crash simulator (feature `test-support`) and crash
+//! it at every write and sync.
+//!
 //! It never interprets record values: bytes in, the same bytes out.
 //!
 //! # The embedded log
@@ -84,8 +88,6 @@ use bytes::Bytes;
 mod embedded;
 mod format;
 mod mem;
-pub mod sim;
-pub mod storage;
 
 pub use embedded::{
     EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader, LogCheck, LogDamage,
