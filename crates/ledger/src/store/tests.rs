@@ -1,8 +1,12 @@
 use super::*;
 use crate::block::BlockBuilder;
+use crate::block::header_hash;
+use crate::index::Location;
+use crate::record::{Framing, encode_record, framing};
 use crate::verify::{IndexStatus, verify};
 use crate::writer::PipelinedWriter;
 use korder_proto::Message;
+use korder_proto::common::Block;
 use korder_storage::Storage;
 use korder_storage::sim::{CrashMode, SimRng, SimStorage};
 
