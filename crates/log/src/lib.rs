@@ -58,7 +58,8 @@
 //! `log_00000000000000021845`, ...). Offsets continue without a gap from one segment
 //! to the next; a new segment starts once the current one reaches
 //! `segment_size_bytes` (64 MiB by default), between two group commits.
-//! All integers are big-endian.
+//! All integers are big-endian. Segment files are created with mode 0660, like the
+//! ledger's block files.
 //!
 //! ```text
 //! segment  = header (record+ commit)*
