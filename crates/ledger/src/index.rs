@@ -9,9 +9,8 @@
 use std::io;
 use std::sync::Arc;
 
-use redb::{Builder, Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
-
 use korder_storage::StorageFile;
+use redb::{Builder, Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
 
 /// number → (file suffix, offset of the record's length prefix, record length incl. prefix)
 const BLOCKS: TableDefinition<u64, (u32, u64, u64)> = TableDefinition::new("block_locations");

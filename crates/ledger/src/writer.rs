@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use korder_proto::common::Block;
-
 use korder_storage::RecoverPoison;
 
 use crate::error::LedgerError;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{
@@ -23,7 +24,6 @@ use crate::format::{
     encode_segment_header, parse_segment_name, segment_name,
 };
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
-use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
 
 /// Records a reader fetches from disk in one blocking call, at most.
 const READ_BATCH_RECORDS: usize = 1024;
