@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use korder_log::sim::{CrashMode, SimStorage};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogError, LogOffset, LogReader, ReadFrom};
+use korder_storage::sim::{CrashMode, SimStorage};
 
 /// How one file is damaged.
 #[derive(Arbitrary, Debug)]

@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use korder_ledger::sim::SimRng;
 use korder_ledger::{BlockBuilder, Ledgers, PipelinedWriter, StoreOptions};
 use korder_proto::common::Block;
+use korder_storage::sim::SimRng;
 
 const ENVELOPES_PER_BLOCK: usize = 500;
 const ENVELOPE_BYTES: usize = 3 * 1024;

@@ -45,53 +45,18 @@ pub enum BlockError {
 // Header DER and hashes
 // ---------------------------------------------------------------------------
 
-const TAG_INTEGER: u8 = 0x02;
-const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_SEQUENCE: u8 = 0x30;
-
-/// Appends a DER definite length: short form below 128, else `0x80 | k` and `k`
-/// big-endian bytes.
-fn push_der_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-        return;
-    }
-    let be = (len as u64).to_be_bytes();
-    let skip = be.iter().take_while(|b| **b == 0).count();
-    out.push(0x80 | (be.len() - skip) as u8);
-    out.extend_from_slice(&be[skip..]);
-}
-
-/// DER INTEGER body of an unsigned number: minimal two's complement, so a leading
-/// zero byte is added when the top bit of the first significant byte is set. Numbers
-/// of 2^63 and above become positive nine-byte integers, as Fabric v2.5 encodes them.
-fn der_uint_body(n: u64) -> Vec<u8> {
-    let be = n.to_be_bytes();
-    let skip = be.iter().take_while(|b| **b == 0).count().min(7);
-    let mut body = Vec::with_capacity(9);
-    if be[skip] & 0x80 != 0 {
-        body.push(0);
-    }
-    body.extend_from_slice(&be[skip..]);
-    body
-}
-
-fn push_tlv(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-    out.push(tag);
-    push_der_len(out, body.len());
-    out.extend_from_slice(body);
-}
-
 /// The ASN.1 DER encoding of a block header that the header hash and the block
-/// signatures cover.
+/// signatures cover: `SEQUENCE { INTEGER number, OCTET STRING previous_hash, OCTET
+/// STRING data_hash }`. The number is a minimal, non-negative INTEGER, so numbers of
+/// 2^63 and above take nine bytes, as Fabric v2.5 encodes them.
 pub fn header_der(header: &BlockHeader) -> Vec<u8> {
-    let mut content = Vec::with_capacity(16 + header.previous_hash.len() + header.data_hash.len());
-    push_tlv(&mut content, TAG_INTEGER, &der_uint_body(header.number));
-    push_tlv(&mut content, TAG_OCTET_STRING, &header.previous_hash);
-    push_tlv(&mut content, TAG_OCTET_STRING, &header.data_hash);
-    let mut out = Vec::with_capacity(content.len() + 6);
-    push_tlv(&mut out, TAG_SEQUENCE, &content);
-    out
+    yasna::construct_der(|writer| {
+        writer.write_sequence(|seq| {
+            seq.next().write_u64(header.number);
+            seq.next().write_bytes(&header.previous_hash);
+            seq.next().write_bytes(&header.data_hash);
+        });
+    })
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {

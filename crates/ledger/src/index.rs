@@ -1,5 +1,5 @@
 //! The block-number index: a redb database per channel at `index/<channel>.redb`,
-//! reached through [`Storage`] like the block files.
+//! reached through `korder_storage::Storage` like the block files.
 //!
 //! It is derived data. Blocks are durable in the block files before they are indexed,
 //! so index commits are non-durable except every `index_sync_every` blocks and at the
@@ -9,9 +9,8 @@
 use std::io;
 use std::sync::Arc;
 
+use korder_storage::StorageFile;
 use redb::{Builder, Database, Durability, ReadableDatabase, StorageBackend, TableDefinition};
-
-use crate::storage::StorageFile;
 
 /// number → (file suffix, offset of the record's length prefix, record length incl. prefix)
 const BLOCKS: TableDefinition<u64, (u32, u64, u64)> = TableDefinition::new("block_locations");
@@ -39,16 +38,16 @@ impl StorageBackend for Backend {
         self.0.len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.0.read_at(offset, out)
+        self.0.read_exact_at(out, offset)
     }
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         self.0.set_len(len)
     }
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.0.sync()
+        self.0.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.0.write_at(offset, data)
+        self.0.write_all_at(data, offset)
     }
 }
 

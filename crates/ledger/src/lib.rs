@@ -10,8 +10,10 @@
 //!   crash recovery, and blocking, async and non-blocking iterators.
 //! - [`writer`]: a pipelined writer thread, one block in flight.
 //! - [`mod@verify`]: an end-to-end check of a channel's ledger for `korder ledger verify`.
-//! - [`storage`] / [`sim`]: the file operations behind a trait, with a real file-system
-//!   implementation and a crash-simulating one for tests.
+//!
+//! The store reaches the disk only through `korder_storage::Storage`, so its tests run
+//! it over that crate's crash simulator (feature `test-support`) and crash it at every
+//! write and sync.
 //!
 //! What it must never do:
 //! - re-marshal bytes that are hashed or signed (data entries, metadata values,
@@ -31,8 +33,6 @@ pub mod block;
 pub mod error;
 mod index;
 pub mod record;
-pub mod sim;
-pub mod storage;
 pub mod store;
 pub mod verify;
 pub mod writer;

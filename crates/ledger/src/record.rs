@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use korder_proto::common::{Block, BlockData, BlockHeader, BlockMetadata};
+use prost::encoding::{decode_varint, encode_varint};
 
 /// Longest unsigned varint (a u64 takes at most 10 bytes).
 pub const MAX_VARINT_LEN: usize = 10;
@@ -34,21 +35,6 @@ pub enum RecordError {
     TrailingBytes { extra: usize },
 }
 
-/// Appends `v` as an unsigned LEB128 varint.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Length of `v` as a varint.
-pub fn varint_len(v: u64) -> usize {
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
 /// Result of reading a varint from the front of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Varint {
@@ -60,28 +46,22 @@ pub enum Varint {
     Invalid,
 }
 
-/// Reads a varint from the front of `buf`.
+/// Reads an unsigned LEB128 varint (protobuf's) from the front of `buf`.
 pub fn get_varint(buf: &[u8]) -> Varint {
-    let mut v: u64 = 0;
-    for (i, b) in buf.iter().enumerate().take(MAX_VARINT_LEN) {
-        let low = u64::from(b & 0x7f);
-        if i == 9 && low > 1 {
-            return Varint::Invalid;
+    let mut rest = buf;
+    match decode_varint(&mut rest) {
+        Ok(v) => Varint::Value(v, buf.len() - rest.len()),
+        // prost reports a varint cut short like a bad one; a torn write must be told
+        // apart: fewer than 10 bytes, every one of them saying "more follows".
+        Err(_) if buf.len() < MAX_VARINT_LEN && buf.iter().all(|b| b & 0x80 != 0) => {
+            Varint::Incomplete
         }
-        v |= low << (7 * i);
-        if b & 0x80 == 0 {
-            return Varint::Value(v, i + 1);
-        }
-    }
-    if buf.len() >= MAX_VARINT_LEN {
-        Varint::Invalid
-    } else {
-        Varint::Incomplete
+        Err(_) => Varint::Invalid,
     }
 }
 
 fn put_raw(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
+    encode_varint(b.len() as u64, out);
     out.extend_from_slice(b);
 }
 
@@ -96,14 +76,14 @@ pub fn encode_body(block: &Block) -> Vec<u8> {
         + data.iter().map(|d| d.len() + 5).sum::<usize>()
         + metadata.iter().map(|m| m.len() + 5).sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    put_varint(&mut out, header.number);
+    encode_varint(header.number, &mut out);
     put_raw(&mut out, &header.data_hash);
     put_raw(&mut out, &header.previous_hash);
-    put_varint(&mut out, data.len() as u64);
+    encode_varint(data.len() as u64, &mut out);
     for d in data {
         put_raw(&mut out, d);
     }
-    put_varint(&mut out, metadata.len() as u64);
+    encode_varint(metadata.len() as u64, &mut out);
     for m in metadata {
         put_raw(&mut out, m);
     }
@@ -114,7 +94,7 @@ pub fn encode_body(block: &Block) -> Vec<u8> {
 pub fn encode_record(block: &Block) -> Vec<u8> {
     let body = encode_body(block);
     let mut out = Vec::with_capacity(body.len() + MAX_VARINT_LEN);
-    put_varint(&mut out, body.len() as u64);
+    encode_varint(body.len() as u64, &mut out);
     out.extend_from_slice(&body);
     out
 }
@@ -237,6 +217,7 @@ mod tests {
     use super::*;
     use crate::block::next_block;
     use proptest::prelude::*;
+    use prost::encoding::encoded_len_varint;
 
     /// Block 0 of the spec's worked example is stored as the 61-byte record of the spec.
     #[test]
@@ -259,12 +240,18 @@ mod tests {
     fn varint_edges() {
         for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX >> 1, u64::MAX] {
             let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v));
+            encode_varint(v, &mut out);
+            assert_eq!(out.len(), encoded_len_varint(v));
             assert_eq!(get_varint(&out), Varint::Value(v, out.len()));
             assert_eq!(get_varint(&out[..out.len() - 1]), Varint::Incomplete);
         }
+        assert_eq!(get_varint(&[]), Varint::Incomplete);
+        assert_eq!(get_varint(&[0xff; 9]), Varint::Incomplete);
+        assert_eq!(get_varint(&[0xff; 10]), Varint::Invalid);
         assert_eq!(get_varint(&[0xff; 11]), Varint::Invalid);
+        let mut ten = vec![0xff; 9];
+        ten.push(0x81);
+        assert_eq!(get_varint(&ten), Varint::Invalid);
         let mut over = vec![0xff; 9];
         over.push(0x02);
         assert_eq!(get_varint(&over), Varint::Invalid);

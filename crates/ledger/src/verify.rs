@@ -87,7 +87,7 @@ pub fn verify(
         Err(IndexStatus::Missing)
     } else {
         let file = storage
-            .open(&ix_path, false)
+            .open(&ix_path)
             .map_err(LedgerError::io("open", &ix_path))?;
         Index::open_read_only(file).map_err(|e| IndexStatus::Unreadable(e.to_string()))
     };
@@ -114,9 +114,7 @@ pub fn verify(
     let mut prev: Option<BlockHeader> = None;
     'files: for &suffix in &suffixes {
         let p = file_path(channel, suffix);
-        let file = storage
-            .open(&p, false)
-            .map_err(LedgerError::io("open", &p))?;
+        let file = storage.open(&p).map_err(LedgerError::io("open", &p))?;
         let len = file.len().map_err(LedgerError::io("stat", &p))?;
         let mut off = 0u64;
         loop {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use korder_proto::common::Block;
+use korder_storage::RecoverPoison;
 
 use crate::error::LedgerError;
 use crate::store::BlockStore;
@@ -27,10 +28,7 @@ struct Shared {
 
 impl Shared {
     fn failure(&self) -> Option<Arc<LedgerError>> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.lock().recover_poison().clone()
     }
 }
 
@@ -60,7 +58,7 @@ impl PipelinedWriter {
                         *thread_shared
                             .failure
                             .lock()
-                            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(e));
+                            .recover_poison() = Some(Arc::new(e));
                         thread_store.notify_all();
                         return;
                     }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{
@@ -22,7 +23,6 @@ use crate::format::{
     decode_commit, decode_record_header, decode_segment_header, encode_commit, encode_record,
     encode_segment_header, parse_segment_name, segment_name,
 };
-use crate::storage::{FsStorage, Storage, StorageFile};
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
 
 /// Records a reader fetches from disk in one blocking call, at most.
@@ -167,7 +167,7 @@ impl SegmentState {
 
 impl Segment {
     fn state(&self) -> MutexGuard<'_, SegmentState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().recover_poison()
     }
 
     fn end(&self) -> (i64, u64) {
@@ -279,7 +279,7 @@ struct Shared {
 
 impl Shared {
     fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
-        self.segments.read().unwrap_or_else(|p| p.into_inner())
+        self.segments.read().recover_poison()
     }
 
     fn oldest(&self) -> i64 {
@@ -333,15 +333,10 @@ impl EmbeddedLog {
     /// Opens (or creates) the log in directory `dir`, recovering from a crash if needed.
     /// Blocking: it scans the segment files.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedLogOptions) -> Result<Self, LogError> {
-        let dir = dir.as_ref();
-        let storage = FsStorage::new(dir).map_err(|source| LogError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        Self::open_with_storage(Arc::new(storage), options)
+        Self::open_with_storage(Arc::new(created(dir.as_ref())?), options)
     }
 
-    /// Opens the log on any [`Storage`] (tests use [`crate::sim::SimStorage`]).
+    /// Opens the log on any [`Storage`] (tests use the crash simulator of `korder-storage`).
     pub fn open_with_storage(
         storage: Arc<dyn Storage>,
         options: EmbeddedLogOptions,
@@ -467,12 +462,7 @@ impl EmbeddedLog {
             // An error means the writer already stopped; either way it is done.
             let _ = done.await;
         }
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.inner.thread.lock().recover_poison().take();
         if let Some(thread) = thread {
             // The writer has answered the close request and only returns now.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -798,7 +788,7 @@ impl Writer {
         file.write_all_at(&encode_segment_header(self.next_offset), 0)
             .map_err(err)?;
         file.sync_data().map_err(err)?;
-        self.storage.sync_dir().map_err(err)?;
+        self.storage.sync_dir("").map_err(err)?;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let seg = Arc::new(Segment {
             base: self.next_offset,
@@ -813,7 +803,7 @@ impl Writer {
         self.shared
             .segments
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover_poison()
             .push(seg.clone());
         tracing::debug!(path, base = self.next_offset, "new log segment");
         self.active = seg;
@@ -900,9 +890,10 @@ fn storage_err(storage: &dyn Storage, name: &str) -> impl FnOnce(io::Error) -> L
 
 fn segment_bases(storage: &dyn Storage) -> Result<Vec<i64>, LogError> {
     let mut bases: Vec<i64> = storage
-        .list()
+        .list("")
         .map_err(storage_err(storage, ""))?
         .iter()
+        .filter(|n| storage.exists(n))
         .filter_map(|n| parse_segment_name(n))
         .collect();
     bases.sort_unstable();
@@ -1170,7 +1161,7 @@ fn create_segment(
     file.write_all_at(&encode_segment_header(base), 0)
         .map_err(io_err)?;
     file.sync_data().map_err(io_err)?;
-    storage.sync_dir().map_err(io_err)?;
+    storage.sync_dir("").map_err(io_err)?;
     Ok(Arc::new(Segment {
         base,
         version: Version::V2,
@@ -1304,12 +1295,12 @@ impl EmbeddedLog {
         for &base in bases.iter().rev().filter(|&&b| b > seg.base) {
             let name = segment_name(base);
             storage.remove(&name).map_err(storage_err(storage, &name))?;
-            storage.sync_dir().map_err(storage_err(storage, &name))?;
+            storage.sync_dir("").map_err(storage_err(storage, &name))?;
         }
         if damage.byte <= SEGMENT_HEADER_LEN {
             let name = segment_name(seg.base);
             storage.remove(&name).map_err(storage_err(storage, &name))?;
-            storage.sync_dir().map_err(storage_err(storage, &name))?;
+            storage.sync_dir("").map_err(storage_err(storage, &name))?;
             if index == 0 {
                 create_segment(storage, seg.base, &EmbeddedLogOptions::default())?;
             }
@@ -1326,12 +1317,7 @@ impl EmbeddedLog {
     /// `next_offset`. Returns the number of segment files removed. Blocking; the log
     /// must not be open.
     pub fn reset(dir: impl AsRef<Path>, next_offset: i64) -> Result<usize, LogError> {
-        let dir = dir.as_ref();
-        let storage = FsStorage::new(dir).map_err(|source| LogError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        Self::reset_storage(&storage, next_offset)
+        Self::reset_storage(&created(dir.as_ref())?, next_offset)
     }
 
     /// [`EmbeddedLog::reset`] on any [`Storage`].
@@ -1346,7 +1332,7 @@ impl EmbeddedLog {
             let name = segment_name(base);
             storage.remove(&name).map_err(storage_err(storage, &name))?;
         }
-        storage.sync_dir().map_err(storage_err(storage, ""))?;
+        storage.sync_dir("").map_err(storage_err(storage, ""))?;
         create_segment(storage, next_offset, &EmbeddedLogOptions::default())?;
         Ok(bases.len())
     }
@@ -1358,7 +1344,7 @@ impl EmbeddedLog {
     pub fn remove_segments_below(&self, offset: LogOffset) -> Result<usize, LogError> {
         let shared = &self.inner.shared;
         let victims: Vec<Arc<Segment>> = {
-            let mut segs = shared.segments.write().unwrap_or_else(|p| p.into_inner());
+            let mut segs = shared.segments.write().recover_poison();
             let n = (1..segs.len())
                 .take_while(|&i| segs[i].base <= offset.0)
                 .count();
@@ -1369,7 +1355,7 @@ impl EmbeddedLog {
             shared
                 .storage
                 .remove(&name)
-                .and_then(|()| shared.storage.sync_dir())
+                .and_then(|()| shared.storage.sync_dir(""))
                 .map_err(|e| seg.io(e))?;
             tracing::info!(path = %seg.path, below = offset.0, "removed a log segment already in the ledger");
         }
@@ -1392,8 +1378,15 @@ fn existing(dir: &Path) -> Result<FsStorage, LogError> {
             source: io::Error::new(io::ErrorKind::NotFound, "no such log directory"),
         });
     }
-    FsStorage::new(dir).map_err(|source| LogError::Io {
+    Ok(FsStorage::new(dir))
+}
+
+/// The storage of log directory `dir`, created (with its parents) if missing.
+fn created(dir: &Path) -> Result<FsStorage, LogError> {
+    let storage = FsStorage::new(dir);
+    storage.create_dir_all("").map_err(|source| LogError::Io {
         path: dir.display().to_string(),
         source,
-    })
+    })?;
+    Ok(storage)
 }

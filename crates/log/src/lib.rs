@@ -16,6 +16,10 @@
 //! - [`MemLog`]: in memory, not durable, with injectable append failures; for tests.
 //! - [`EmbeddedLog`]: the durable file log, one directory per channel.
 //!
+//! The embedded log reaches the disk only through `korder_storage::Storage`, so its
+//! tests run it over that crate's crash simulator (feature `test-support`) and crash
+//! it at every write and sync.
+//!
 //! It never interprets record values: bytes in, the same bytes out.
 //!
 //! # The embedded log
@@ -54,7 +58,8 @@
 //! `log_00000000000000021845`, ...). Offsets continue without a gap from one segment
 //! to the next; a new segment starts once the current one reaches
 //! `segment_size_bytes` (64 MiB by default), between two group commits.
-//! All integers are big-endian.
+//! All integers are big-endian. Segment files are created with mode 0660, like the
+//! ledger's block files.
 //!
 //! ```text
 //! segment  = header (record+ commit)*
@@ -84,8 +89,6 @@ use bytes::Bytes;
 mod embedded;
 mod format;
 mod mem;
-pub mod sim;
-pub mod storage;
 
 pub use embedded::{
     EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader, LogCheck, LogDamage,

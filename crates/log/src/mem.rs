@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use korder_storage::RecoverPoison;
 use tokio::sync::watch;
 
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
@@ -55,7 +56,7 @@ impl MemLog {
     }
 
     fn state(&self) -> MutexGuard<'_, MemState> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.state.lock().recover_poison()
     }
 
     /// The next `n` appends fail with `Unavailable` and write nothing.

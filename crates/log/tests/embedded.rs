@@ -10,8 +10,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use korder_log::sim::{CrashMode, SimStorage};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions, Log, LogError, LogOffset, LogReader, ReadFrom};
+use korder_storage::sim::{CrashMode, SimStorage};
 
 /// Upper bound on any wait in these tests; reaching it is a failure, not a timing check.
 /// Bytes of the commit frame that follows every group commit.
@@ -525,7 +525,8 @@ async fn full_disk_fails_appends_and_log_recovers() {
         .file_bytes("log_00000000000000000000")
         .unwrap()
         .len();
-    storage.fail_next_writes(1);
+    // The next operation is the write of the next group commit.
+    storage.fail_at(storage.ops());
     match log.append(value(1, 100)).await {
         Err(LogError::Io { path, source }) => {
             assert!(path.contains("log_00000000000000000000"), "{path}");
@@ -547,7 +548,7 @@ async fn full_disk_fails_appends_and_log_recovers() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[1].value, value(2, 100));
     log.close().await;
-    for mode in CrashMode::ALL {
+    for mode in CrashMode::FIXED {
         let image = storage.crash_image(mode);
         let log =
             EmbeddedLog::open_with_storage(Arc::new(image), EmbeddedLogOptions::default()).unwrap();
