@@ -7,8 +7,62 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How many librdkafka clients (with their threads) are alive in the process.
+static LIVE_CLIENTS: Mutex<usize> = Mutex::new(0);
+static CLIENTS_CLOSED: Condvar = Condvar::new();
+
+/// One client's share of [`LIVE_CLIENTS`]. Every client owns its context, and the
+/// context holds this token, so the count drops only after the client was destroyed
+/// (librdkafka joins the client's threads before that) and every copy of its
+/// context is gone.
+#[derive(Debug)]
+pub(crate) struct LiveClient;
+
+impl LiveClient {
+    fn new() -> Arc<Self> {
+        *LIVE_CLIENTS.lock_unpoisoned() += 1;
+        Arc::new(LiveClient)
+    }
+}
+
+impl Drop for LiveClient {
+    fn drop(&mut self) {
+        let mut live = LIVE_CLIENTS.lock_unpoisoned();
+        *live = live.saturating_sub(1);
+        CLIENTS_CLOSED.notify_all();
+    }
+}
+
+/// Waits until every Kafka client of the process has been destroyed, at most
+/// `limit`; whether they all were.
+///
+/// A process must not exit while a client still runs: exiting tears down the TLS
+/// library under the client's threads (a request cut short at shutdown, for
+/// instance a metadata fetch on a blocking thread, ends on its own timeout).
+pub fn wait_for_clients_closed(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut live = LIVE_CLIENTS.lock_unpoisoned();
+    while *live > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        live = match CLIENTS_CLOSED.wait_timeout(live, deadline - now) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+    true
+}
+
+/// How many Kafka clients are alive in the process.
+pub fn live_clients() -> usize {
+    *LIVE_CLIENTS.lock_unpoisoned()
+}
 
 /// Context shared by korder's producers, consumers and admin clients.
 #[derive(Clone, Debug)]
@@ -26,6 +80,8 @@ pub(crate) struct TracingContext {
     /// failed TLS handshake or SASL authentication; request failures (which
     /// librdkafka reports only as "broker transport failure") quote it.
     pub(crate) last_error: Arc<Mutex<Option<String>>>,
+    /// Counts this client among the live ones until it is destroyed.
+    pub(crate) _live: Arc<LiveClient>,
 }
 
 impl TracingContext {
@@ -35,6 +91,7 @@ impl TracingContext {
             topic: topic.to_owned(),
             out_of_range: None,
             last_error: Arc::default(),
+            _live: LiveClient::new(),
         }
     }
 
@@ -121,3 +178,26 @@ impl ClientContext for TracingContext {
 }
 
 impl ConsumerContext for TracingContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A context counts as a live client until its last copy is dropped, and the
+    /// exit wait returns once it is.
+    #[test]
+    fn live_clients_are_counted_until_destroyed() {
+        let context = TracingContext::new("admin", "t");
+        let copy = context.clone();
+        assert!(live_clients() >= 1);
+        assert!(
+            !wait_for_clients_closed(Duration::from_millis(20)),
+            "a live client must hold the exit wait"
+        );
+        drop(context);
+        assert!(!wait_for_clients_closed(Duration::from_millis(20)));
+        let closer = std::thread::spawn(move || drop(copy));
+        assert!(wait_for_clients_closed(Duration::from_secs(10)));
+        closer.join().unwrap();
+    }
+}

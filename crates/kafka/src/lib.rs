@@ -28,6 +28,7 @@ mod error;
 mod log;
 
 pub use config::{DEFAULT_MAX_RECORD_BYTES, KafkaConfig, SaslPlainConfig, TlsConfig};
+pub use context::{live_clients, wait_for_clients_closed};
 pub use error::KafkaLogError;
 pub use korder_config::KafkaRetry;
 pub use log::{KafkaLog, KafkaReader, PARTITION};

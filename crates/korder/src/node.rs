@@ -41,11 +41,28 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let result = runtime.block_on(serve(config));
     // Tasks still running (streams past the grace period) are dropped, not awaited.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_LIMIT);
+    // A Kafka request cut short above (a start-up probe on a blocking thread) still
+    // holds its client until the request's own timeout; the process may exit only
+    // once every client is destroyed.
+    let live = korder_kafka::live_clients();
+    if live > 0 {
+        tracing::info!(clients = live, "waiting for the Kafka clients to close");
+        if !korder_kafka::wait_for_clients_closed(KAFKA_CLOSE_LIMIT) {
+            tracing::warn!(
+                clients = korder_kafka::live_clients(),
+                limit = ?KAFKA_CLOSE_LIMIT,
+                "Kafka clients still open at exit"
+            );
+        }
+    }
     result
 }
 
 /// How long the runtime's remaining tasks get once `serve` has returned.
 const RUNTIME_SHUTDOWN_LIMIT: Duration = Duration::from_millis(250);
+
+/// Longest wait at exit for Kafka clients still finishing a request.
+const KAFKA_CLOSE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Chooses each channel's log: the embedded log, or a Kafka topic, as
 /// `Korder.LogBackend` and the channel's ConsensusType say.
