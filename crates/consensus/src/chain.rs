@@ -47,7 +47,7 @@ use crate::types::{BlockNumber, ConfigSeq, LogOffset, TimerId};
 
 /// `persisted` of a chain whose last block carries no Kafka metadata: one below the
 /// "oldest offset" sentinel (−2), so that `persisted + 1` means "read from the oldest".
-pub const PERSISTED_NONE: LogOffset = LogOffset(-3);
+pub const PERSISTED_NONE: LogOffset = LogOffset::new(-3);
 
 /// Why the chain asks for a record to be appended to its log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +234,7 @@ impl Chain {
     /// Rebuilds a chain from the ORDERER metadata value of the ledger's last block
     /// (`common.Metadata.value`, empty for a new channel) and the ledger height.
     pub fn restore(metadata_value: &[u8], ledger_height: u64) -> Result<Chain, RestoreError> {
-        let last_block = BlockNumber(ledger_height.saturating_sub(1));
+        let last_block = BlockNumber::new(ledger_height.saturating_sub(1));
         let metadata = if metadata_value.is_empty() {
             None
         } else {
@@ -257,22 +257,22 @@ impl Chain {
         if ledger_height == 0 {
             return Err(RestoreError::EmptyLedger);
         }
-        let last_cut = BlockNumber(ledger_height - 1);
+        let last_cut = BlockNumber::new(ledger_height - 1);
         let (persisted, processed, resubmitted) = match metadata {
-            None => (PERSISTED_NONE, LogOffset(0), LogOffset(0)),
+            None => (PERSISTED_NONE, LogOffset::new(0), LogOffset::new(0)),
             Some(m) => (
-                LogOffset(m.last_offset_persisted),
-                LogOffset(m.last_original_offset_processed),
-                LogOffset(m.last_resubmitted_config_offset),
+                LogOffset::new(m.last_offset_persisted),
+                LogOffset::new(m.last_original_offset_processed),
+                LogOffset::new(m.last_resubmitted_config_offset),
             ),
         };
-        if persisted != PERSISTED_NONE && persisted.0 < -1 {
+        if persisted != PERSISTED_NONE && persisted.get() < -1 {
             return Err(RestoreError::InvalidPersisted {
                 block: last_cut,
-                persisted: persisted.0,
+                persisted: persisted.get(),
             });
         }
-        let ingress_open = resubmitted.0 == 0 || resubmitted <= processed;
+        let ingress_open = resubmitted.get() == 0 || resubmitted <= processed;
         Ok(Chain {
             last_cut,
             persisted,
@@ -297,7 +297,7 @@ impl Chain {
         if self.persisted == PERSISTED_NONE {
             ReadFrom::Oldest
         } else {
-            ReadFrom::Offset(LogOffset(self.persisted.0 + 1))
+            ReadFrom::Offset(self.persisted.next())
         }
     }
 
@@ -494,7 +494,7 @@ impl Chain {
         // restarts on such a block resumes with resubmitted = 0; this changes only that
         // metadata field in later blocks (and the initial ingress gate), never block
         // boundaries, data or header hashes.
-        self.write_block(batch, Fill::Accumulated, offset, LogOffset(0), out);
+        self.write_block(batch, Fill::Accumulated, offset, LogOffset::new(0), out);
         self.counters.process_time_to_cut_pass += 1;
     }
 
@@ -578,7 +578,7 @@ impl Chain {
         out: &mut Vec<Command>,
     ) -> Result<Handled, Failure> {
         let original = record.original_offset;
-        let is_resubmission = original != LogOffset(0);
+        let is_resubmission = original != LogOffset::new(0);
         if is_resubmission && original <= self.processed {
             return Ok(Handled::Done);
         }
@@ -614,7 +614,7 @@ impl Chain {
         out: &mut Vec<Command>,
     ) -> Result<Handled, Failure> {
         let original = record.original_offset;
-        let is_resubmission = original != LogOffset(0);
+        let is_resubmission = original != LogOffset::new(0);
         let mut reopen = false;
         if is_resubmission {
             if original <= self.processed {
@@ -695,7 +695,7 @@ impl Chain {
             // The current envelope is not in the first batch. Fabric quirk kept for
             // byte compatibility: on overflow (one batch, current envelope pending)
             // processed is not advanced at all.
-            LogOffset(offset.0 - 1)
+            offset.prev()
         } else {
             self.processed = new_offset;
             offset
@@ -727,13 +727,7 @@ impl Chain {
         let resubmitted = self.resubmitted;
         let batch = self.cutter.cut();
         if !batch.is_empty() {
-            self.write_block(
-                batch,
-                Fill::Accumulated,
-                LogOffset(offset.0 - 1),
-                resubmitted,
-                out,
-            );
+            self.write_block(batch, Fill::Accumulated, offset.prev(), resubmitted, out);
         }
         self.processed = new_offset;
         self.stop_timer(out);
@@ -744,9 +738,9 @@ impl Chain {
             number,
             envelope,
             metadata: KafkaMetadata {
-                last_offset_persisted: offset.0,
-                last_original_offset_processed: self.processed.0,
-                last_resubmitted_config_offset: resubmitted.0,
+                last_offset_persisted: offset.get(),
+                last_original_offset_processed: self.processed.get(),
+                last_resubmitted_config_offset: resubmitted.get(),
             },
         });
     }
@@ -767,9 +761,9 @@ impl Chain {
             number,
             envelopes,
             metadata: KafkaMetadata {
-                last_offset_persisted: persisted.0,
-                last_original_offset_processed: self.processed.0,
-                last_resubmitted_config_offset: resubmitted.0,
+                last_offset_persisted: persisted.get(),
+                last_original_offset_processed: self.processed.get(),
+                last_resubmitted_config_offset: resubmitted.get(),
             },
             fill,
         });

@@ -18,13 +18,18 @@ use crate::types::{BlockNumber, ConfigSeq, LogOffset};
 /// A client's normal envelope, validated at `config_seq`: REGULAR, class NORMAL,
 /// original offset 0.
 pub fn order_record(envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
-    regular_record(envelope, config_seq, Class::Normal, LogOffset(0))
+    regular_record(envelope, config_seq, Class::Normal, LogOffset::new(0))
 }
 
 /// A config envelope built from a CONFIG_UPDATE and validated at `config_seq`:
 /// REGULAR, class CONFIG, original offset 0.
 pub fn configure_record(config_envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
-    regular_record(config_envelope, config_seq, Class::Config, LogOffset(0))
+    regular_record(
+        config_envelope,
+        config_seq,
+        Class::Config,
+        LogOffset::new(0),
+    )
 }
 
 /// Any REGULAR record. `original_offset` is 0 for client submissions and the offset
@@ -37,9 +42,9 @@ pub fn regular_record(
 ) -> Bytes {
     encode(Type::Regular(KafkaMessageRegular {
         payload: envelope,
-        config_seq: config_seq.0,
+        config_seq: config_seq.get(),
         class: class as i32,
-        original_offset: original_offset.0,
+        original_offset: original_offset.get(),
     }))
 }
 
@@ -53,7 +58,7 @@ pub fn connect_record() -> Bytes {
 /// A TIMETOCUT record asking every node to cut `block` now.
 pub fn time_to_cut_record(block: BlockNumber) -> Bytes {
     encode(Type::TimeToCut(KafkaMessageTimeToCut {
-        block_number: block.0,
+        block_number: block.get(),
     }))
 }
 
@@ -88,12 +93,12 @@ pub fn decode_record(value: Bytes) -> Result<Record, prost::DecodeError> {
     Ok(match message.r#type {
         None => Record::Empty,
         Some(Type::Connect(_)) => Record::Connect,
-        Some(Type::TimeToCut(ttc)) => Record::TimeToCut(BlockNumber(ttc.block_number)),
+        Some(Type::TimeToCut(ttc)) => Record::TimeToCut(BlockNumber::new(ttc.block_number)),
         Some(Type::Regular(regular)) => Record::Regular(RegularRecord {
             envelope: regular.payload,
-            config_seq: ConfigSeq(regular.config_seq),
+            config_seq: ConfigSeq::new(regular.config_seq),
             class: regular.class,
-            original_offset: LogOffset(regular.original_offset),
+            original_offset: LogOffset::new(regular.original_offset),
         }),
     })
 }

@@ -428,12 +428,12 @@ impl EmbeddedLog {
 
     /// The offset the next append will get (everything below it is durable).
     pub fn next_offset(&self) -> LogOffset {
-        LogOffset(self.inner.shared.durable.borrow().next)
+        LogOffset::new(self.inner.shared.durable.borrow().next)
     }
 
     /// The oldest offset the log holds.
     pub fn oldest_offset(&self) -> LogOffset {
-        LogOffset(self.inner.shared.oldest())
+        LogOffset::new(self.inner.shared.oldest())
     }
 
     /// Appends queued for the writer thread and not yet taken into a commit.
@@ -495,7 +495,7 @@ impl Log for EmbeddedLog {
         let next = durable.borrow().next;
         let start = match from {
             ReadFrom::Oldest => oldest,
-            ReadFrom::Offset(LogOffset(o)) => o,
+            ReadFrom::Offset(o) => o.get(),
         };
         if start < oldest || start > next {
             return Err(LogError::OffsetOutOfRange {
@@ -532,7 +532,7 @@ pub struct EmbeddedReader {
 impl EmbeddedReader {
     /// The offset of the record `next` will return.
     pub fn position(&self) -> LogOffset {
-        LogOffset(self.next - self.buffered.len() as i64)
+        LogOffset::new(self.next - self.buffered.len() as i64)
     }
 }
 
@@ -600,7 +600,7 @@ fn read_batch(
         cur.pos = pos + header.frame_len();
         bytes += value.len();
         out.push(LogRecord {
-            offset: LogOffset(offset),
+            offset: LogOffset::new(offset),
             value: Bytes::from(value),
         });
         offset += 1;
@@ -758,7 +758,7 @@ impl Writer {
         let next = self.next_offset;
         self.shared.durable.send_modify(|d| d.next = next);
         for (i, (_, reply)) in batch.drain(..).enumerate() {
-            let _ = reply.send(Ok(LogOffset(first + i as i64)));
+            let _ = reply.send(Ok(LogOffset::new(first + i as i64)));
         }
         // Keep a huge record's buffer from living on.
         if self.buf.capacity() > 2 * self.shared.options.max_batch_bytes {
@@ -1346,7 +1346,7 @@ impl EmbeddedLog {
         let victims: Vec<Arc<Segment>> = {
             let mut segs = shared.segments.write().recover_poison();
             let n = (1..segs.len())
-                .take_while(|&i| segs[i].base <= offset.0)
+                .take_while(|&i| segs[i].base <= offset.get())
                 .count();
             segs.drain(..n).collect()
         };
@@ -1357,7 +1357,7 @@ impl EmbeddedLog {
                 .remove(&name)
                 .and_then(|()| shared.storage.sync_dir(""))
                 .map_err(|e| seg.io(e))?;
-            tracing::info!(path = %seg.path, below = offset.0, "removed a log segment already in the ledger");
+            tracing::info!(path = %seg.path, below = offset.get(), "removed a log segment already in the ledger");
         }
         Ok(victims.len())
     }

@@ -187,7 +187,7 @@ impl ChannelProcessor {
             &self.state.bundle(),
             &self.node.filters,
         )
-        .map(ConfigSeq)
+        .map(ConfigSeq::new)
     }
 
     /// A client's CONFIG_UPDATE against this channel's current config: an update of
@@ -207,7 +207,7 @@ impl ChannelProcessor {
             let channels = self.node.channel_count();
             process_channel_creation(&update.envelope, &bundle, channels, signer, filters)?
         };
-        Ok((envelope, ConfigSeq(seq)))
+        Ok((envelope, ConfigSeq::new(seq)))
     }
 
     /// Re-runs the filters on a normal envelope read back from the log (validated
@@ -251,7 +251,7 @@ impl ChannelProcessor {
         }
         let bundle =
             validate_config_envelope(&self.state.bundle(), &config).map_err(|e| e.to_string())?;
-        let sequence = ConfigSeq(bundle.sequence);
+        let sequence = ConfigSeq::new(bundle.sequence);
         self.state.swap(bundle);
         Ok(ConfigApplied::Updated { sequence })
     }

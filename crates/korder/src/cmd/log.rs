@@ -257,7 +257,7 @@ fn trim(log: &EmbeddedLog, store: &BlockStore) -> anyhow::Result<(u64, usize)> {
         if let Some(md) = consenter_metadata(&previous)? {
             // Records up to the one this block recorded are in blocks older than the
             // last one.
-            log.remove_segments_below(LogOffset(md.last_offset_persisted + 1))?;
+            log.remove_segments_below(LogOffset::new(md.last_offset_persisted).next())?;
         }
     }
     Ok(log.disk_usage())
