@@ -20,7 +20,7 @@ fn normal(env: Bytes, seq: u64) -> Bytes {
 #[test]
 fn b9_chain_built_from_metadata_reports_persisted() {
     let chain = Chain::new(Some(meta(41, 30, 0)), 7).unwrap();
-    assert_eq!(chain.persisted(), LogOffset::new(41));
+    assert_eq!(chain.persisted(), Some(LogOffset::new(41)));
     assert_eq!(chain.read_from(), ReadFrom::Offset(LogOffset::new(42)));
     assert_eq!(chain.timer(), None);
     assert_eq!(chain.counters(), Counters::default());
@@ -44,7 +44,7 @@ fn b20_order_and_configure_records() {
                 envelope: env.clone(),
                 config_seq: ConfigSeq::new(3),
                 class: Class::Normal as i32,
-                original_offset: LogOffset::new(0),
+                original_offset: None,
             })
         );
         let configure = decode_record(configure_record(env.clone(), ConfigSeq::new(4))).unwrap();
@@ -54,7 +54,7 @@ fn b20_order_and_configure_records() {
                 envelope: env,
                 config_seq: ConfigSeq::new(4),
                 class: Class::Config as i32,
-                original_offset: LogOffset::new(0),
+                original_offset: None,
             })
         );
     }
@@ -128,7 +128,8 @@ fn d32_last_cut_is_height_minus_one() {
     ));
 }
 
-/// Scenario 33: offsets come from the last block's metadata; none gives (−3, 0, 0) and
+/// Scenario 33: offsets come from the last block's metadata; none (or Fabric's −3) gives
+/// nothing persisted, processed 0, resubmitted 0 and
 /// reading from the oldest record; truncated metadata is refused as corruption.
 #[test]
 fn d33_offsets_from_metadata() {
@@ -136,7 +137,11 @@ fn d33_offsets_from_metadata() {
     let chain = Chain::restore(&value, 3).unwrap();
     assert_eq!(
         (chain.persisted(), chain.processed(), chain.resubmitted()),
-        (LogOffset::new(5), LogOffset::new(3), LogOffset::new(4))
+        (
+            Some(LogOffset::new(5)),
+            LogOffset::new(3),
+            LogOffset::new(4)
+        )
     );
     assert!(
         !chain.ingress_open(),
@@ -146,8 +151,13 @@ fn d33_offsets_from_metadata() {
     let chain = Chain::restore(&[], 1).unwrap();
     assert_eq!(
         (chain.persisted(), chain.processed(), chain.resubmitted()),
-        (LogOffset::new(-3), LogOffset::new(0), LogOffset::new(0))
+        (None, LogOffset::new(0), LogOffset::new(0))
     );
+    assert_eq!(chain.read_from(), ReadFrom::Oldest);
+
+    // Fabric's "nothing persisted yet" (−3) in a block's metadata means the same.
+    let chain = Chain::restore(&meta(-3, 0, 0).encode_to_vec(), 2).unwrap();
+    assert_eq!(chain.persisted(), None);
     assert_eq!(chain.read_from(), ReadFrom::Oldest);
     assert!(chain.ingress_open());
 
@@ -308,11 +318,7 @@ fn f41_connect_is_a_no_op() {
     assert_eq!(counters.process_connect_pass, 1);
     assert_eq!(counters.recv_pass, 1);
     assert_eq!(node.chain.processed(), LogOffset::new(0));
-    assert_eq!(
-        node.chain.persisted(),
-        LogOffset::new(-3),
-        "no block, no new persisted"
-    );
+    assert_eq!(node.chain.persisted(), None, "no block, no new persisted");
 }
 
 /// Scenario 42: a REGULAR record with a truncated envelope is dropped and counted; the

@@ -10,7 +10,13 @@ use korder_consensus::*;
 use korder_proto::orderer::kafka_message_regular::Class;
 
 fn unknown(env: Bytes, seq: u64) -> Bytes {
-    regular_record(env, ConfigSeq::new(seq), Class::Unknown, LogOffset::new(0))
+    regular_record(env, ConfigSeq::new(seq), Class::Unknown, None)
+}
+
+/// The original offset a test record names: 0 means an original submission, as in
+/// the record's encoding.
+fn resubmission_of(original: i64) -> Option<LogOffset> {
+    (original != 0).then_some(LogOffset::new(original))
 }
 
 fn normal(env: Bytes, seq: u64, original: i64) -> Bytes {
@@ -18,7 +24,7 @@ fn normal(env: Bytes, seq: u64, original: i64) -> Bytes {
         env,
         ConfigSeq::new(seq),
         Class::Normal,
-        LogOffset::new(original),
+        resubmission_of(original),
     )
 }
 
@@ -27,7 +33,7 @@ fn cfg(env: Bytes, seq: u64, original: i64) -> Bytes {
         env,
         ConfigSeq::new(seq),
         Class::Config,
-        LogOffset::new(original),
+        resubmission_of(original),
     )
 }
 

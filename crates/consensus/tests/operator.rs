@@ -189,7 +189,7 @@ fn o92_crash_with_config_resubmission_in_flight() {
         .iter()
         .filter(|r| match decode_record((*r).clone()) {
             Ok(Record::Regular(reg)) => {
-                reg.class == Class::Config as i32 && reg.original_offset != LogOffset::new(0)
+                reg.class == Class::Config as i32 && reg.original_offset.is_some()
             }
             _ => false,
         })

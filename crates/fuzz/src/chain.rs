@@ -287,13 +287,13 @@ fn record_of(op: &Op, leader: &Machine, log_len: usize) -> Option<Bytes> {
             envelope_of(envelope),
             seq_at(seq, *behind),
             Class::Normal,
-            LogOffset::new(0),
+            None,
         ),
         Op::Config { envelope, behind } => regular_record(
             envelope_of(envelope),
             seq_at(seq, *behind),
             Class::Config,
-            LogOffset::new(0),
+            None,
         ),
         Op::Resubmitted {
             envelope,
@@ -308,7 +308,9 @@ fn record_of(op: &Op, leader: &Machine, log_len: usize) -> Option<Bytes> {
             } else {
                 Class::Normal
             },
-            LogOffset::new(log_len.saturating_sub(usize::from(*back)) as i64),
+            Some(LogOffset::new(
+                log_len.saturating_sub(usize::from(*back)) as i64
+            )),
         ),
         Op::OddClass { envelope, class } => korder_proto::orderer::KafkaMessage {
             r#type: Some(korder_proto::orderer::kafka_message::Type::Regular(
@@ -471,25 +473,10 @@ mod tests {
             true,
         );
         let mut log = vec![
-            regular_record(
-                envelope_of(b"a"),
-                ConfigSeq::new(0),
-                Class::Normal,
-                LogOffset::new(0),
-            ),
-            regular_record(
-                envelope_of(b"b"),
-                ConfigSeq::new(0),
-                Class::Normal,
-                LogOffset::new(0),
-            ),
+            regular_record(envelope_of(b"a"), ConfigSeq::new(0), Class::Normal, None),
+            regular_record(envelope_of(b"b"), ConfigSeq::new(0), Class::Normal, None),
             time_to_cut_record(korder_consensus::BlockNumber::new(1)),
-            regular_record(
-                envelope_of(b"c"),
-                ConfigSeq::new(0),
-                Class::Config,
-                LogOffset::new(0),
-            ),
+            regular_record(envelope_of(b"c"), ConfigSeq::new(0), Class::Config, None),
         ];
         let mut fail = false;
         leader.catch_up(&mut log, &mut fail);

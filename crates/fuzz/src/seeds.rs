@@ -139,13 +139,13 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
             Bytes::from_static(b"tx"),
             ConfigSeq::new(0),
             Class::Normal,
-            LogOffset::new(0),
+            None,
         ),
         regular_record(
             Bytes::from_static(b"cfg"),
             ConfigSeq::new(0),
             Class::Config,
-            LogOffset::new(3),
+            Some(LogOffset::new(3)),
         ),
     ];
     for (i, r) in records.iter().enumerate() {

@@ -669,7 +669,7 @@ impl<L: Log> Runner<L> {
         let from = match (&self.resume, self.chain.read_from()) {
             // From genesis the chain needs every record, from offset 0.
             (ResumePoint::Genesis, korder_log::ReadFrom::Oldest) => {
-                korder_log::ReadFrom::Offset(LogOffset::new(0))
+                korder_log::ReadFrom::Offset(LogOffset::FIRST)
             }
             (_, from) => from,
         };

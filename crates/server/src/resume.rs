@@ -83,7 +83,7 @@ pub async fn check<L: Log>(
 }
 
 async fn check_genesis<L: Log>(log: &L, channel: &str) -> Result<(), ResumeError> {
-    match log.reader(ReadFrom::Offset(LogOffset::new(0))).await {
+    match log.reader(ReadFrom::Offset(LogOffset::FIRST)).await {
         Ok(_) => Ok(()),
         Err(LogError::OffsetOutOfRange { oldest, next, .. }) if oldest > 0 => {
             Err(ResumeError::Refused(format!(
