@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use korder_proto::common::Block;
-use korder_storage::RecoverPoison;
+use korder_types::sync::MutexExt;
 
 use crate::error::LedgerError;
 use crate::store::BlockStore;
@@ -28,7 +28,7 @@ struct Shared {
 
 impl Shared {
     fn failure(&self) -> Option<Arc<LedgerError>> {
-        self.failure.lock().recover_poison().clone()
+        self.failure.lock_unpoisoned().clone()
     }
 }
 
@@ -57,8 +57,7 @@ impl PipelinedWriter {
                         tracing::error!(channel = %thread_store.channel(), block = number, error = %e, "block append failed; the writer stops");
                         *thread_shared
                             .failure
-                            .lock()
-                            .recover_poison() = Some(Arc::new(e));
+                            .lock_unpoisoned() = Some(Arc::new(e));
                         thread_store.notify_all();
                         return;
                     }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
+use korder_storage::{FsStorage, Storage, StorageFile};
+use korder_types::sync::{MutexExt, RwLockExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{
@@ -167,7 +168,7 @@ impl SegmentState {
 
 impl Segment {
     fn state(&self) -> MutexGuard<'_, SegmentState> {
-        self.state.lock().recover_poison()
+        self.state.lock_unpoisoned()
     }
 
     fn end(&self) -> (i64, u64) {
@@ -279,7 +280,7 @@ struct Shared {
 
 impl Shared {
     fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
-        self.segments.read().recover_poison()
+        self.segments.read_unpoisoned()
     }
 
     fn oldest(&self) -> i64 {
@@ -462,7 +463,7 @@ impl EmbeddedLog {
             // An error means the writer already stopped; either way it is done.
             let _ = done.await;
         }
-        let thread = self.inner.thread.lock().recover_poison().take();
+        let thread = self.inner.thread.lock_unpoisoned().take();
         if let Some(thread) = thread {
             // The writer has answered the close request and only returns now.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -800,11 +801,7 @@ impl Writer {
                 self.shared.options.index_interval_bytes,
             )),
         });
-        self.shared
-            .segments
-            .write()
-            .recover_poison()
-            .push(seg.clone());
+        self.shared.segments.write_unpoisoned().push(seg.clone());
         tracing::debug!(path, base = self.next_offset, "new log segment");
         self.active = seg;
         self.end_pos = SEGMENT_HEADER_LEN;
@@ -1344,7 +1341,7 @@ impl EmbeddedLog {
     pub fn remove_segments_below(&self, offset: LogOffset) -> Result<usize, LogError> {
         let shared = &self.inner.shared;
         let victims: Vec<Arc<Segment>> = {
-            let mut segs = shared.segments.write().recover_poison();
+            let mut segs = shared.segments.write_unpoisoned();
             let n = (1..segs.len())
                 .take_while(|&i| segs[i].base <= offset.get())
                 .count();

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use korder_storage::RecoverPoison;
+use korder_types::sync::MutexExt;
 use tokio::sync::watch;
 
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
@@ -56,7 +56,7 @@ impl MemLog {
     }
 
     fn state(&self) -> MutexGuard<'_, MemState> {
-        self.inner.state.lock().recover_poison()
+        self.inner.state.lock_unpoisoned()
     }
 
     /// The next `n` appends fail with `Unavailable` and write nothing.

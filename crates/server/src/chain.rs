@@ -34,12 +34,12 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::blockwriter::{BlockWriter, WriteError};
-use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
 use crate::signer::Signer;
 use crate::status::ConsenterError;
+use korder_types::sync::MutexExt;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -199,11 +199,11 @@ struct Shared {
 
 impl Shared {
     fn set_appender(&self, appender: Arc<dyn Appender>) {
-        *lock(&self.appender) = Some(appender);
+        *self.appender.lock_unpoisoned() = Some(appender);
     }
 
     fn appender(&self) -> Option<Arc<dyn Appender>> {
-        lock(&self.appender).clone()
+        self.appender.lock_unpoisoned().clone()
     }
 }
 
@@ -311,7 +311,7 @@ impl ChainHandle {
     /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`).
     pub fn halt(&self) {
         self.shared.halt.send_replace(true);
-        let thread = lock(&self.shared.thread).take();
+        let thread = self.shared.thread.lock_unpoisoned().take();
         if let Some(t) = thread
             && t.join().is_err()
         {
@@ -398,7 +398,7 @@ fn start<L: Log>(
             channel: channel.clone(),
             source,
         })?;
-    *lock(&shared.thread) = Some(thread);
+    *shared.thread.lock_unpoisoned() = Some(thread);
     Ok(ChainHandle { shared })
 }
 

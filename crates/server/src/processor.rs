@@ -29,13 +29,13 @@ use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
 use crate::channel::ChannelState;
-use crate::lock::lock;
 use crate::msgprocessor::{
     FilterOptions, Parsed, last_update_of, parse, process_channel_creation, process_config_update,
     process_normal,
 };
 use crate::signer::Signer;
 use crate::status::ProcessError;
+use korder_types::sync::MutexExt;
 
 /// What a validated envelope is ordered as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,15 +114,15 @@ impl NodeShared {
 
     /// Records that the node has `channel`; false if it already had it.
     pub(crate) fn claim(&self, channel: &str) -> bool {
-        lock(&self.names).insert(channel.to_string())
+        self.names.lock_unpoisoned().insert(channel.to_string())
     }
 
     fn release(&self, channel: &str) {
-        lock(&self.names).remove(channel);
+        self.names.lock_unpoisoned().remove(channel);
     }
 
     fn channel_count(&self) -> u64 {
-        lock(&self.names).len() as u64
+        self.names.lock_unpoisoned().len() as u64
     }
 }
 

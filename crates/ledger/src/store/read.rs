@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use korder_proto::common::Block;
-use korder_storage::{RecoverPoison, StorageFile};
+use korder_storage::StorageFile;
+use korder_types::sync::MutexExt;
 
 use super::wait::{wait_async, wait_blocking};
 use super::{BlockStore, file_path};
@@ -88,7 +89,7 @@ pub(crate) fn read_step(
 
 impl BlockStore {
     fn read_file(&self, suffix: u32) -> Result<Arc<dyn StorageFile>, LedgerError> {
-        let mut files = self.inner.read_files.lock().recover_poison();
+        let mut files = self.inner.read_files.lock_unpoisoned();
         if let Some(f) = files.get(&suffix) {
             return Ok(f.clone());
         }
