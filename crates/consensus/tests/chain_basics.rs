@@ -121,7 +121,10 @@ fn stopped_chain_refuses_records() {
 #[test]
 fn d32_last_cut_is_height_minus_one() {
     assert_eq!(Chain::new(None, 2).unwrap().last_cut(), BlockNumber::new(1));
-    assert_eq!(Chain::new(None, 1).unwrap().last_cut(), BlockNumber::new(0));
+    assert_eq!(
+        Chain::new(None, 1).unwrap().last_cut(),
+        BlockNumber::GENESIS
+    );
     assert!(matches!(
         Chain::new(None, 0),
         Err(RestoreError::EmptyLedger)

@@ -96,7 +96,7 @@ fn g46_47_48_invalid_envelopes_are_dropped() {
         let commands = node.feed(1, unknown(env, 0));
         assert!(commands.is_empty());
         assert_eq!(node.chain.counters().process_regular_error, 1);
-        assert_eq!(node.chain.last_cut(), BlockNumber::new(0));
+        assert_eq!(node.chain.last_cut(), BlockNumber::GENESIS);
         assert!(node.blocks.is_empty());
     }
 }
@@ -161,7 +161,7 @@ fn g52_failing_time_to_cut_append() {
     assert!(node.appended.is_empty());
     assert_eq!(node.chain.counters().send_time_to_cut_error, 1);
     assert!(node.blocks.is_empty());
-    assert_eq!(node.chain.last_cut(), BlockNumber::new(0));
+    assert_eq!(node.chain.last_cut(), BlockNumber::GENESIS);
 }
 
 // ---------------------------------------------- H: NORMAL/CONFIG, resubmission disabled

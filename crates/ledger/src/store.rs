@@ -31,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use korder_proto::common::{BlockHeader, BlockchainInfo};
 use korder_storage::{FsStorage, Storage, StorageFile};
+use korder_types::ids::BlockNumber;
 use korder_types::sync::MutexExt;
 use tokio::sync::watch;
 
@@ -267,13 +268,13 @@ impl BlockStore {
     }
 
     /// Number of the first block (`None` when empty).
-    pub fn first_block_number(&self) -> Option<u64> {
-        (self.height() > 0).then_some(0)
+    pub fn first_block_number(&self) -> Option<BlockNumber> {
+        (self.height() > 0).then_some(BlockNumber::GENESIS)
     }
 
     /// Number of the last block (`None` when empty).
-    pub fn last_block_number(&self) -> Option<u64> {
-        self.height().checked_sub(1)
+    pub fn last_block_number(&self) -> Option<BlockNumber> {
+        BlockNumber::last_of(self.height())
     }
 
     /// Header of the last block.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use korder_proto::common::Block;
+use korder_types::ids::BlockNumber;
 use korder_types::sync::MutexExt;
 
 use crate::error::LedgerError;
@@ -104,10 +105,10 @@ impl PipelinedWriter {
 
     /// Blocks until block `number` is durable, or the writer or store has failed or
     /// closed.
-    pub fn wait_durable(&self, number: u64) -> Result<(), LedgerError> {
+    pub fn wait_durable(&self, number: BlockNumber) -> Result<(), LedgerError> {
         let shared = &self.shared;
         let stop = || shared.failure().is_some();
-        match self.store.wait_until(number + 1, &stop)? {
+        match self.store.wait_until(number.height(), &stop)? {
             Some(_) => Ok(()),
             None => Err(self
                 .failure()

@@ -4,6 +4,7 @@
 //! that the system channel created one ([`ChainEvent::ChannelCreated`], consumed by
 //! the registrar's event task). The registrar is never called from a chain.
 
+use korder_ledger::BlockNumber;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -176,10 +177,10 @@ impl Registrar {
             .last_block_number()
             .ok_or_else(|| cfg_err("the ledger is empty".into()))?;
         let last_block = store.block(last)?;
-        let index = if last == 0 {
-            0
+        let index = if last == BlockNumber::GENESIS {
+            BlockNumber::GENESIS
         } else {
-            last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
+            BlockNumber::new(last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?)
         };
         let config_block = if index == last {
             last_block
