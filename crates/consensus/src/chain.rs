@@ -258,10 +258,9 @@ impl Chain {
     /// Metadata recording −3 also means nothing persisted. Ingress starts open
     /// unless a config resubmission was in flight (resubmitted > processed).
     pub fn new(metadata: Option<KafkaMetadata>, ledger_height: u64) -> Result<Chain, RestoreError> {
-        if ledger_height == 0 {
+        let Some(last_cut) = BlockNumber::last_of(ledger_height) else {
             return Err(RestoreError::EmptyLedger);
-        }
-        let last_cut = BlockNumber::new(ledger_height - 1);
+        };
         let (persisted, processed, resubmitted) = match metadata {
             None => (None, LogOffset::FIRST, LogOffset::FIRST),
             Some(m) => (

@@ -120,8 +120,8 @@ impl BlockWriter {
     }
 
     /// Waits until block `number` is durable.
-    pub fn wait_durable(&self, number: u64) -> Result<(), WriteError> {
-        Ok(self.writer.wait_durable(BlockNumber::new(number))?)
+    pub fn wait_durable(&self, number: BlockNumber) -> Result<(), WriteError> {
+        Ok(self.writer.wait_durable(number)?)
     }
 
     /// Why the ledger writer stopped, if a block write failed.

@@ -931,12 +931,10 @@ impl<L: Log> Runner<L> {
                 } => {
                     self.record_block(number.get(), &metadata);
                     // Let the previous block land before the config changes.
-                    if number.get() > 0 {
+                    if let Some(previous) = number.prev() {
                         self.writer_mut()?
-                            .wait_durable(number.get() - 1)
-                            .map_err(|e| {
-                                write_exit(format!("writing block {}", number.get() - 1), e)
-                            })?;
+                            .wait_durable(previous)
+                            .map_err(|e| write_exit(format!("writing block {previous}"), e))?;
                     }
                     let type_before = self
                         .processor
@@ -971,7 +969,7 @@ impl<L: Log> Runner<L> {
                         .write_block(block, consenter, sequence)
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                     writer
-                        .wait_durable(number.get())
+                        .wait_durable(number)
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                 }
                 Command::StartTimer { id, timeout } => {
