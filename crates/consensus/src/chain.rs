@@ -45,9 +45,10 @@ use crate::records::{Record, RegularRecord, decode_record, regular_record, time_
 use crate::support::{ConsenterSupport, MsgClass};
 use crate::types::{BlockNumber, ConfigSeq, LogOffset, TimerId};
 
-/// `persisted` of a chain whose last block carries no Kafka metadata: one below the
-/// "oldest offset" sentinel (−2), so that `persisted + 1` means "read from the oldest".
-pub const PERSISTED_NONE: LogOffset = LogOffset(-3);
+/// `last_offset_persisted` as Fabric's Kafka metadata writes "nothing persisted yet":
+/// one below the client's "oldest offset" sentinel (−2), so that `persisted + 1` means
+/// "read from the oldest". Only the metadata carries it; the chain holds `None`.
+const KAFKA_PERSISTED_NONE: i64 = -3;
 
 /// Why the chain asks for a record to be appended to its log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,11 +215,13 @@ enum Handled {
 pub struct Chain {
     /// `L`: number of the last block cut.
     last_cut: BlockNumber,
-    persisted: LogOffset,
+    /// Offset of the last record reflected in the blocks cut; `None` before any
+    /// (a chain whose last block carries no Kafka metadata).
+    persisted: Option<LogOffset>,
     processed: LogOffset,
     resubmitted: LogOffset,
     /// Offset of the last record fed (or `persisted` before any).
-    last_seen: LogOffset,
+    last_seen: Option<LogOffset>,
     ingress_open: bool,
     timer: Option<TimerId>,
     timers_started: u64,
@@ -234,7 +237,7 @@ impl Chain {
     /// Rebuilds a chain from the ORDERER metadata value of the ledger's last block
     /// (`common.Metadata.value`, empty for a new channel) and the ledger height.
     pub fn restore(metadata_value: &[u8], ledger_height: u64) -> Result<Chain, RestoreError> {
-        let last_block = BlockNumber(ledger_height.saturating_sub(1));
+        let last_block = BlockNumber::new(ledger_height.saturating_sub(1));
         let metadata = if metadata_value.is_empty() {
             None
         } else {
@@ -251,28 +254,31 @@ impl Chain {
     /// Builds a chain from the last block's Kafka metadata (`None` for a new channel
     /// or one whose last block carries none) and the ledger height.
     ///
-    /// Without metadata: persisted −3, processed 0, resubmitted 0. Ingress starts open
+    /// Without metadata: nothing persisted (Fabric's −3), processed 0, resubmitted 0.
+    /// Metadata recording −3 also means nothing persisted. Ingress starts open
     /// unless a config resubmission was in flight (resubmitted > processed).
     pub fn new(metadata: Option<KafkaMetadata>, ledger_height: u64) -> Result<Chain, RestoreError> {
-        if ledger_height == 0 {
+        let Some(last_cut) = BlockNumber::last_of(ledger_height) else {
             return Err(RestoreError::EmptyLedger);
-        }
-        let last_cut = BlockNumber(ledger_height - 1);
+        };
         let (persisted, processed, resubmitted) = match metadata {
-            None => (PERSISTED_NONE, LogOffset(0), LogOffset(0)),
+            None => (None, LogOffset::FIRST, LogOffset::FIRST),
             Some(m) => (
-                LogOffset(m.last_offset_persisted),
-                LogOffset(m.last_original_offset_processed),
-                LogOffset(m.last_resubmitted_config_offset),
+                match m.last_offset_persisted {
+                    KAFKA_PERSISTED_NONE => None,
+                    p if p < -1 => {
+                        return Err(RestoreError::InvalidPersisted {
+                            block: last_cut,
+                            persisted: p,
+                        });
+                    }
+                    p => Some(LogOffset::new(p)),
+                },
+                LogOffset::new(m.last_original_offset_processed),
+                LogOffset::new(m.last_resubmitted_config_offset),
             ),
         };
-        if persisted != PERSISTED_NONE && persisted.0 < -1 {
-            return Err(RestoreError::InvalidPersisted {
-                block: last_cut,
-                persisted: persisted.0,
-            });
-        }
-        let ingress_open = resubmitted.0 == 0 || resubmitted <= processed;
+        let ingress_open = resubmitted == LogOffset::FIRST || resubmitted <= processed;
         Ok(Chain {
             last_cut,
             persisted,
@@ -294,10 +300,9 @@ impl Chain {
     /// Where the runtime starts reading the log: `persisted + 1`, or the oldest
     /// record for a chain without metadata.
     pub fn read_from(&self) -> ReadFrom {
-        if self.persisted == PERSISTED_NONE {
-            ReadFrom::Oldest
-        } else {
-            ReadFrom::Offset(LogOffset(self.persisted.0 + 1))
+        match self.persisted {
+            None => ReadFrom::Oldest,
+            Some(p) => ReadFrom::Offset(p.next()),
         }
     }
 
@@ -307,8 +312,8 @@ impl Chain {
     }
 
     /// Offset of the last record fully reflected in the blocks cut so far (the value
-    /// of the `last_offset_persisted` gauge).
-    pub fn persisted(&self) -> LogOffset {
+    /// of the `last_offset_persisted` gauge); `None` before any record was.
+    pub fn persisted(&self) -> Option<LogOffset> {
         self.persisted
     }
 
@@ -372,11 +377,11 @@ impl Chain {
             "record at offset {offset} fed to a stopped chain"
         );
         assert!(
-            offset > self.last_seen,
-            "record at offset {offset} fed after offset {}",
+            self.last_seen.is_none_or(|seen| offset > seen),
+            "record at offset {offset} fed after offset {:?}",
             self.last_seen
         );
-        self.last_seen = offset;
+        self.last_seen = Some(offset);
         self.undo = None;
         self.started_pending = false;
         self.last_error = None;
@@ -494,7 +499,7 @@ impl Chain {
         // restarts on such a block resumes with resubmitted = 0; this changes only that
         // metadata field in later blocks (and the initial ingress gate), never block
         // boundaries, data or header hashes.
-        self.write_block(batch, Fill::Accumulated, offset, LogOffset(0), out);
+        self.write_block(batch, Fill::Accumulated, offset, LogOffset::FIRST, out);
         self.counters.process_time_to_cut_pass += 1;
     }
 
@@ -577,9 +582,10 @@ impl Chain {
         offset: LogOffset,
         out: &mut Vec<Command>,
     ) -> Result<Handled, Failure> {
-        let original = record.original_offset;
-        let is_resubmission = original != LogOffset(0);
-        if is_resubmission && original <= self.processed {
+        if record
+            .original_offset
+            .is_some_and(|original| original <= self.processed)
+        {
             return Ok(Handled::Done);
         }
         if record.config_seq < seq {
@@ -590,16 +596,17 @@ impl Chain {
                 }
             })?;
             out.push(Command::Append {
-                record: regular_record(envelope.bytes().clone(), new_seq, Class::Normal, offset),
+                record: regular_record(
+                    envelope.bytes().clone(),
+                    new_seq,
+                    Class::Normal,
+                    Some(offset),
+                ),
                 purpose: AppendPurpose::ResubmitNormal { original: offset },
             });
             return Ok(Handled::AwaitingAppend);
         }
-        let new_offset = if is_resubmission {
-            original
-        } else {
-            self.processed
-        };
+        let new_offset = record.original_offset.unwrap_or(self.processed);
         self.commit_normal(support, envelope, offset, new_offset, out)?;
         Ok(Handled::Done)
     }
@@ -613,10 +620,8 @@ impl Chain {
         offset: LogOffset,
         out: &mut Vec<Command>,
     ) -> Result<Handled, Failure> {
-        let original = record.original_offset;
-        let is_resubmission = original != LogOffset(0);
         let mut reopen = false;
-        if is_resubmission {
+        if let Some(original) = record.original_offset {
             if original <= self.processed {
                 return Ok(Handled::Done);
             }
@@ -644,16 +649,12 @@ impl Chain {
             self.resubmitted = offset;
             self.set_ingress(false, out);
             out.push(Command::Append {
-                record: regular_record(rebuilt, new_seq, Class::Config, offset),
+                record: regular_record(rebuilt, new_seq, Class::Config, Some(offset)),
                 purpose: AppendPurpose::ResubmitConfig { original: offset },
             });
             return Ok(Handled::AwaitingAppend);
         }
-        let new_offset = if is_resubmission {
-            original
-        } else {
-            self.processed
-        };
+        let new_offset = record.original_offset.unwrap_or(self.processed);
         self.commit_config(record.envelope.clone(), offset, new_offset, out);
         // Opened after the config block so that Broadcast validates new submissions
         // against the new config.
@@ -695,7 +696,7 @@ impl Chain {
             // The current envelope is not in the first batch. Fabric quirk kept for
             // byte compatibility: on overflow (one batch, current envelope pending)
             // processed is not advanced at all.
-            LogOffset(offset.0 - 1)
+            offset.prev()
         } else {
             self.processed = new_offset;
             offset
@@ -727,26 +728,20 @@ impl Chain {
         let resubmitted = self.resubmitted;
         let batch = self.cutter.cut();
         if !batch.is_empty() {
-            self.write_block(
-                batch,
-                Fill::Accumulated,
-                LogOffset(offset.0 - 1),
-                resubmitted,
-                out,
-            );
+            self.write_block(batch, Fill::Accumulated, offset.prev(), resubmitted, out);
         }
         self.processed = new_offset;
         self.stop_timer(out);
         let number = self.last_cut.next();
         self.last_cut = number;
-        self.persisted = offset;
+        self.persisted = Some(offset);
         out.push(Command::WriteConfigBlock {
             number,
             envelope,
             metadata: KafkaMetadata {
-                last_offset_persisted: offset.0,
-                last_original_offset_processed: self.processed.0,
-                last_resubmitted_config_offset: resubmitted.0,
+                last_offset_persisted: offset.get(),
+                last_original_offset_processed: self.processed.get(),
+                last_resubmitted_config_offset: resubmitted.get(),
             },
         });
     }
@@ -762,14 +757,14 @@ impl Chain {
         assert!(!envelopes.is_empty(), "a block holds at least one envelope");
         let number = self.last_cut.next();
         self.last_cut = number;
-        self.persisted = persisted;
+        self.persisted = Some(persisted);
         out.push(Command::WriteBlock {
             number,
             envelopes,
             metadata: KafkaMetadata {
-                last_offset_persisted: persisted.0,
-                last_original_offset_processed: self.processed.0,
-                last_resubmitted_config_offset: resubmitted.0,
+                last_offset_persisted: persisted.get(),
+                last_original_offset_processed: self.processed.get(),
+                last_resubmitted_config_offset: resubmitted.get(),
             },
             fill,
         });

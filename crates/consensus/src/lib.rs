@@ -51,9 +51,7 @@ pub mod support;
 pub mod types;
 
 pub use blockcutter::{Batch, BlockCutter, Fill, Ordered, SizedEnvelope};
-pub use chain::{
-    AppendPurpose, Chain, ChainError, Command, Counters, PERSISTED_NONE, RegularError, RestoreError,
-};
+pub use chain::{AppendPurpose, Chain, ChainError, Command, Counters, RegularError, RestoreError};
 pub use records::{
     Record, RegularRecord, configure_record, connect_record, decode_record, order_record,
     regular_record, time_to_cut_record,

@@ -15,31 +15,36 @@ use korder_proto::orderer::{
 
 use crate::types::{BlockNumber, ConfigSeq, LogOffset};
 
+/// The `original_offset` a REGULAR record carries when it is not a resubmission.
+/// Fabric's records use 0, so a resubmission of the record at offset 0 cannot be told
+/// from an original: both decode as `None`.
+const NOT_RESUBMITTED: i64 = 0;
+
 /// A client's normal envelope, validated at `config_seq`: REGULAR, class NORMAL,
-/// original offset 0.
+/// not a resubmission.
 pub fn order_record(envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
-    regular_record(envelope, config_seq, Class::Normal, LogOffset(0))
+    regular_record(envelope, config_seq, Class::Normal, None)
 }
 
 /// A config envelope built from a CONFIG_UPDATE and validated at `config_seq`:
-/// REGULAR, class CONFIG, original offset 0.
+/// REGULAR, class CONFIG, not a resubmission.
 pub fn configure_record(config_envelope: Bytes, config_seq: ConfigSeq) -> Bytes {
-    regular_record(config_envelope, config_seq, Class::Config, LogOffset(0))
+    regular_record(config_envelope, config_seq, Class::Config, None)
 }
 
-/// Any REGULAR record. `original_offset` is 0 for client submissions and the offset
-/// of the stale copy for resubmissions.
+/// Any REGULAR record. `original_offset` is `None` for client submissions (written as
+/// 0) and the offset of the stale copy for resubmissions.
 pub fn regular_record(
     envelope: Bytes,
     config_seq: ConfigSeq,
     class: Class,
-    original_offset: LogOffset,
+    original_offset: Option<LogOffset>,
 ) -> Bytes {
     encode(Type::Regular(KafkaMessageRegular {
         payload: envelope,
-        config_seq: config_seq.0,
+        config_seq: config_seq.get(),
         class: class as i32,
-        original_offset: original_offset.0,
+        original_offset: original_offset.map_or(NOT_RESUBMITTED, LogOffset::get),
     }))
 }
 
@@ -53,7 +58,7 @@ pub fn connect_record() -> Bytes {
 /// A TIMETOCUT record asking every node to cut `block` now.
 pub fn time_to_cut_record(block: BlockNumber) -> Bytes {
     encode(Type::TimeToCut(KafkaMessageTimeToCut {
-        block_number: block.0,
+        block_number: block.get(),
     }))
 }
 
@@ -69,7 +74,9 @@ pub struct RegularRecord {
     pub config_seq: ConfigSeq,
     /// Raw class value: 0 UNKNOWN, 1 NORMAL, 2 CONFIG; anything else is unsupported.
     pub class: i32,
-    pub original_offset: LogOffset,
+    /// For a resubmission, the offset of the stale copy it replaces; `None` for an
+    /// original submission (0 in the record).
+    pub original_offset: Option<LogOffset>,
 }
 
 /// A decoded log record.
@@ -88,12 +95,15 @@ pub fn decode_record(value: Bytes) -> Result<Record, prost::DecodeError> {
     Ok(match message.r#type {
         None => Record::Empty,
         Some(Type::Connect(_)) => Record::Connect,
-        Some(Type::TimeToCut(ttc)) => Record::TimeToCut(BlockNumber(ttc.block_number)),
+        Some(Type::TimeToCut(ttc)) => Record::TimeToCut(BlockNumber::new(ttc.block_number)),
         Some(Type::Regular(regular)) => Record::Regular(RegularRecord {
             envelope: regular.payload,
-            config_seq: ConfigSeq(regular.config_seq),
+            config_seq: ConfigSeq::new(regular.config_seq),
             class: regular.class,
-            original_offset: LogOffset(regular.original_offset),
+            original_offset: match regular.original_offset {
+                NOT_RESUBMITTED => None,
+                o => Some(LogOffset::new(o)),
+            },
         }),
     })
 }

@@ -2,34 +2,7 @@
 
 use std::fmt;
 
-pub use korder_log::LogOffset;
-
-/// Number of a block in a channel's ledger (the genesis block is 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlockNumber(pub u64);
-
-impl BlockNumber {
-    /// The block after this one.
-    pub fn next(self) -> BlockNumber {
-        BlockNumber(self.0 + 1)
-    }
-}
-
-impl fmt::Display for BlockNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A channel's config sequence: 0 at genesis, +1 per committed config block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConfigSeq(pub u64);
-
-impl fmt::Display for ConfigSeq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use korder_types::ids::{BlockNumber, ConfigSeq, LogOffset};
 
 /// Identity of one batch timer started by the chain.
 ///

@@ -12,7 +12,7 @@ use korder_proto::Message;
 use korder_proto::orderer::kafka_message_regular::Class;
 
 fn normal(env: Bytes, seq: u64) -> Bytes {
-    order_record(env, ConfigSeq(seq))
+    order_record(env, ConfigSeq::new(seq))
 }
 
 /// Scenario 9: a chain built from metadata with persisted = P reports P (the initial
@@ -20,8 +20,8 @@ fn normal(env: Bytes, seq: u64) -> Bytes {
 #[test]
 fn b9_chain_built_from_metadata_reports_persisted() {
     let chain = Chain::new(Some(meta(41, 30, 0)), 7).unwrap();
-    assert_eq!(chain.persisted(), LogOffset(41));
-    assert_eq!(chain.read_from(), ReadFrom::Offset(LogOffset(42)));
+    assert_eq!(chain.persisted(), Some(LogOffset::new(41)));
+    assert_eq!(chain.read_from(), ReadFrom::Offset(LogOffset::new(42)));
     assert_eq!(chain.timer(), None);
     assert_eq!(chain.counters(), Counters::default());
     assert!(chain.ingress_open());
@@ -37,24 +37,24 @@ fn b20_order_and_configure_records() {
         Bytes::new(),
         Bytes::from_static(b"\x01\x02not-an-envelope"),
     ] {
-        let order = decode_record(order_record(env.clone(), ConfigSeq(3))).unwrap();
+        let order = decode_record(order_record(env.clone(), ConfigSeq::new(3))).unwrap();
         assert_eq!(
             order,
             Record::Regular(RegularRecord {
                 envelope: env.clone(),
-                config_seq: ConfigSeq(3),
+                config_seq: ConfigSeq::new(3),
                 class: Class::Normal as i32,
-                original_offset: LogOffset(0),
+                original_offset: None,
             })
         );
-        let configure = decode_record(configure_record(env.clone(), ConfigSeq(4))).unwrap();
+        let configure = decode_record(configure_record(env.clone(), ConfigSeq::new(4))).unwrap();
         assert_eq!(
             configure,
             Record::Regular(RegularRecord {
                 envelope: env,
-                config_seq: ConfigSeq(4),
+                config_seq: ConfigSeq::new(4),
                 class: Class::Config as i32,
-                original_offset: LogOffset(0),
+                original_offset: None,
             })
         );
     }
@@ -66,8 +66,8 @@ fn connect_and_time_to_cut_bytes() {
     assert_eq!(connect_record().as_ref(), &[0x1a, 0x00]);
     assert_eq!(decode_record(connect_record()).unwrap(), Record::Connect);
     assert_eq!(
-        decode_record(time_to_cut_record(BlockNumber(9))).unwrap(),
-        Record::TimeToCut(BlockNumber(9))
+        decode_record(time_to_cut_record(BlockNumber::new(9))).unwrap(),
+        Record::TimeToCut(BlockNumber::new(9))
     );
     assert_eq!(decode_record(Bytes::new()).unwrap(), Record::Empty);
 }
@@ -101,7 +101,7 @@ fn a7_missing_batch_size_is_fatal() {
     assert_eq!(
         commands,
         vec![Command::Stop(ChainError::BatchSizeUnavailable {
-            offset: LogOffset(3)
+            offset: LogOffset::new(3)
         })]
     );
     assert!(node.chain.stopped().is_some());
@@ -113,22 +113,26 @@ fn a7_missing_batch_size_is_fatal() {
 #[should_panic(expected = "stopped chain")]
 fn stopped_chain_refuses_records() {
     let mut node = Node::resumed(meta(0, 0, 0), 4, FakeSupport::new(limits(10, 1000), true));
-    node.feed(1, time_to_cut_record(BlockNumber(9)));
+    node.feed(1, time_to_cut_record(BlockNumber::new(9)));
     node.feed(2, connect_record());
 }
 
 /// Scenario 32: L is height − 1.
 #[test]
 fn d32_last_cut_is_height_minus_one() {
-    assert_eq!(Chain::new(None, 2).unwrap().last_cut(), BlockNumber(1));
-    assert_eq!(Chain::new(None, 1).unwrap().last_cut(), BlockNumber(0));
+    assert_eq!(Chain::new(None, 2).unwrap().last_cut(), BlockNumber::new(1));
+    assert_eq!(
+        Chain::new(None, 1).unwrap().last_cut(),
+        BlockNumber::GENESIS
+    );
     assert!(matches!(
         Chain::new(None, 0),
         Err(RestoreError::EmptyLedger)
     ));
 }
 
-/// Scenario 33: offsets come from the last block's metadata; none gives (−3, 0, 0) and
+/// Scenario 33: offsets come from the last block's metadata; none (or Fabric's −3) gives
+/// nothing persisted, processed 0, resubmitted 0 and
 /// reading from the oldest record; truncated metadata is refused as corruption.
 #[test]
 fn d33_offsets_from_metadata() {
@@ -136,7 +140,11 @@ fn d33_offsets_from_metadata() {
     let chain = Chain::restore(&value, 3).unwrap();
     assert_eq!(
         (chain.persisted(), chain.processed(), chain.resubmitted()),
-        (LogOffset(5), LogOffset(3), LogOffset(4))
+        (
+            Some(LogOffset::new(5)),
+            LogOffset::new(3),
+            LogOffset::new(4)
+        )
     );
     assert!(
         !chain.ingress_open(),
@@ -146,8 +154,13 @@ fn d33_offsets_from_metadata() {
     let chain = Chain::restore(&[], 1).unwrap();
     assert_eq!(
         (chain.persisted(), chain.processed(), chain.resubmitted()),
-        (LogOffset(-3), LogOffset(0), LogOffset(0))
+        (None, LogOffset::new(0), LogOffset::new(0))
     );
+    assert_eq!(chain.read_from(), ReadFrom::Oldest);
+
+    // Fabric's "nothing persisted yet" (−3) in a block's metadata means the same.
+    let chain = Chain::restore(&meta(-3, 0, 0).encode_to_vec(), 2).unwrap();
+    assert_eq!(chain.persisted(), None);
     assert_eq!(chain.read_from(), ReadFrom::Oldest);
     assert!(chain.ingress_open());
 
@@ -171,16 +184,16 @@ fn d35_timer_fire_posts_time_to_cut() {
         assert_eq!(
             commands,
             vec![Command::Append {
-                record: time_to_cut_record(BlockNumber(3)),
+                record: time_to_cut_record(BlockNumber::new(3)),
                 purpose: AppendPurpose::TimeToCut {
-                    block: BlockNumber(3)
+                    block: BlockNumber::new(3)
                 },
             }]
         );
         assert_eq!(node.chain.timer(), None);
         node.chain.on_append_result(
             AppendPurpose::TimeToCut {
-                block: BlockNumber(3),
+                block: BlockNumber::new(3),
             },
             ok,
         );
@@ -210,7 +223,7 @@ fn e36_overflow_writes_old_envelope_keeps_timer() {
     assert_eq!(
         commands,
         vec![Command::WriteBlock {
-            number: BlockNumber(4),
+            number: BlockNumber::new(4),
             envelopes: vec![first],
             metadata: meta(10, 0, 0),
             fill: Fill::Accumulated,
@@ -218,7 +231,7 @@ fn e36_overflow_writes_old_envelope_keeps_timer() {
     );
     assert_eq!(node.chain.pending_count(), 1);
     assert_eq!(node.chain.timer(), timer, "the running timer is kept");
-    assert_eq!(node.chain.last_cut(), BlockNumber(4));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(4));
 }
 
 /// Scenario 37: with L = 3 and one envelope pending, TIMETOCUT(4) writes one block with
@@ -229,13 +242,13 @@ fn e37_matching_time_to_cut_cuts() {
     node.feed(10, normal(tx("a"), 0));
     let before = node.chain.counters();
     let timer = node.chain.timer().unwrap();
-    let commands = node.feed(11, time_to_cut_record(BlockNumber(4)));
+    let commands = node.feed(11, time_to_cut_record(BlockNumber::new(4)));
     assert_eq!(
         commands,
         vec![
             Command::StopTimer { id: timer },
             Command::WriteBlock {
-                number: BlockNumber(4),
+                number: BlockNumber::new(4),
                 envelopes: vec![tx("a")],
                 metadata: meta(11, 2, 0),
                 fill: Fill::Accumulated,
@@ -245,23 +258,23 @@ fn e37_matching_time_to_cut_cuts() {
     let after = node.chain.counters();
     assert_eq!(after.recv_pass - before.recv_pass, 1);
     assert_eq!(after.process_time_to_cut_pass, 1);
-    assert_eq!(node.chain.last_cut(), BlockNumber(4));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(4));
 }
 
 /// Scenario 38: TIMETOCUT(L+1) with nothing pending stops the chain; nothing written.
 #[test]
 fn e38_time_to_cut_with_nothing_pending_is_fatal() {
     let mut node = Node::resumed(meta(9, 0, 0), 4, FakeSupport::new(limits(10, 1000), true));
-    let commands = node.feed(10, time_to_cut_record(BlockNumber(4)));
+    let commands = node.feed(10, time_to_cut_record(BlockNumber::new(4)));
     assert_eq!(
         commands,
         vec![Command::Stop(ChainError::TimeToCutNothingPending {
-            block: BlockNumber(4),
-            offset: LogOffset(10)
+            block: BlockNumber::new(4),
+            offset: LogOffset::new(10)
         })]
     );
     assert_eq!(node.chain.counters().process_time_to_cut_error, 1);
-    assert_eq!(node.chain.last_cut(), BlockNumber(3));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(3));
     assert!(node.blocks.is_empty());
 }
 
@@ -270,17 +283,17 @@ fn e38_time_to_cut_with_nothing_pending_is_fatal() {
 fn e39_time_to_cut_too_large_is_fatal() {
     let mut node = Node::resumed(meta(9, 0, 0), 4, FakeSupport::new(limits(10, 1000), true));
     node.feed(10, normal(tx("a"), 0));
-    let commands = node.feed(11, time_to_cut_record(BlockNumber(5)));
+    let commands = node.feed(11, time_to_cut_record(BlockNumber::new(5)));
     assert_eq!(
         commands,
         vec![Command::Stop(ChainError::TimeToCutTooLarge {
-            block: BlockNumber(5),
-            expected: BlockNumber(4),
-            offset: LogOffset(11)
+            block: BlockNumber::new(5),
+            expected: BlockNumber::new(4),
+            offset: LogOffset::new(11)
         })]
     );
     assert_eq!(node.chain.counters().process_time_to_cut_error, 1);
-    assert_eq!(node.chain.last_cut(), BlockNumber(3));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(3));
     assert!(node.blocks.is_empty());
 }
 
@@ -290,10 +303,10 @@ fn e40_stale_time_to_cut_is_ignored() {
     let mut node = Node::resumed(meta(9, 0, 0), 4, FakeSupport::new(limits(10, 1000), true));
     node.feed(10, normal(tx("a"), 0));
     let timer = node.chain.timer();
-    let commands = node.feed(11, time_to_cut_record(BlockNumber(3)));
+    let commands = node.feed(11, time_to_cut_record(BlockNumber::new(3)));
     assert!(commands.is_empty());
     assert_eq!(node.chain.counters().process_time_to_cut_pass, 1);
-    assert_eq!(node.chain.last_cut(), BlockNumber(3));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(3));
     assert_eq!(node.chain.timer(), timer);
     assert_eq!(node.chain.pending_count(), 1);
 }
@@ -307,12 +320,8 @@ fn f41_connect_is_a_no_op() {
     let counters = node.chain.counters();
     assert_eq!(counters.process_connect_pass, 1);
     assert_eq!(counters.recv_pass, 1);
-    assert_eq!(node.chain.processed(), LogOffset(0));
-    assert_eq!(
-        node.chain.persisted(),
-        LogOffset(-3),
-        "no block, no new persisted"
-    );
+    assert_eq!(node.chain.processed(), LogOffset::new(0));
+    assert_eq!(node.chain.persisted(), None, "no block, no new persisted");
 }
 
 /// Scenario 42: a REGULAR record with a truncated envelope is dropped and counted; the

@@ -10,15 +10,31 @@ use korder_consensus::*;
 use korder_proto::orderer::kafka_message_regular::Class;
 
 fn unknown(env: Bytes, seq: u64) -> Bytes {
-    regular_record(env, ConfigSeq(seq), Class::Unknown, LogOffset(0))
+    regular_record(env, ConfigSeq::new(seq), Class::Unknown, None)
+}
+
+/// The original offset a test record names: 0 means an original submission, as in
+/// the record's encoding.
+fn resubmission_of(original: i64) -> Option<LogOffset> {
+    (original != 0).then_some(LogOffset::new(original))
 }
 
 fn normal(env: Bytes, seq: u64, original: i64) -> Bytes {
-    regular_record(env, ConfigSeq(seq), Class::Normal, LogOffset(original))
+    regular_record(
+        env,
+        ConfigSeq::new(seq),
+        Class::Normal,
+        resubmission_of(original),
+    )
 }
 
 fn cfg(env: Bytes, seq: u64, original: i64) -> Bytes {
-    regular_record(env, ConfigSeq(seq), Class::Config, LogOffset(original))
+    regular_record(
+        env,
+        ConfigSeq::new(seq),
+        Class::Config,
+        resubmission_of(original),
+    )
 }
 
 fn compat_node(max_count: u32, preferred: u32) -> Node {
@@ -50,7 +66,7 @@ fn g44_unknown_normal_cut_writes_block() {
     let mut node = Node::new(FakeSupport::new(limits(1, 1000), true));
     node.feed(5, unknown(tx("a"), 0));
     assert_eq!(node.blocks.len(), 1);
-    assert_eq!(node.chain.last_cut(), BlockNumber(1));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(1));
     assert_eq!(node.gauge, vec![5]);
 }
 
@@ -68,7 +84,7 @@ fn g45_overflow_then_count_records_right_offsets() {
     assert_eq!(node.blocks[0].metadata.last_offset_persisted, 4);
     assert_eq!(node.blocks[1].envelopes, vec![e2, e3]);
     assert_eq!(node.blocks[1].metadata.last_offset_persisted, 6);
-    assert_eq!(node.chain.last_cut(), BlockNumber(2));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(2));
 }
 
 /// Scenarios 46, 47, 48: CONFIG, ORDERER_TRANSACTION and normal envelopes that fail
@@ -80,7 +96,7 @@ fn g46_47_48_invalid_envelopes_are_dropped() {
         let commands = node.feed(1, unknown(env, 0));
         assert!(commands.is_empty());
         assert_eq!(node.chain.counters().process_regular_error, 1);
-        assert_eq!(node.chain.last_cut(), BlockNumber(0));
+        assert_eq!(node.chain.last_cut(), BlockNumber::GENESIS);
         assert!(node.blocks.is_empty());
     }
 }
@@ -95,13 +111,17 @@ fn g49_unknown_config_writes_config_block() {
     assert_eq!(
         commands,
         vec![Command::WriteConfigBlock {
-            number: BlockNumber(1),
+            number: BlockNumber::new(1),
             envelope: env,
             metadata: meta(7, 0, 0),
         }]
     );
     assert_eq!(node.support.config_checks.get(), 1);
-    assert_eq!(node.support.seq, ConfigSeq(1), "the config was applied");
+    assert_eq!(
+        node.support.seq,
+        ConfigSeq::new(1),
+        "the config was applied"
+    );
 }
 
 /// Scenario 50: a CONFIG_UPDATE in the log is rejected.
@@ -124,7 +144,7 @@ fn g51_timer_posts_one_time_to_cut() {
     let mut node = Node::new(FakeSupport::new(limits(10, 1000), true));
     node.feed(1, unknown(tx("a"), 0));
     node.fire_timer();
-    assert_eq!(node.appended, vec![time_to_cut_record(BlockNumber(1))]);
+    assert_eq!(node.appended, vec![time_to_cut_record(BlockNumber::new(1))]);
     assert_eq!(node.chain.counters().send_time_to_cut_pass, 1);
     assert!(node.blocks.is_empty());
     node.fire_timer();
@@ -141,7 +161,7 @@ fn g52_failing_time_to_cut_append() {
     assert!(node.appended.is_empty());
     assert_eq!(node.chain.counters().send_time_to_cut_error, 1);
     assert!(node.blocks.is_empty());
-    assert_eq!(node.chain.last_cut(), BlockNumber(0));
+    assert_eq!(node.chain.last_cut(), BlockNumber::GENESIS);
 }
 
 // ---------------------------------------------- H: NORMAL/CONFIG, resubmission disabled
@@ -160,20 +180,20 @@ fn h53_isolated_envelope_behind_pending() {
         vec![
             Command::StopTimer { id: timer },
             Command::WriteBlock {
-                number: BlockNumber(1),
+                number: BlockNumber::new(1),
                 envelopes: vec![small],
                 metadata: meta(3, 0, 0),
                 fill: Fill::Accumulated,
             },
             Command::WriteBlock {
-                number: BlockNumber(2),
+                number: BlockNumber::new(2),
                 envelopes: vec![huge],
                 metadata: meta(4, 0, 0),
                 fill: Fill::Isolated,
             },
         ]
     );
-    assert_eq!(node.chain.last_cut(), BlockNumber(2));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(2));
 }
 
 /// Scenario 54: a NORMAL record the cutter cuts on gives one block.
@@ -197,21 +217,21 @@ fn h55_config_flushes_pending_batch() {
         commands,
         vec![
             Command::WriteBlock {
-                number: BlockNumber(1),
+                number: BlockNumber::new(1),
                 envelopes: vec![t],
                 metadata: meta(8, 0, 0),
                 fill: Fill::Accumulated,
             },
             Command::StopTimer { id: TimerId(1) },
             Command::WriteConfigBlock {
-                number: BlockNumber(2),
+                number: BlockNumber::new(2),
                 envelope: c,
                 metadata: meta(9, 0, 0),
             },
         ]
     );
     assert_eq!(node.gauge, vec![8, 9]);
-    assert_eq!(node.chain.last_cut(), BlockNumber(2));
+    assert_eq!(node.chain.last_cut(), BlockNumber::new(2));
 }
 
 /// Scenario 56: without resubmission, a CONFIG record from an older sequence that fails
@@ -219,7 +239,7 @@ fn h55_config_flushes_pending_batch() {
 #[test]
 fn h56_stale_invalid_config_is_dropped() {
     let mut node = compat_node(10, 1000);
-    node.support.seq = ConfigSeq(1);
+    node.support.seq = ConfigSeq::new(1);
     node.feed(2, cfg(config("c!bad"), 0, 0));
     assert!(node.blocks.is_empty());
     assert_eq!(node.chain.counters().process_regular_error, 1);
@@ -234,7 +254,7 @@ fn h56_stale_invalid_config_is_dropped() {
 #[test]
 fn compatibility_commits_stale_valid_records() {
     let mut node = compat_node(1, 1000);
-    node.support.seq = ConfigSeq(2);
+    node.support.seq = ConfigSeq::new(2);
     node.feed(2, normal(tx("a"), 0, 0));
     assert_eq!(node.blocks.len(), 1);
     assert!(node.appended.is_empty());
@@ -245,7 +265,7 @@ fn compatibility_commits_stale_valid_records() {
 
 fn resub_node(processed: i64, resubmitted: i64, seq: u64, max_count: u32) -> Node {
     let mut support = FakeSupport::new(limits(max_count, 1000), true);
-    support.seq = ConfigSeq(seq);
+    support.seq = ConfigSeq::new(seq);
     Node::resumed(
         meta(processed.max(resubmitted), processed, resubmitted),
         2,
@@ -300,7 +320,7 @@ fn i60_stale_valid_normal_resubmitted_then_committed() {
         vec![Command::Append {
             record: resubmission.clone(),
             purpose: AppendPurpose::ResubmitNormal {
-                original: LogOffset(1)
+                original: LogOffset::new(1)
             },
         }]
     );
@@ -322,7 +342,7 @@ fn i61_processed_config_resubmission_discarded() {
     let commands = node.feed(4, cfg(config("c"), 0, 2));
     assert!(commands.is_empty());
     assert!(node.blocks.is_empty());
-    assert_eq!(node.support.seq, ConfigSeq(0));
+    assert_eq!(node.support.seq, ConfigSeq::new(0));
 }
 
 /// Scenario 62: a stale invalid CONFIG is dropped without resubmission (ingress stays open);
@@ -358,13 +378,13 @@ fn i63_stale_resubmission_resubmitted_again() {
         vec![Command::Append {
             record: cfg(rebuilt(&env), 2, 7),
             purpose: AppendPurpose::ResubmitConfig {
-                original: LogOffset(7)
+                original: LogOffset::new(7)
             },
         }]
     );
     assert!(node.blocks.is_empty());
     assert!(!node.ingress_open);
-    assert_eq!(node.chain.resubmitted(), LogOffset(7));
+    assert_eq!(node.chain.resubmitted(), LogOffset::new(7));
 }
 
 /// Scenario 64: a stale CONFIG that fails re-validation is dropped; no block.
@@ -395,7 +415,7 @@ fn i65_config_resubmission_gates_ingress() {
             Command::Append {
                 record: copy.clone(),
                 purpose: AppendPurpose::ResubmitConfig {
-                    original: LogOffset(1)
+                    original: LogOffset::new(1)
                 },
             },
         ]
@@ -406,7 +426,7 @@ fn i65_config_resubmission_gates_ingress() {
         commands,
         vec![
             Command::WriteConfigBlock {
-                number: BlockNumber(2),
+                number: BlockNumber::new(2),
                 envelope: rebuilt(&env),
                 metadata: meta(2, 1, 1),
             },
@@ -414,7 +434,7 @@ fn i65_config_resubmission_gates_ingress() {
         ]
     );
     assert!(node.ingress_open);
-    assert_eq!(node.support.seq, ConfigSeq(2));
+    assert_eq!(node.support.seq, ConfigSeq::new(2));
 }
 
 /// §6.2: a config resubmission whose append fails is undone: ingress reopens and the
@@ -425,7 +445,7 @@ fn failed_config_resubmission_append_is_undone() {
     node.fail_appends = true;
     node.feed(1, cfg(config("c"), 0, 0));
     assert!(node.ingress_open);
-    assert_eq!(node.chain.resubmitted(), LogOffset(0));
+    assert_eq!(node.chain.resubmitted(), LogOffset::new(0));
     assert_eq!(node.chain.counters().process_regular_error, 1);
     assert!(matches!(
         node.chain.last_error(),
@@ -450,13 +470,17 @@ fn config_flush_carries_old_processed() {
 #[test]
 fn overflow_does_not_advance_processed() {
     let mut support = FakeSupport::new(limits(10, 100), true);
-    support.seq = ConfigSeq(0);
+    support.seq = ConfigSeq::new(0);
     let mut node = Node::new(support);
     node.feed(1, normal(big_tx("a", 60), 0, 0));
     node.feed(3, normal(big_tx("b", 60), 0, 2));
     assert_eq!(node.blocks.len(), 1);
     assert_eq!(node.blocks[0].metadata, meta(2, 0, 0));
-    assert_eq!(node.chain.processed(), LogOffset(0), "not advanced to 2");
+    assert_eq!(
+        node.chain.processed(),
+        LogOffset::new(0),
+        "not advanced to 2"
+    );
 }
 
 /// A REGULAR record with a class outside UNKNOWN/NORMAL/CONFIG is dropped.

@@ -57,8 +57,8 @@ fn resolve(spec: &Spec, offset: i64, node: &Node) -> Bytes {
     match spec {
         Spec::Connect => connect_record(),
         Spec::Garbage => Bytes::from_static(&[0x0a, 0x05, 0x01]),
-        Spec::TimeToCut { back } => time_to_cut_record(BlockNumber(
-            (node.chain.last_cut().0 + 1).saturating_sub(*back),
+        Spec::TimeToCut { back } => time_to_cut_record(BlockNumber::new(
+            node.chain.last_cut().height().saturating_sub(*back),
         )),
         Spec::Regular {
             kind,
@@ -83,7 +83,7 @@ fn resolve(spec: &Spec, offset: i64, node: &Node) -> Bytes {
                 3 => Bytes::from_static(b"\x0a\x09truncated"),
                 _ => big_tx(&tag, *data_len),
             };
-            let seq = node.support.seq.0;
+            let seq = node.support.seq.get();
             let seq = if *stale { seq.saturating_sub(1) } else { seq };
             let original = original.map_or(0, |f| offset * i64::from(f) / 8);
             let class = match class {

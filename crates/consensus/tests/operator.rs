@@ -120,7 +120,8 @@ fn o91_crash_after_posting_time_to_cut() {
     assert_eq!(last.envelopes, vec![tx("b"), tx("c")]);
     let first_ttc = (0..c.log.len())
         .find(|&o| {
-            decode_record(c.log[o].clone()).unwrap() == Record::TimeToCut(BlockNumber(last.number))
+            decode_record(c.log[o].clone()).unwrap()
+                == Record::TimeToCut(BlockNumber::new(last.number))
         })
         .unwrap();
     assert_eq!(
@@ -140,8 +141,9 @@ fn config_in_flight() -> (Cluster, u64, u64) {
     c.settle();
     let before_stale = c.nodes[0].blocks.last().unwrap().number;
     // Validated at sequence 0, consumed at sequence 1: stale.
-    c.log.push(configure_record(config("second"), ConfigSeq(0)));
-    c.log.push(order_record(tx("t"), ConfigSeq(1)));
+    c.log
+        .push(configure_record(config("second"), ConfigSeq::new(0)));
+    c.log.push(order_record(tx("t"), ConfigSeq::new(1)));
     // Node consumes the stale config (resubmits, gate closes) and the normal record.
     c.step(0);
     c.step(0);
@@ -187,7 +189,7 @@ fn o92_crash_with_config_resubmission_in_flight() {
         .iter()
         .filter(|r| match decode_record((*r).clone()) {
             Ok(Record::Regular(reg)) => {
-                reg.class == Class::Config as i32 && reg.original_offset != LogOffset(0)
+                reg.class == Class::Config as i32 && reg.original_offset.is_some()
             }
             _ => false,
         })
@@ -209,9 +211,10 @@ fn o93_restart_after_time_to_cut_block() {
     c.configure(0, config("first"));
     c.settle();
     // A stale config resubmitted and committed: resubmitted becomes non-zero.
-    c.log.push(configure_record(config("second"), ConfigSeq(0)));
+    c.log
+        .push(configure_record(config("second"), ConfigSeq::new(0)));
     c.settle();
-    assert!(c.nodes[0].chain.resubmitted().0 > 0);
+    assert!(c.nodes[0].chain.resubmitted().get() > 0);
     c.broadcast(0, tx("a"));
     c.settle();
     c.fire(0);
@@ -221,7 +224,7 @@ fn o93_restart_after_time_to_cut_block() {
     assert_eq!(ttc_block.metadata.last_resubmitted_config_offset, 0);
 
     let mut restarted = c.nodes[0].restarted_at(ttc_block.number);
-    assert_eq!(restarted.chain.resubmitted(), LogOffset(0));
+    assert_eq!(restarted.chain.resubmitted(), LogOffset::new(0));
     c.broadcast(1, big_tx("b", 2000)); // isolated: a block not cut by TIMETOCUT
     c.settle();
     restarted.catch_up(&c.log);
@@ -239,8 +242,10 @@ fn o93_restart_after_time_to_cut_block() {
 
     // The next config resubmission brings them back in line.
     let seq = c.nodes[1].support.seq;
-    c.log
-        .push(configure_record(config("third"), ConfigSeq(seq.0 - 1)));
+    c.log.push(configure_record(
+        config("third"),
+        ConfigSeq::new(seq.get() - 1),
+    ));
     c.settle();
     restarted.catch_up(&c.log);
     assert_eq!(
@@ -304,8 +309,8 @@ fn o110_overflow_lets_a_second_copy_in() {
     let mut c = cluster(2, 10, 100);
     c.configure(0, config("cfg"));
     let x = big_tx("x", 60);
-    c.log.push(order_record(x.clone(), ConfigSeq(0))); // stale
-    c.log.push(order_record(big_tx("p", 60), ConfigSeq(1)));
+    c.log.push(order_record(x.clone(), ConfigSeq::new(0))); // stale
+    c.log.push(order_record(big_tx("p", 60), ConfigSeq::new(1)));
     c.step(0);
     c.step(0); // node 0 resubmits x
     c.step(1);
@@ -325,8 +330,8 @@ fn o112_resubmission_race_loses_x1_everywhere() {
     let (x1, x2) = (tx("x1"), tx("x2"));
     c.nodes[1].support.reject_normal.insert(x1.clone());
     c.configure(0, config("cfg"));
-    c.log.push(order_record(x1.clone(), ConfigSeq(0)));
-    c.log.push(order_record(x2.clone(), ConfigSeq(0)));
+    c.log.push(order_record(x1.clone(), ConfigSeq::new(0)));
+    c.log.push(order_record(x2.clone(), ConfigSeq::new(0)));
     // Offsets: 0 CONNECT, 1 config, 2 X1, 3 X2. Node B consumes them all first.
     for _ in 0..4 {
         c.step(1);
@@ -350,22 +355,22 @@ fn o112_resubmission_race_loses_x1_everywhere() {
 fn restart_on_overflow_block_advances_processed() {
     let mut c = cluster(1, 10, 100);
     c.configure(0, config("cfg"));
-    c.log.push(order_record(big_tx("p", 60), ConfigSeq(1)));
-    c.log.push(order_record(big_tx("x", 60), ConfigSeq(0))); // stale: resubmitted
+    c.log.push(order_record(big_tx("p", 60), ConfigSeq::new(1)));
+    c.log.push(order_record(big_tx("x", 60), ConfigSeq::new(0))); // stale: resubmitted
     c.settle();
     let live = &c.nodes[0];
     let overflow = live.blocks.last().unwrap();
     assert_eq!(overflow.envelopes, vec![big_tx("p", 60)]);
     assert_eq!(
         live.chain.processed(),
-        LogOffset(0),
+        LogOffset::new(0),
         "not advanced on overflow"
     );
     let mut restarted = live.restarted_at(overflow.number);
     restarted.catch_up(&c.log);
     assert_eq!(
         restarted.chain.processed(),
-        LogOffset(3),
+        LogOffset::new(3),
         "advanced after restart"
     );
     assert_eq!(restarted.chain.pending_count(), live.chain.pending_count());

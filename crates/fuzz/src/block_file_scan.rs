@@ -22,6 +22,7 @@
 //! opens. When it refuses after tail damage only, the offset it names is not
 //! inside the undamaged prefix.
 
+use korder_ledger::BlockNumber;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,12 +420,12 @@ fn read_all(store: &BlockStore) -> Vec<Block> {
     let mut blocks = Vec::new();
     for n in 0..height {
         let b = store
-            .block(n)
+            .block(BlockNumber::new(n))
             .unwrap_or_else(|e| panic!("block {n} below height {height} does not read: {e}"));
         assert_eq!(b.header.as_ref().map(|h| h.number), Some(n));
         blocks.push(b);
     }
-    let mut iter = store.iter_from(0);
+    let mut iter = store.iter_from(BlockNumber::GENESIS);
     for want in &blocks {
         let got = iter
             .try_next()
@@ -436,7 +437,10 @@ fn read_all(store: &BlockStore) -> Vec<Block> {
         matches!(iter.try_next(), Ok(None)),
         "a block past the height"
     );
-    assert!(store.block(height).is_err(), "a block at the height reads");
+    assert!(
+        store.block(BlockNumber::new(height)).is_err(),
+        "a block at the height reads"
+    );
     blocks
 }
 
@@ -492,7 +496,9 @@ fn reopen_and_extend(
     let store = open(root, opts).expect("reopen after append");
     assert_eq!(store.height(), read.len() as u64 + 1);
     assert_eq!(
-        store.block(read.len() as u64).expect("the appended block"),
+        store
+            .block(BlockNumber::new(read.len() as u64))
+            .expect("the appended block"),
         next,
         "the appended block changed"
     );

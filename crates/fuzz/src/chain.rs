@@ -83,7 +83,7 @@ struct Support {
 
 impl ConsenterSupport for Support {
     fn sequence(&self) -> ConfigSeq {
-        ConfigSeq(self.sequence.get())
+        ConfigSeq::new(self.sequence.get())
     }
     fn batch_size(&self) -> Option<BatchSize> {
         Some(self.batch_size)
@@ -141,10 +141,10 @@ struct Machine {
 
 impl Machine {
     fn new(name: &'static str, chain: Chain, support: Support, appends_land: bool) -> Machine {
-        let first_block = chain.last_cut().0 + 1;
+        let first_block = chain.last_cut().height();
         let cursor = match chain.read_from() {
             ReadFrom::Oldest => 0,
-            ReadFrom::Offset(o) => usize::try_from(o.0).expect("read offset is not negative"),
+            ReadFrom::Offset(o) => usize::try_from(o.get()).expect("read offset is not negative"),
         };
         Machine {
             name,
@@ -189,7 +189,7 @@ impl Machine {
                     ..
                 } => {
                     assert!(!envelopes.is_empty(), "{}: empty block {number}", self.name);
-                    self.record(number.0, envelopes, metadata, false);
+                    self.record(number.get(), envelopes, metadata, false);
                 }
                 Command::WriteConfigBlock {
                     number,
@@ -197,7 +197,7 @@ impl Machine {
                     metadata,
                 } => {
                     self.support.sequence.set(self.support.sequence.get() + 1);
-                    self.record(number.0, vec![envelope], metadata, true);
+                    self.record(number.get(), vec![envelope], metadata, true);
                 }
                 Command::StartTimer { id, .. } => self.timer = Some(id),
                 Command::StopTimer { id } => {
@@ -252,7 +252,7 @@ impl Machine {
     /// commands append on the way).
     fn catch_up(&mut self, log: &mut Vec<Bytes>, fail_next: &mut bool) {
         while self.cursor < log.len() && !self.stopped() {
-            let offset = LogOffset(self.cursor as i64);
+            let offset = LogOffset::new(self.cursor as i64);
             let record = log[self.cursor].clone();
             self.cursor += 1;
             let commands = self.chain.on_record(&self.support, offset, record);
@@ -272,7 +272,7 @@ fn envelope_of(payload: &[u8]) -> Bytes {
 }
 
 fn seq_at(current: u64, behind: i8) -> ConfigSeq {
-    ConfigSeq(current.saturating_add_signed(-i64::from(behind)))
+    ConfigSeq::new(current.saturating_add_signed(-i64::from(behind)))
 }
 
 /// The record an operation appends to the log, if any.
@@ -280,20 +280,20 @@ fn record_of(op: &Op, leader: &Machine, log_len: usize) -> Option<Bytes> {
     let seq = leader.support.sequence.get();
     Some(match op {
         Op::Connect => connect_record(),
-        Op::TimeToCut { ahead } => time_to_cut_record(korder_consensus::BlockNumber(
-            leader.chain.last_cut().0 + u64::from(ahead % 4),
+        Op::TimeToCut { ahead } => time_to_cut_record(korder_consensus::BlockNumber::new(
+            leader.chain.last_cut().get() + u64::from(ahead % 4),
         )),
         Op::Normal { envelope, behind } => regular_record(
             envelope_of(envelope),
             seq_at(seq, *behind),
             Class::Normal,
-            LogOffset(0),
+            None,
         ),
         Op::Config { envelope, behind } => regular_record(
             envelope_of(envelope),
             seq_at(seq, *behind),
             Class::Config,
-            LogOffset(0),
+            None,
         ),
         Op::Resubmitted {
             envelope,
@@ -308,7 +308,9 @@ fn record_of(op: &Op, leader: &Machine, log_len: usize) -> Option<Bytes> {
             } else {
                 Class::Normal
             },
-            LogOffset(log_len.saturating_sub(usize::from(*back)) as i64),
+            Some(LogOffset::new(
+                log_len.saturating_sub(usize::from(*back)) as i64
+            )),
         ),
         Op::OddClass { envelope, class } => korder_proto::orderer::KafkaMessage {
             r#type: Some(korder_proto::orderer::kafka_message::Type::Regular(
@@ -471,10 +473,10 @@ mod tests {
             true,
         );
         let mut log = vec![
-            regular_record(envelope_of(b"a"), ConfigSeq(0), Class::Normal, LogOffset(0)),
-            regular_record(envelope_of(b"b"), ConfigSeq(0), Class::Normal, LogOffset(0)),
-            time_to_cut_record(korder_consensus::BlockNumber(1)),
-            regular_record(envelope_of(b"c"), ConfigSeq(0), Class::Config, LogOffset(0)),
+            regular_record(envelope_of(b"a"), ConfigSeq::new(0), Class::Normal, None),
+            regular_record(envelope_of(b"b"), ConfigSeq::new(0), Class::Normal, None),
+            time_to_cut_record(korder_consensus::BlockNumber::new(1)),
+            regular_record(envelope_of(b"c"), ConfigSeq::new(0), Class::Config, None),
         ];
         let mut fail = false;
         leader.catch_up(&mut log, &mut fail);

@@ -78,7 +78,7 @@ pub fn log_segments(data: &[u8]) {
             value.truncate(MAX_RECORD_BYTES);
             let value = Bytes::from(value);
             let offset = log.append(value.clone()).await.expect("append");
-            acked.insert(offset.0, value);
+            acked.insert(offset.get(), value);
         }
         log.close().await;
         acked
@@ -177,13 +177,13 @@ pub fn log_segments(data: &[u8]) {
 
 /// Every record the log holds, by offset.
 async fn read_all(log: &EmbeddedLog) -> BTreeMap<i64, Bytes> {
-    let (from, end) = (log.oldest_offset().0, log.next_offset().0);
+    let (from, end) = (log.oldest_offset().get(), log.next_offset().get());
     let mut out = BTreeMap::new();
     if from >= end {
         return out;
     }
     let mut reader = log
-        .reader(ReadFrom::Offset(LogOffset(from)))
+        .reader(ReadFrom::Offset(LogOffset::new(from)))
         .await
         .expect("a reader on an opened log");
     for _ in from..end {
@@ -191,7 +191,7 @@ async fn read_all(log: &EmbeddedLog) -> BTreeMap<i64, Bytes> {
             .await
             .expect("a record within the bound")
             .expect("an opened log reads back");
-        out.insert(record.offset.0, record.value);
+        out.insert(record.offset.get(), record.value);
     }
     out
 }

@@ -134,18 +134,18 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
     // them, plus the records themselves.
     let records = [
         connect_record(),
-        time_to_cut_record(korder_consensus::BlockNumber(1)),
+        time_to_cut_record(korder_consensus::BlockNumber::new(1)),
         regular_record(
             Bytes::from_static(b"tx"),
-            ConfigSeq(0),
+            ConfigSeq::new(0),
             Class::Normal,
-            LogOffset(0),
+            None,
         ),
         regular_record(
             Bytes::from_static(b"cfg"),
-            ConfigSeq(0),
+            ConfigSeq::new(0),
             Class::Config,
-            LogOffset(3),
+            Some(LogOffset::new(3)),
         ),
     ];
     for (i, r) in records.iter().enumerate() {

@@ -179,14 +179,14 @@ impl KafkaLog {
         let (oldest, next) = self.watermarks().await?;
         let (start, expected) = match from {
             ReadFrom::Oldest => (Offset::Beginning, None),
-            ReadFrom::Offset(LogOffset(o)) if o < oldest || o > next => {
+            ReadFrom::Offset(o) if o.get() < oldest || o.get() > next => {
                 return Err(LogError::OffsetOutOfRange {
-                    requested: o,
+                    requested: o.get(),
                     oldest,
                     next,
                 });
             }
-            ReadFrom::Offset(LogOffset(o)) => (Offset::Offset(o), Some(o)),
+            ReadFrom::Offset(o) => (Offset::Offset(o.get()), Some(o.get())),
         };
         let group_id = format!(
             "korder-reader-{}-{}-{}",
@@ -254,7 +254,7 @@ impl Log for KafkaLog {
                         delivery.partition, PARTITION,
                         "topic {topic}: record delivered to a partition other than {PARTITION}"
                     );
-                    Ok(LogOffset(delivery.offset))
+                    Ok(LogOffset::new(delivery.offset))
                 }
                 Err((e, _)) => Err(produce_error(&topic, size, e)),
             }
@@ -325,7 +325,7 @@ impl KafkaReader {
                         m.partition()
                     );
                     LogRecord {
-                        offset: LogOffset(m.offset()),
+                        offset: LogOffset::new(m.offset()),
                         value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                     }
                 })),
@@ -341,7 +341,7 @@ impl KafkaReader {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => return Err(self.consumer_error(e).await),
             };
-            let offset = record.offset.0;
+            let offset = record.offset.get();
             match self.expected {
                 Some(want) if offset < want => {
                     tracing::warn!(topic = %self.topic, offset, want, "skipping a record already read");

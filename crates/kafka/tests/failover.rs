@@ -77,7 +77,7 @@ async fn leader_loss_keeps_every_acknowledged_record() {
     let mut acked: HashMap<i64, Bytes> = HashMap::new();
     let mut failed = 0usize;
     for i in 0..20 {
-        acked.insert(log.append(value(i)).await.unwrap().0, value(i));
+        acked.insert(log.append(value(i)).await.unwrap().get(), value(i));
     }
     let leader = log
         .leader_id()
@@ -96,7 +96,8 @@ async fn leader_loss_keeps_every_acknowledged_record() {
             "no new leader accepted 20 records within {WAIT:?}"
         );
         match log.append(value(i)).await {
-            Ok(LogOffset(o)) => {
+            Ok(o) => {
+                let o = o.get();
                 assert!(
                     acked.insert(o, value(i)).is_none(),
                     "offset {o} acknowledged twice"
@@ -126,7 +127,7 @@ async fn leader_loss_keeps_every_acknowledged_record() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(r.offset, LogOffset(expected));
+        assert_eq!(r.offset, LogOffset::new(expected));
         if let Some(v) = acked.get(&expected) {
             assert_eq!(&r.value, v, "offset {expected}");
         }

@@ -100,7 +100,7 @@ async fn append_returns_contiguous_offsets() {
         .unwrap();
     for i in 0..5 {
         let offset = log.append(value(i)).await.unwrap();
-        assert_eq!(offset, LogOffset(i64::try_from(i).unwrap()));
+        assert_eq!(offset, LogOffset::new(i64::try_from(i).unwrap()));
     }
     assert_eq!(log.watermarks().await.unwrap(), (0, 5));
 }
@@ -121,7 +121,7 @@ async fn concurrent_appends_are_all_acknowledged_and_read_in_order() {
     .await;
     let mut by_offset = acks.clone();
     by_offset.sort_by_key(|(o, _)| *o);
-    let offsets: Vec<i64> = by_offset.iter().map(|(o, _)| o.0).collect();
+    let offsets: Vec<i64> = by_offset.iter().map(|(o, _)| o.get()).collect();
     assert_eq!(offsets, (0..i64::try_from(N).unwrap()).collect::<Vec<_>>());
 
     let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
@@ -142,18 +142,24 @@ async fn reader_from_explicit_offset_then_follows_new_records() {
     for i in 0..10 {
         log.append(value(i)).await.unwrap();
     }
-    let mut reader = log.reader(ReadFrom::Offset(LogOffset(4))).await.unwrap();
+    let mut reader = log
+        .reader(ReadFrom::Offset(LogOffset::new(4)))
+        .await
+        .unwrap();
     for i in 4..10 {
         let r = next(&mut reader).await;
-        assert_eq!(r.offset, LogOffset(i));
+        assert_eq!(r.offset, LogOffset::new(i));
         assert_eq!(r.value, value(usize::try_from(i).unwrap()));
     }
     // The high watermark itself is a valid start: the reader waits there.
-    let mut at_end = log.reader(ReadFrom::Offset(LogOffset(10))).await.unwrap();
-    assert_eq!(log.append(value(10)).await.unwrap(), LogOffset(10));
+    let mut at_end = log
+        .reader(ReadFrom::Offset(LogOffset::new(10)))
+        .await
+        .unwrap();
+    assert_eq!(log.append(value(10)).await.unwrap(), LogOffset::new(10));
     for reader in [&mut reader, &mut at_end] {
         let r = next(reader).await;
-        assert_eq!((r.offset, r.value), (LogOffset(10), value(10)));
+        assert_eq!((r.offset, r.value), (LogOffset::new(10), value(10)));
     }
 }
 
@@ -172,7 +178,7 @@ async fn reader_from_oldest_reads_everything() {
     for reader in [&mut early, &mut late] {
         for i in 0..3 {
             let r = next(reader).await;
-            assert_eq!(r.offset, LogOffset(i64::try_from(i).unwrap()));
+            assert_eq!(r.offset, LogOffset::new(i64::try_from(i).unwrap()));
             assert_eq!(r.value, value(i));
         }
     }
@@ -189,7 +195,10 @@ async fn out_of_range_start_is_refused() {
         log.append(value(i)).await.unwrap();
     }
     for requested in [4, 100, -1] {
-        match log.reader(ReadFrom::Offset(LogOffset(requested))).await {
+        match log
+            .reader(ReadFrom::Offset(LogOffset::new(requested)))
+            .await
+        {
             Err(LogError::OffsetOutOfRange {
                 requested: r,
                 oldest,
@@ -200,7 +209,7 @@ async fn out_of_range_start_is_refused() {
         }
     }
     let e = log
-        .reader(ReadFrom::Offset(LogOffset(4)))
+        .reader(ReadFrom::Offset(LogOffset::new(4)))
         .await
         .err()
         .unwrap()
@@ -227,7 +236,7 @@ async fn deleted_records_move_the_oldest_offset() {
         .await
         .unwrap();
     assert_eq!(log.watermarks().await.unwrap(), (4, 6));
-    match log.reader(ReadFrom::Offset(LogOffset(2))).await {
+    match log.reader(ReadFrom::Offset(LogOffset::new(2))).await {
         Err(LogError::OffsetOutOfRange {
             requested,
             oldest,
@@ -237,7 +246,7 @@ async fn deleted_records_move_the_oldest_offset() {
     }
     let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
     let r = next(&mut reader).await;
-    assert_eq!((r.offset, r.value), (LogOffset(4), value(4)));
+    assert_eq!((r.offset, r.value), (LogOffset::new(4), value(4)));
 }
 
 /// A topic deleted and re-created under a waiting reader makes `next` fail with
@@ -249,7 +258,10 @@ async fn recreated_topic_gives_out_of_range_to_a_waiting_reader() {
     for i in 0..3 {
         log.append(value(i)).await.unwrap();
     }
-    let mut reader = log.reader(ReadFrom::Offset(LogOffset(3))).await.unwrap();
+    let mut reader = log
+        .reader(ReadFrom::Offset(LogOffset::new(3)))
+        .await
+        .unwrap();
     let admin = admin();
     admin
         .delete_topics(&[topic.as_str()], &AdminOptions::new())
@@ -269,7 +281,7 @@ async fn recreated_topic_gives_out_of_range_to_a_waiting_reader() {
             Err(e) => panic!("could not re-create {topic}: {e}"),
         }
     };
-    assert_eq!(second.append(value(100)).await.unwrap(), LogOffset(0));
+    assert_eq!(second.append(value(100)).await.unwrap(), LogOffset::new(0));
     loop {
         match tokio::time::timeout(WAIT, reader.next())
             .await
@@ -330,7 +342,7 @@ async fn two_nodes_read_the_same_records() {
         written.push((node.append(value(i)).await.unwrap(), value(i)));
     }
     let mut ra = a.reader(ReadFrom::Oldest).await.unwrap();
-    let mut rb = b.reader(ReadFrom::Offset(LogOffset(0))).await.unwrap();
+    let mut rb = b.reader(ReadFrom::Offset(LogOffset::new(0))).await.unwrap();
     for (offset, v) in &written {
         let x = next(&mut ra).await;
         let y = next(&mut rb).await;
@@ -352,7 +364,7 @@ async fn oversize_record_is_refused() {
     }
     assert_eq!(
         log.append(Bytes::from(vec![7u8; 1000])).await.unwrap(),
-        LogOffset(0)
+        LogOffset::new(0)
     );
 }
 
@@ -383,7 +395,7 @@ async fn broker_size_limit_gives_a_clear_error() {
         other => panic!("expected a size refusal, got {other:?}"),
     }
     assert_eq!(log.watermarks().await.unwrap(), (0, 0));
-    assert_eq!(log.append(value(0)).await.unwrap(), LogOffset(0));
+    assert_eq!(log.append(value(0)).await.unwrap(), LogOffset::new(0));
 }
 
 /// An existing topic with several partitions is used as it is, and only partition
@@ -408,7 +420,7 @@ async fn only_partition_zero_of_a_multi_partition_topic_is_used() {
     for i in 0..4 {
         assert_eq!(
             log.append(value(i)).await.unwrap(),
-            LogOffset(i64::try_from(i).unwrap())
+            LogOffset::new(i64::try_from(i).unwrap())
         );
     }
     let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
@@ -451,8 +463,8 @@ async fn concurrent_open_creates_the_topic_once() {
         KafkaLog::open(config(), &topic)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.append(value(0)).await.unwrap(), LogOffset(0));
-    assert_eq!(b.append(value(1)).await.unwrap(), LogOffset(1));
+    assert_eq!(a.append(value(0)).await.unwrap(), LogOffset::new(0));
+    assert_eq!(b.append(value(1)).await.unwrap(), LogOffset::new(1));
 }
 
 /// Errors from a log that cannot open convert into the Log trait's error with the

@@ -95,7 +95,7 @@ async fn round_trip(config: KafkaConfig, name: &str) {
             .append(Bytes::from(format!("{name}-{i}")))
             .await
             .unwrap();
-        assert_eq!(offset, LogOffset(i));
+        assert_eq!(offset, LogOffset::new(i));
     }
     let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
     for i in 0..3 {
@@ -103,7 +103,7 @@ async fn round_trip(config: KafkaConfig, name: &str) {
             .await
             .expect("no record within 30 s")
             .unwrap();
-        assert_eq!(record.offset, LogOffset(i));
+        assert_eq!(record.offset, LogOffset::new(i));
         assert_eq!(record.value, Bytes::from(format!("{name}-{i}")));
     }
 }

@@ -7,6 +7,7 @@
 
 mod support;
 
+use korder_ledger::BlockNumber;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -248,6 +249,10 @@ async fn boots_from_a_configtxgen_genesis_with_the_sample_msp() {
     let ledgers =
         korder_ledger::Ledgers::open_dir(dir.path().join("ledger"), Default::default()).unwrap();
     assert_eq!(ledgers.channels().unwrap(), vec!["testchainid".to_string()]);
-    let block = ledgers.open("testchainid").unwrap().block(0).unwrap();
+    let block = ledgers
+        .open("testchainid")
+        .unwrap()
+        .block(BlockNumber::GENESIS)
+        .unwrap();
     assert_eq!(block.encode_to_vec(), std::fs::read(&genesis).unwrap());
 }

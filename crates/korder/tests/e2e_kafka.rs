@@ -529,7 +529,7 @@ async fn time_to_cut_through_kafka() {
             Some(kafka_message::Type::Regular(_)) => regular += 1,
             _ => {}
         }
-        if record.offset.0 + 1 >= next {
+        if record.offset.get() + 1 >= next {
             break;
         }
     }

@@ -124,11 +124,11 @@ async fn recreate_topic(brokers: &str, topic: &str) -> KafkaLog {
 }
 
 fn regular(envelope: &[u8]) -> Bytes {
-    order_record(Bytes::copy_from_slice(envelope), ConfigSeq(0))
+    order_record(Bytes::copy_from_slice(envelope), ConfigSeq::new(0))
 }
 
 fn time_to_cut(block: u64) -> Bytes {
-    time_to_cut_record(BlockNumber(block))
+    time_to_cut_record(BlockNumber::new(block))
 }
 
 /// Broadcasts `n` envelopes to node `k` and waits until node `k` has them in blocks;
@@ -333,7 +333,10 @@ async fn recreated_and_refilled_topic_stops_the_channel() {
         );
         topic.append(regular(&other.encode_to_vec())).await.unwrap();
     }
-    assert_eq!(topic.append(time_to_cut(block)).await.unwrap().0, offset);
+    assert_eq!(
+        topic.append(time_to_cut(block)).await.unwrap().get(),
+        offset
+    );
     for _ in 0..20 {
         topic.append(regular(b"later")).await.unwrap();
     }

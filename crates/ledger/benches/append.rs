@@ -2,6 +2,7 @@
 //! fsync per block. Run: `cargo bench -p korder-ledger` (set `KORDER_BENCH_BLOCKS`
 //! to change the block count, `KORDER_BENCH_DIR` to pick the file system).
 
+use korder_ledger::BlockNumber;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -84,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let data = b.data.as_ref().map(|d| d.data.clone()).unwrap_or_default();
         writer.submit(builder.build(data))?;
     }
-    writer.wait_durable(n as u64 - 1)?;
+    writer.wait_durable(BlockNumber::new(n as u64 - 1))?;
     report(
         "build + pipelined append",
         n,
@@ -98,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Reading back after a reopen (page cache warm: measures decoding and copying).
     let store = ledgers.open("bench")?;
     let t = Instant::now();
-    let mut it = store.iter_from(0);
+    let mut it = store.iter_from(BlockNumber::GENESIS);
     let mut read = 0;
     let mut count = 0;
     while let Some(b) = it.try_next()? {
@@ -117,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut read = 0;
     let mut rng = SimRng::new(7);
     for _ in 0..n {
-        read += block_bytes(&store.block(rng.below(n as u64))?);
+        read += block_bytes(&store.block(BlockNumber::new(rng.below(n as u64)))?);
     }
     report("random read by number", n, read, t.elapsed().as_secs_f64());
 

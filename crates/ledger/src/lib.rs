@@ -40,6 +40,7 @@ pub mod writer;
 pub use block::{BlockBuilder, BlockError, SignedEntry};
 pub use error::LedgerError;
 pub use index::Location;
+pub use korder_types::ids::BlockNumber;
 pub use store::{BlockIterator, BlockStore, IteratorCloser, Ledgers, StoreOptions, Watched};
 pub use verify::{VerifyReport, verify};
 pub use writer::PipelinedWriter;

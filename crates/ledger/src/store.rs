@@ -30,7 +30,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use korder_proto::common::{BlockHeader, BlockchainInfo};
-use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
+use korder_storage::{FsStorage, Storage, StorageFile};
+use korder_types::ids::BlockNumber;
+use korder_types::sync::MutexExt;
 use tokio::sync::watch;
 
 use crate::error::LedgerError;
@@ -257,32 +259,32 @@ impl BlockStore {
     }
 
     fn tip(&self) -> Tip {
-        self.inner.tip.lock().recover_poison().clone()
+        self.inner.tip.lock_unpoisoned().clone()
     }
 
     /// Number of blocks (the next block's number).
     pub fn height(&self) -> u64 {
-        self.inner.tip.lock().recover_poison().height
+        self.inner.tip.lock_unpoisoned().height
     }
 
     /// Number of the first block (`None` when empty).
-    pub fn first_block_number(&self) -> Option<u64> {
-        (self.height() > 0).then_some(0)
+    pub fn first_block_number(&self) -> Option<BlockNumber> {
+        (self.height() > 0).then_some(BlockNumber::GENESIS)
     }
 
     /// Number of the last block (`None` when empty).
-    pub fn last_block_number(&self) -> Option<u64> {
-        self.height().checked_sub(1)
+    pub fn last_block_number(&self) -> Option<BlockNumber> {
+        BlockNumber::last_of(self.height())
     }
 
     /// Header of the last block.
     pub fn last_header(&self) -> Option<BlockHeader> {
-        self.inner.tip.lock().recover_poison().last.clone()
+        self.inner.tip.lock_unpoisoned().last.clone()
     }
 
     /// Header hash of the last block: the `previous_hash` the next block must carry.
     pub fn current_hash(&self) -> Option<[u8; 32]> {
-        self.inner.tip.lock().recover_poison().last_hash
+        self.inner.tip.lock_unpoisoned().last_hash
     }
 
     /// Height, current hash and previous hash, as Fabric reports them.
@@ -300,7 +302,7 @@ impl BlockStore {
     }
     /// Closes the store: appends fail, waiting iterators return. Reads still work.
     pub fn close(&self) {
-        self.inner.tip.lock().recover_poison().closed = true;
+        self.inner.tip.lock_unpoisoned().closed = true;
         self.inner.cond.notify_all();
         self.inner.watch.send_modify(|w| w.closed = true);
         if let Err(e) = self.inner.index.persist() {

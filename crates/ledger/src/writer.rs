@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use korder_proto::common::Block;
-use korder_storage::RecoverPoison;
+use korder_types::ids::BlockNumber;
+use korder_types::sync::MutexExt;
 
 use crate::error::LedgerError;
 use crate::store::BlockStore;
@@ -28,7 +29,7 @@ struct Shared {
 
 impl Shared {
     fn failure(&self) -> Option<Arc<LedgerError>> {
-        self.failure.lock().recover_poison().clone()
+        self.failure.lock_unpoisoned().clone()
     }
 }
 
@@ -57,8 +58,7 @@ impl PipelinedWriter {
                         tracing::error!(channel = %thread_store.channel(), block = number, error = %e, "block append failed; the writer stops");
                         *thread_shared
                             .failure
-                            .lock()
-                            .recover_poison() = Some(Arc::new(e));
+                            .lock_unpoisoned() = Some(Arc::new(e));
                         thread_store.notify_all();
                         return;
                     }
@@ -105,10 +105,10 @@ impl PipelinedWriter {
 
     /// Blocks until block `number` is durable, or the writer or store has failed or
     /// closed.
-    pub fn wait_durable(&self, number: u64) -> Result<(), LedgerError> {
+    pub fn wait_durable(&self, number: BlockNumber) -> Result<(), LedgerError> {
         let shared = &self.shared;
         let stop = || shared.failure().is_some();
-        match self.store.wait_until(number + 1, &stop)? {
+        match self.store.wait_until(number.height(), &stop)? {
             Some(_) => Ok(()),
             None => Err(self
                 .failure()

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use korder_storage::{FsStorage, RecoverPoison, Storage, StorageFile};
+use korder_storage::{FsStorage, Storage, StorageFile};
+use korder_types::sync::{MutexExt, RwLockExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::format::{
@@ -167,7 +168,7 @@ impl SegmentState {
 
 impl Segment {
     fn state(&self) -> MutexGuard<'_, SegmentState> {
-        self.state.lock().recover_poison()
+        self.state.lock_unpoisoned()
     }
 
     fn end(&self) -> (i64, u64) {
@@ -279,7 +280,7 @@ struct Shared {
 
 impl Shared {
     fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
-        self.segments.read().recover_poison()
+        self.segments.read_unpoisoned()
     }
 
     fn oldest(&self) -> i64 {
@@ -428,12 +429,12 @@ impl EmbeddedLog {
 
     /// The offset the next append will get (everything below it is durable).
     pub fn next_offset(&self) -> LogOffset {
-        LogOffset(self.inner.shared.durable.borrow().next)
+        LogOffset::new(self.inner.shared.durable.borrow().next)
     }
 
     /// The oldest offset the log holds.
     pub fn oldest_offset(&self) -> LogOffset {
-        LogOffset(self.inner.shared.oldest())
+        LogOffset::new(self.inner.shared.oldest())
     }
 
     /// Appends queued for the writer thread and not yet taken into a commit.
@@ -462,7 +463,7 @@ impl EmbeddedLog {
             // An error means the writer already stopped; either way it is done.
             let _ = done.await;
         }
-        let thread = self.inner.thread.lock().recover_poison().take();
+        let thread = self.inner.thread.lock_unpoisoned().take();
         if let Some(thread) = thread {
             // The writer has answered the close request and only returns now.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -495,7 +496,7 @@ impl Log for EmbeddedLog {
         let next = durable.borrow().next;
         let start = match from {
             ReadFrom::Oldest => oldest,
-            ReadFrom::Offset(LogOffset(o)) => o,
+            ReadFrom::Offset(o) => o.get(),
         };
         if start < oldest || start > next {
             return Err(LogError::OffsetOutOfRange {
@@ -532,7 +533,7 @@ pub struct EmbeddedReader {
 impl EmbeddedReader {
     /// The offset of the record `next` will return.
     pub fn position(&self) -> LogOffset {
-        LogOffset(self.next - self.buffered.len() as i64)
+        LogOffset::new(self.next - self.buffered.len() as i64)
     }
 }
 
@@ -600,7 +601,7 @@ fn read_batch(
         cur.pos = pos + header.frame_len();
         bytes += value.len();
         out.push(LogRecord {
-            offset: LogOffset(offset),
+            offset: LogOffset::new(offset),
             value: Bytes::from(value),
         });
         offset += 1;
@@ -758,7 +759,7 @@ impl Writer {
         let next = self.next_offset;
         self.shared.durable.send_modify(|d| d.next = next);
         for (i, (_, reply)) in batch.drain(..).enumerate() {
-            let _ = reply.send(Ok(LogOffset(first + i as i64)));
+            let _ = reply.send(Ok(LogOffset::new(first + i as i64)));
         }
         // Keep a huge record's buffer from living on.
         if self.buf.capacity() > 2 * self.shared.options.max_batch_bytes {
@@ -800,11 +801,7 @@ impl Writer {
                 self.shared.options.index_interval_bytes,
             )),
         });
-        self.shared
-            .segments
-            .write()
-            .recover_poison()
-            .push(seg.clone());
+        self.shared.segments.write_unpoisoned().push(seg.clone());
         tracing::debug!(path, base = self.next_offset, "new log segment");
         self.active = seg;
         self.end_pos = SEGMENT_HEADER_LEN;
@@ -1344,9 +1341,9 @@ impl EmbeddedLog {
     pub fn remove_segments_below(&self, offset: LogOffset) -> Result<usize, LogError> {
         let shared = &self.inner.shared;
         let victims: Vec<Arc<Segment>> = {
-            let mut segs = shared.segments.write().recover_poison();
+            let mut segs = shared.segments.write_unpoisoned();
             let n = (1..segs.len())
-                .take_while(|&i| segs[i].base <= offset.0)
+                .take_while(|&i| segs[i].base <= offset.get())
                 .count();
             segs.drain(..n).collect()
         };
@@ -1357,7 +1354,7 @@ impl EmbeddedLog {
                 .remove(&name)
                 .and_then(|()| shared.storage.sync_dir(""))
                 .map_err(|e| seg.io(e))?;
-            tracing::info!(path = %seg.path, below = offset.0, "removed a log segment already in the ledger");
+            tracing::info!(path = %seg.path, below = offset.get(), "removed a log segment already in the ledger");
         }
         Ok(victims.len())
     }

@@ -95,15 +95,7 @@ pub use embedded::{
 };
 pub use mem::{MemLog, MemReader};
 
-/// Position of a record in a channel's log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LogOffset(pub i64);
-
-impl std::fmt::Display for LogOffset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use korder_types::ids::LogOffset;
 
 /// Where a reader starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

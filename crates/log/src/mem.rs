@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use korder_storage::RecoverPoison;
+use korder_types::sync::MutexExt;
 use tokio::sync::watch;
 
 use crate::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
@@ -56,7 +56,7 @@ impl MemLog {
     }
 
     fn state(&self) -> MutexGuard<'_, MemState> {
-        self.inner.state.lock().recover_poison()
+        self.inner.state.lock_unpoisoned()
     }
 
     /// The next `n` appends fail with `Unavailable` and write nothing.
@@ -72,7 +72,7 @@ impl MemLog {
 
     /// The offset the next append will get.
     pub fn next_offset(&self) -> LogOffset {
-        LogOffset(self.state().records.len() as i64)
+        LogOffset::new(self.state().records.len() as i64)
     }
 
     /// A copy of every record, in offset order.
@@ -103,7 +103,7 @@ impl MemLog {
         self.inner
             .len
             .send_modify(|(len, _)| *len = (*len).max(next));
-        Ok(LogOffset(next - 1))
+        Ok(LogOffset::new(next).prev())
     }
 }
 
@@ -121,7 +121,7 @@ impl Log for MemLog {
         let len = self.state().records.len() as i64;
         let start = match from {
             ReadFrom::Oldest => 0,
-            ReadFrom::Offset(LogOffset(o)) => o,
+            ReadFrom::Offset(o) => o.get(),
         };
         if !(0..=len).contains(&start) {
             return Err(LogError::OffsetOutOfRange {
@@ -161,7 +161,7 @@ impl LogReader for MemReader {
         let value = self.log.state().records[index].clone();
         self.next += 1;
         Ok(LogRecord {
-            offset: LogOffset(next),
+            offset: LogOffset::new(next),
             value,
         })
     }

@@ -61,7 +61,7 @@ fn workload(storage: &SimStorage, tasks_n: usize) -> BTreeMap<i64, Bytes> {
                 let mut acked = Vec::new();
                 for i in 0..PER_TASK {
                     match log.append(value(t, i)).await {
-                        Ok(off) => acked.push((off.0, value(t, i))),
+                        Ok(off) => acked.push((off.get(), value(t, i))),
                         Err(LogError::Io { .. } | LogError::Broken(_)) => {}
                         Err(other) => panic!("unexpected append error {other}"),
                     }
@@ -92,7 +92,7 @@ fn check(image: SimStorage, acked: &BTreeMap<i64, Bytes>, appended: &BTreeSet<By
     rt.block_on(async {
         let log = EmbeddedLog::open_with_storage(Arc::new(image.clone()), options())
             .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-        let n = log.next_offset().0;
+        let n = log.next_offset().get();
         let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
         let mut seen = BTreeSet::new();
         for expected in 0..n {
@@ -102,7 +102,7 @@ fn check(image: SimStorage, acked: &BTreeMap<i64, Bytes>, appended: &BTreeSet<By
                 .unwrap_or_else(|e| panic!("{what}: reading record {expected}: {e}"));
             assert_eq!(
                 rec.offset,
-                LogOffset(expected),
+                LogOffset::new(expected),
                 "{what}: offsets not contiguous"
             );
             assert!(
@@ -130,17 +130,20 @@ fn check(image: SimStorage, acked: &BTreeMap<i64, Bytes>, appended: &BTreeSet<By
         let extra = Bytes::from_static(b"after-recovery");
         assert_eq!(
             log.append(extra.clone()).await.unwrap(),
-            LogOffset(n),
+            LogOffset::new(n),
             "{what}"
         );
         log.close().await;
         let again = EmbeddedLog::open_with_storage(Arc::new(image), options()).unwrap();
         assert_eq!(
             again.next_offset(),
-            LogOffset(n + 1),
+            LogOffset::new(n + 1),
             "{what}: second reopen"
         );
-        let mut reader = again.reader(ReadFrom::Offset(LogOffset(n))).await.unwrap();
+        let mut reader = again
+            .reader(ReadFrom::Offset(LogOffset::new(n)))
+            .await
+            .unwrap();
         let rec = tokio::time::timeout(BOUND, reader.next())
             .await
             .unwrap()

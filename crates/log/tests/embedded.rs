@@ -47,7 +47,7 @@ async fn read_n<R: LogReader>(reader: &mut R, n: usize) -> Vec<korder_log::LogRe
 }
 
 async fn read_all(log: &EmbeddedLog) -> Vec<korder_log::LogRecord> {
-    let n = log.next_offset().0 as usize;
+    let n = log.next_offset().get() as usize;
     let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
     read_n(&mut reader, n).await
 }
@@ -65,11 +65,11 @@ async fn append_then_read_in_order() {
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
     for i in 0..100 {
         let off = log.append(value(i, 10 + i)).await.unwrap();
-        assert_eq!(off, LogOffset(i as i64));
+        assert_eq!(off, LogOffset::new(i as i64));
     }
     let records = read_all(&log).await;
     for (i, rec) in records.iter().enumerate() {
-        assert_eq!(rec.offset, LogOffset(i as i64));
+        assert_eq!(rec.offset, LogOffset::new(i as i64));
         assert_eq!(rec.value, value(i, 10 + i));
     }
     assert_eq!(log.stats().records, 100);
@@ -97,12 +97,12 @@ async fn concurrent_appends_get_contiguous_offsets() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    let offsets: BTreeSet<i64> = acked.iter().map(|(o, _)| o.0).collect();
+    let offsets: BTreeSet<i64> = acked.iter().map(|(o, _)| o.get()).collect();
     assert_eq!(offsets.len(), 64 * 20);
     assert_eq!(offsets, (0..64 * 20).collect::<BTreeSet<_>>());
     let records = read_all(&log).await;
     for (off, v) in &acked {
-        assert_eq!(&records[off.0 as usize].value, v);
+        assert_eq!(&records[off.get() as usize].value, v);
     }
     let stats = log.stats();
     assert_eq!(stats.records, 64 * 20);
@@ -134,10 +134,10 @@ async fn queued_appends_share_one_fsync() {
     }
     wait_until(|| log.queued_appends() == 9).await;
     storage.release_syncs();
-    assert_eq!(first.await.unwrap().unwrap(), LogOffset(0));
+    assert_eq!(first.await.unwrap().unwrap(), LogOffset::new(0));
     let mut offsets = BTreeSet::new();
     for t in rest {
-        offsets.insert(t.await.unwrap().unwrap().0);
+        offsets.insert(t.await.unwrap().unwrap().get());
     }
     assert_eq!(offsets, (1..10).collect::<BTreeSet<_>>());
     let stats = log.stats();
@@ -167,12 +167,15 @@ async fn wait_until(cond: impl Fn() -> bool) {
 async fn reader_waits_then_wakes() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    let mut reader = log.reader(ReadFrom::Offset(LogOffset(0))).await.unwrap();
+    let mut reader = log
+        .reader(ReadFrom::Offset(LogOffset::new(0)))
+        .await
+        .unwrap();
     let mut next = Box::pin(reader.next());
     assert!(is_pending(&mut next).await, "nothing to read yet");
     log.append(Bytes::from_static(b"first")).await.unwrap();
     let rec = tokio::time::timeout(BOUND, next).await.unwrap().unwrap();
-    assert_eq!(rec.offset, LogOffset(0));
+    assert_eq!(rec.offset, LogOffset::new(0));
     assert_eq!(rec.value, Bytes::from_static(b"first"));
     log.close().await;
 }
@@ -189,8 +192,8 @@ async fn reopen_preserves_everything() {
         log.close().await;
     }
     let log = EmbeddedLog::open(dir.path(), small_segments()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(50));
-    assert_eq!(log.append(value(50, 70)).await.unwrap(), LogOffset(50));
+    assert_eq!(log.next_offset(), LogOffset::new(50));
+    assert_eq!(log.append(value(50, 70)).await.unwrap(), LogOffset::new(50));
     let records = read_all(&log).await;
     assert_eq!(records.len(), 51);
     for (i, rec) in records.iter().enumerate() {
@@ -210,7 +213,7 @@ async fn drop_without_close_keeps_records() {
         }
     }
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(5));
+    assert_eq!(log.next_offset(), LogOffset::new(5));
     log.close().await;
 }
 
@@ -244,10 +247,10 @@ async fn torn_tail_is_cut() {
     file.set_len(len - COMMIT_FRAME - 20).unwrap();
     drop(file);
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(9));
+    assert_eq!(log.next_offset(), LogOffset::new(9));
     assert_eq!(
         log.append(Bytes::from_static(b"after")).await.unwrap(),
-        LogOffset(9)
+        LogOffset::new(9)
     );
     let records = read_all(&log).await;
     assert_eq!(records[8].value, value(8, 50));
@@ -266,7 +269,7 @@ async fn garbage_tail_is_cut() {
     bytes.extend((0..1000u32).map(|i| (i * 37 % 251) as u8));
     std::fs::write(&seg, &bytes).unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(10));
+    assert_eq!(log.next_offset(), LogOffset::new(10));
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
     let records = read_all(&log).await;
     assert_eq!(records[9].value, value(9, 50));
@@ -306,7 +309,7 @@ async fn damaged_last_commit_frame_keeps_the_records() {
     bytes[n - 3] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(10));
+    assert_eq!(log.next_offset(), LogOffset::new(10));
     log.close().await;
 }
 
@@ -324,12 +327,12 @@ async fn rollover_and_reads_across_segments() {
         assert!(segments > 10, "expected many segments, found {segments}");
         for start in [0usize, 1, 13, 14, 99, 150, 199] {
             let mut reader = log
-                .reader(ReadFrom::Offset(LogOffset(start as i64)))
+                .reader(ReadFrom::Offset(LogOffset::new(start as i64)))
                 .await
                 .unwrap();
             let records = read_n(&mut reader, n - start).await;
             for (k, rec) in records.iter().enumerate() {
-                assert_eq!(rec.offset.0 as usize, start + k);
+                assert_eq!(rec.offset.get() as usize, start + k);
                 assert_eq!(rec.value, value(start + k, 60 + (start + k) % 50));
             }
         }
@@ -338,12 +341,12 @@ async fn rollover_and_reads_across_segments() {
     let log = EmbeddedLog::open(dir.path(), small_segments()).unwrap();
     for start in [0usize, 57, 198] {
         let mut reader = log
-            .reader(ReadFrom::Offset(LogOffset(start as i64)))
+            .reader(ReadFrom::Offset(LogOffset::new(start as i64)))
             .await
             .unwrap();
         let records = read_n(&mut reader, n - start).await;
         assert_eq!(records[0].value, value(start, 60 + start % 50));
-        assert_eq!(records.last().unwrap().offset, LogOffset(n as i64 - 1));
+        assert_eq!(records.last().unwrap().offset, LogOffset::new(n as i64 - 1));
     }
     log.close().await;
 }
@@ -357,7 +360,7 @@ async fn out_of_range_reads() {
         log.append(value(i, 10)).await.unwrap();
     }
     for bad in [-1i64, 4, 100] {
-        match log.reader(ReadFrom::Offset(LogOffset(bad))).await {
+        match log.reader(ReadFrom::Offset(LogOffset::new(bad))).await {
             Err(LogError::OffsetOutOfRange {
                 requested,
                 oldest,
@@ -369,7 +372,10 @@ async fn out_of_range_reads() {
             Ok(_) => panic!("offset {bad} should be out of range"),
         }
     }
-    let mut at_end = log.reader(ReadFrom::Offset(LogOffset(3))).await.unwrap();
+    let mut at_end = log
+        .reader(ReadFrom::Offset(LogOffset::new(3)))
+        .await
+        .unwrap();
     let mut next = Box::pin(at_end.next());
     assert!(is_pending(&mut next).await);
     drop(next);
@@ -391,9 +397,9 @@ async fn oversize_record_is_refused() {
     }
     assert_eq!(
         log.append(Bytes::from(vec![1u8; 1000])).await.unwrap(),
-        LogOffset(0)
+        LogOffset::new(0)
     );
-    assert_eq!(log.append(Bytes::new()).await.unwrap(), LogOffset(1));
+    assert_eq!(log.append(Bytes::new()).await.unwrap(), LogOffset::new(1));
     let records = read_all(&log).await;
     assert_eq!(records[0].value.len(), 1000);
     assert!(records[1].value.is_empty());
@@ -502,14 +508,14 @@ async fn close_completes_or_refuses_pending_appends() {
     let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
     let records = read_n(&mut reader, acked.len()).await;
     for (off, v) in &acked {
-        assert_eq!(&records[off.0 as usize].value, v);
+        assert_eq!(&records[off.get() as usize].value, v);
     }
     let end = tokio::time::timeout(BOUND, reader.next()).await.unwrap();
     assert!(matches!(end, Err(LogError::Closed)), "{end:?}");
     log.close().await;
     drop(log);
     let reopened = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(reopened.next_offset().0 as usize, acked.len());
+    assert_eq!(reopened.next_offset().get() as usize, acked.len());
     reopened.close().await;
 }
 
@@ -520,7 +526,7 @@ async fn full_disk_fails_appends_and_log_recovers() {
     let log =
         EmbeddedLog::open_with_storage(Arc::new(storage.clone()), EmbeddedLogOptions::default())
             .unwrap();
-    assert_eq!(log.append(value(0, 100)).await.unwrap(), LogOffset(0));
+    assert_eq!(log.append(value(0, 100)).await.unwrap(), LogOffset::new(0));
     let durable_len = storage
         .file_bytes("log_00000000000000000000")
         .unwrap()
@@ -534,7 +540,7 @@ async fn full_disk_fails_appends_and_log_recovers() {
         }
         other => panic!("expected Io, got {other:?}"),
     }
-    assert_eq!(log.next_offset(), LogOffset(1));
+    assert_eq!(log.next_offset(), LogOffset::new(1));
     let after_failure = storage
         .file_bytes("log_00000000000000000000")
         .unwrap()
@@ -543,7 +549,7 @@ async fn full_disk_fails_appends_and_log_recovers() {
         after_failure, durable_len,
         "the half-written batch is cut back"
     );
-    assert_eq!(log.append(value(2, 100)).await.unwrap(), LogOffset(1));
+    assert_eq!(log.append(value(2, 100)).await.unwrap(), LogOffset::new(1));
     let records = read_all(&log).await;
     assert_eq!(records.len(), 2);
     assert_eq!(records[1].value, value(2, 100));
@@ -566,7 +572,7 @@ async fn foreign_files_are_ignored() {
     std::fs::write(dir.path().join("README"), b"not a segment").unwrap();
     ten_records(dir.path()).await;
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(10));
+    assert_eq!(log.next_offset(), LogOffset::new(10));
     log.close().await;
 }
 
@@ -601,10 +607,10 @@ mod proptests {
                     .collect();
                 let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options.clone()).unwrap();
                 for (i, v) in values.iter().enumerate() {
-                    prop_assert_eq!(log.append(v.clone()).await.unwrap(), LogOffset(i as i64));
+                    prop_assert_eq!(log.append(v.clone()).await.unwrap(), LogOffset::new(i as i64));
                 }
                 let start = start_pick.index(values.len());
-                let mut reader = log.reader(ReadFrom::Offset(LogOffset(start as i64))).await.unwrap();
+                let mut reader = log.reader(ReadFrom::Offset(LogOffset::new(start as i64))).await.unwrap();
                 let got = read_n(&mut reader, values.len() - start).await;
                 for (k, rec) in got.iter().enumerate() {
                     prop_assert_eq!(&rec.value, &values[start + k]);

@@ -24,13 +24,16 @@ async fn append_and_read_in_order() {
     for i in 0..10u8 {
         assert_eq!(
             log.append(Bytes::from(vec![i])).await.unwrap(),
-            LogOffset(i64::from(i))
+            LogOffset::new(i64::from(i))
         );
     }
-    let mut reader = log.reader(ReadFrom::Offset(LogOffset(4))).await.unwrap();
+    let mut reader = log
+        .reader(ReadFrom::Offset(LogOffset::new(4)))
+        .await
+        .unwrap();
     for i in 4..10u8 {
         let rec = reader.next().await.unwrap();
-        assert_eq!(rec.offset, LogOffset(i64::from(i)));
+        assert_eq!(rec.offset, LogOffset::new(i64::from(i)));
         assert_eq!(rec.value, Bytes::from(vec![i]));
     }
     assert_eq!(log.records().len(), 10);
@@ -62,7 +65,7 @@ async fn injected_failures() {
     }
     assert_eq!(
         log.append(Bytes::from_static(b"b")).await.unwrap(),
-        LogOffset(1)
+        LogOffset::new(1)
     );
     assert_eq!(
         log.records(),
@@ -79,10 +82,14 @@ async fn range_and_size_limits() {
         log.append(Bytes::from_static(b"12345")).await,
         Err(LogError::RecordTooLarge { size: 5, max: 4 })
     ));
-    assert!(log.reader(ReadFrom::Offset(LogOffset(1))).await.is_ok());
+    assert!(
+        log.reader(ReadFrom::Offset(LogOffset::new(1)))
+            .await
+            .is_ok()
+    );
     for bad in [-1, 2] {
         assert!(matches!(
-            log.reader(ReadFrom::Offset(LogOffset(bad))).await,
+            log.reader(ReadFrom::Offset(LogOffset::new(bad))).await,
             Err(LogError::OffsetOutOfRange {
                 oldest: 0,
                 next: 1,
@@ -132,7 +139,7 @@ async fn concurrent_appends() {
     all.sort();
     let records = log.records();
     for (k, (off, v)) in all.iter().enumerate() {
-        assert_eq!(off.0, k as i64);
+        assert_eq!(off.get(), k as i64);
         assert_eq!(records[k].as_ref(), v.as_slice());
     }
 }

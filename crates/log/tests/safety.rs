@@ -42,11 +42,11 @@ fn rt() -> tokio::runtime::Runtime {
 fn fill(storage: &SimStorage, n: usize) -> BTreeMap<i64, Bytes> {
     rt().block_on(async {
         let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options()).unwrap();
-        let start = log.next_offset().0 as usize;
+        let start = log.next_offset().get() as usize;
         let mut acked = BTreeMap::new();
         for i in start..start + n {
             let off = log.append(value(i)).await.unwrap();
-            acked.insert(off.0, value(i));
+            acked.insert(off.get(), value(i));
         }
         log.close().await;
         acked
@@ -56,15 +56,18 @@ fn fill(storage: &SimStorage, n: usize) -> BTreeMap<i64, Bytes> {
 /// Every record from `from` on, read back after opening `storage`.
 fn read_from(log: &EmbeddedLog, from: i64) -> Vec<(i64, Bytes)> {
     rt().block_on(async {
-        let end = log.next_offset().0;
-        let mut reader = log.reader(ReadFrom::Offset(LogOffset(from))).await.unwrap();
+        let end = log.next_offset().get();
+        let mut reader = log
+            .reader(ReadFrom::Offset(LogOffset::new(from)))
+            .await
+            .unwrap();
         let mut out = Vec::new();
         for _ in from..end {
             let r = tokio::time::timeout(BOUND, reader.next())
                 .await
                 .unwrap()
                 .unwrap();
-            out.push((r.offset.0, r.value));
+            out.push((r.offset.get(), r.value));
         }
         out
     })
@@ -226,7 +229,7 @@ fn check_truncate_and_reset_recover_a_damaged_log() {
     assert_eq!(cut, damage);
     assert_eq!(storage.file_names(), vec![FIRST.to_owned()]);
     let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options()).unwrap();
-    assert_eq!(log.next_offset().0, damage.offset);
+    assert_eq!(log.next_offset().get(), damage.offset);
     for (off, v) in read_from(&log, 0) {
         assert_eq!(acked[&off], v);
     }
@@ -235,8 +238,8 @@ fn check_truncate_and_reset_recover_a_damaged_log() {
 
     assert_eq!(EmbeddedLog::reset_storage(&storage, 1234).unwrap(), 1);
     let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(1234));
-    assert_eq!(log.oldest_offset(), LogOffset(1234));
+    assert_eq!(log.next_offset(), LogOffset::new(1234));
+    assert_eq!(log.oldest_offset(), LogOffset::new(1234));
     close(log);
     let more = fill(&storage, 2);
     assert_eq!(more.keys().copied().collect::<Vec<_>>(), vec![1234, 1235]);
@@ -251,25 +254,25 @@ fn old_segments_are_removed() {
     let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options()).unwrap();
     let (bytes_before, segs_before) = log.disk_usage();
     assert!(segs_before > 4);
-    let removed = log.remove_segments_below(LogOffset(40)).unwrap();
+    let removed = log.remove_segments_below(LogOffset::new(40)).unwrap();
     assert!(removed > 0);
     let (bytes_after, segs_after) = log.disk_usage();
     assert_eq!(segs_after, segs_before - removed);
     assert!(bytes_after < bytes_before);
-    assert!(log.oldest_offset().0 <= 40);
+    assert!(log.oldest_offset().get() <= 40);
     let got = read_from(&log, 40);
     assert_eq!(got.len(), 20);
     let err = rt()
-        .block_on(log.reader(ReadFrom::Offset(LogOffset(0))))
+        .block_on(log.reader(ReadFrom::Offset(LogOffset::new(0))))
         .err();
     assert!(matches!(err, Some(LogError::OffsetOutOfRange { .. })));
     // Never the segment being written, even past the end.
-    log.remove_segments_below(LogOffset(1000)).unwrap();
+    log.remove_segments_below(LogOffset::new(1000)).unwrap();
     assert_eq!(log.disk_usage().1, 1);
     close(log);
     let log = EmbeddedLog::open_with_storage(Arc::new(storage), options()).unwrap();
-    assert_eq!(log.next_offset(), LogOffset(60));
-    let oldest = log.oldest_offset().0;
+    assert_eq!(log.next_offset(), LogOffset::new(60));
+    let oldest = log.oldest_offset().get();
     for (off, v) in read_from(&log, oldest) {
         assert_eq!(acked[&off], v);
     }
@@ -286,7 +289,7 @@ fn removing_segments_survives_a_crash_at_every_step() {
         let probe = base.crash_image(CrashMode::AllWrites);
         let log = EmbeddedLog::open_with_storage(Arc::new(probe.clone()), options()).unwrap();
         let start = probe.ops();
-        log.remove_segments_below(LogOffset(45)).unwrap();
+        log.remove_segments_below(LogOffset::new(45)).unwrap();
         let n = probe.ops() - start;
         close(log);
         n
@@ -297,18 +300,18 @@ fn removing_segments_survives_a_crash_at_every_step() {
             let storage = base.crash_image(CrashMode::AllWrites);
             let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), options()).unwrap();
             storage.crash_at(storage.ops() + step);
-            assert!(log.remove_segments_below(LogOffset(45)).is_err());
+            assert!(log.remove_segments_below(LogOffset::new(45)).is_err());
             close(log);
             let image = storage.crash_image(mode);
             let log = EmbeddedLog::open_with_storage(Arc::new(image.clone()), options())
                 .unwrap_or_else(|e| panic!("step {step} {mode:?}: {e}"));
-            assert_eq!(log.next_offset(), LogOffset(60));
-            assert!(log.oldest_offset().0 <= 45);
+            assert_eq!(log.next_offset(), LogOffset::new(60));
+            assert!(log.oldest_offset().get() <= 45);
             for (off, v) in read_from(&log, 45) {
                 assert_eq!(acked[&off], v, "step {step} {mode:?}");
             }
             let next = rt().block_on(log.append(value(60))).unwrap();
-            assert_eq!(next, LogOffset(60));
+            assert_eq!(next, LogOffset::new(60));
             close(log);
         }
     }

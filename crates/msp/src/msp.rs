@@ -22,6 +22,7 @@ use korder_proto::common::{
     CombinedPrincipal, MspIdentityAnonymity, MspPrincipal, MspRole, OrganizationUnit,
 };
 use korder_proto::msp::{FabricMspConfig, FabricOuIdentifier, MspConfig};
+use korder_types::sync::MutexExt;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -225,6 +226,8 @@ pub struct Msp {
     internal_nodes: Vec<Bytes>,
     anchors: Vec<TrustAnchor<'static>>,
     intermediate_ders: Vec<CertificateDer<'static>>,
+    /// The caches are taken even after a holder panicked: the worst a panic leaves is
+    /// a missing entry.
     cache: Mutex<FifoCache<Validated>>,
     /// Deserialised identities (with their sanitised certificates) by serialized bytes.
     identities: Mutex<FifoCache<Identity>>,
@@ -470,7 +473,7 @@ impl Msp {
     /// [`MspError::Deserialize`]. Results are cached by the serialized bytes.
     pub fn deserialize_identity(&self, bytes: &[u8]) -> Result<Identity, MspError> {
         let key = Bytes::copy_from_slice(bytes);
-        if let Some(hit) = lock(&self.identities).get(&key) {
+        if let Some(hit) = self.identities.lock_unpoisoned().get(&key) {
             return hit;
         }
         let outcome = Identity::from_serialized(bytes)
@@ -484,7 +487,9 @@ impl Msp {
                 }
                 self.sanitize_identity(identity)
             });
-        lock(&self.identities).insert(key, outcome.clone());
+        self.identities
+            .lock_unpoisoned()
+            .insert(key, outcome.clone());
         outcome
     }
 
@@ -533,11 +538,11 @@ impl Msp {
 
     fn validated(&self, identity: &Identity) -> Result<Validated, MspError> {
         let key = identity.serialized().clone();
-        if let Some(hit) = lock(&self.cache).get(&key) {
+        if let Some(hit) = self.cache.lock_unpoisoned().get(&key) {
             return hit;
         }
         let outcome = self.validate_uncached(identity);
-        lock(&self.cache).insert(key, outcome.clone());
+        self.cache.lock_unpoisoned().insert(key, outcome.clone());
         outcome
     }
 
@@ -956,14 +961,6 @@ impl OuId {
             .as_deref()
             .is_none_or(|wanted| wanted == certifiers_id)
     }
-}
-
-/// Locks a cache. A panic while holding the lock cannot leave a cache inconsistent
-/// in a harmful way (worst case, an entry is missing), so poisoning is ignored.
-fn lock<V>(cache: &Mutex<FifoCache<V>>) -> std::sync::MutexGuard<'_, FifoCache<V>> {
-    cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// SHA-256 of the concatenated DER of a CA chain (issuing CA first, root last).

@@ -5,6 +5,7 @@
 //! LAST_CONFIG and the signed SIGNATURES value, in both Fabric layouts. At most one
 //! block is in flight: handing over block N+1 waits until block N is durable.
 
+use korder_ledger::BlockNumber;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,7 +55,7 @@ impl BlockWriter {
             Some(n) => {
                 let last = store.block(n)?;
                 let header = last.header.clone().unwrap_or_default();
-                let lc = if n == 0 {
+                let lc = if n == BlockNumber::GENESIS {
                     0
                 } else {
                     last_config_index(&last).map_err(|e| WriteError::LastConfig(e.to_string()))?
@@ -119,7 +120,7 @@ impl BlockWriter {
     }
 
     /// Waits until block `number` is durable.
-    pub fn wait_durable(&self, number: u64) -> Result<(), WriteError> {
+    pub fn wait_durable(&self, number: BlockNumber) -> Result<(), WriteError> {
         Ok(self.writer.wait_durable(number)?)
     }
 

@@ -34,12 +34,12 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::blockwriter::{BlockWriter, WriteError};
-use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
 use crate::signer::Signer;
 use crate::status::ConsenterError;
+use korder_types::sync::MutexExt;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -199,11 +199,11 @@ struct Shared {
 
 impl Shared {
     fn set_appender(&self, appender: Arc<dyn Appender>) {
-        *lock(&self.appender) = Some(appender);
+        *self.appender.lock_unpoisoned() = Some(appender);
     }
 
     fn appender(&self) -> Option<Arc<dyn Appender>> {
-        lock(&self.appender).clone()
+        self.appender.lock_unpoisoned().clone()
     }
 }
 
@@ -311,7 +311,7 @@ impl ChainHandle {
     /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`).
     pub fn halt(&self) {
         self.shared.halt.send_replace(true);
-        let thread = lock(&self.shared.thread).take();
+        let thread = self.shared.thread.lock_unpoisoned().take();
         if let Some(t) = thread
             && t.join().is_err()
         {
@@ -398,7 +398,7 @@ fn start<L: Log>(
             channel: channel.clone(),
             source,
         })?;
-    *lock(&shared.thread) = Some(thread);
+    *shared.thread.lock_unpoisoned() = Some(thread);
     Ok(ChainHandle { shared })
 }
 
@@ -433,7 +433,7 @@ fn build(
         (Some(_), None) if height == 1 => ResumePoint::Genesis,
         (Some(block), Some(m)) => ResumePoint::After {
             block: height - 1,
-            offset: LogOffset(m.last_offset_persisted),
+            offset: LogOffset::new(m.last_offset_persisted),
             last_envelope: block
                 .data
                 .as_ref()
@@ -469,7 +469,7 @@ struct Support<'a> {
 
 impl ConsenterSupport for Support<'_> {
     fn sequence(&self) -> ConfigSeq {
-        ConfigSeq(self.bundle.sequence)
+        ConfigSeq::new(self.bundle.sequence)
     }
 
     fn batch_size(&self) -> Option<korder_proto::orderer::BatchSize> {
@@ -669,7 +669,7 @@ impl<L: Log> Runner<L> {
         let from = match (&self.resume, self.chain.read_from()) {
             // From genesis the chain needs every record, from offset 0.
             (ResumePoint::Genesis, korder_log::ReadFrom::Oldest) => {
-                korder_log::ReadFrom::Offset(LogOffset(0))
+                korder_log::ReadFrom::Offset(LogOffset::FIRST)
             }
             (_, from) => from,
         };
@@ -903,10 +903,10 @@ impl<L: Log> Runner<L> {
                         .block_fill_duration
                         .with_label_values(&[self.shared.channel.as_str()])
                         .observe(filled_s);
-                    self.record_block(number.0, &metadata);
+                    self.record_block(number.get(), &metadata);
                     tracing::debug!(
                         channel = %self.shared.channel,
-                        block = number.0,
+                        block = number.get(),
                         envelopes = envelopes.len(),
                         last_offset = metadata.last_offset_persisted,
                         filled_s,
@@ -917,7 +917,7 @@ impl<L: Log> Runner<L> {
                     let block = writer.create_next_block(envelopes);
                     assert_eq!(
                         block.header.as_ref().map(|h| h.number),
-                        Some(number.0),
+                        Some(number.get()),
                         "the block writer and the chain disagree on the next block number"
                     );
                     writer
@@ -929,12 +929,12 @@ impl<L: Log> Runner<L> {
                     envelope,
                     metadata,
                 } => {
-                    self.record_block(number.0, &metadata);
+                    self.record_block(number.get(), &metadata);
                     // Let the previous block land before the config changes.
-                    if number.0 > 0 {
-                        self.writer_mut()?.wait_durable(number.0 - 1).map_err(|e| {
-                            write_exit(format!("writing block {}", number.0 - 1), e)
-                        })?;
+                    if let Some(previous) = number.prev() {
+                        self.writer_mut()?
+                            .wait_durable(previous)
+                            .map_err(|e| write_exit(format!("writing block {previous}"), e))?;
                     }
                     let type_before = self
                         .processor
@@ -956,7 +956,7 @@ impl<L: Log> Runner<L> {
                     if type_changed {
                         tracing::warn!(
                             channel = %self.shared.channel,
-                            block = number.0,
+                            block = number.get(),
                             from = %type_before,
                             to = %bundle.orderer.consensus_type,
                             "the consensus type changed; this node keeps ordering the channel on its current log until it restarts"
@@ -969,7 +969,7 @@ impl<L: Log> Runner<L> {
                         .write_block(block, consenter, sequence)
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                     writer
-                        .wait_durable(number.0)
+                        .wait_durable(number)
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                 }
                 Command::StartTimer { id, timeout } => {

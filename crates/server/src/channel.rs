@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use korder_channelconfig::Bundle;
 use tokio::sync::watch;
 
-use crate::lock::{read, write};
+use korder_types::sync::RwLockExt;
 
 /// The current config of one channel, readable from any thread.
 ///
@@ -37,7 +37,7 @@ impl ChannelState {
 
     /// The current bundle.
     pub fn bundle(&self) -> Arc<Bundle> {
-        read(&self.bundle).clone()
+        self.bundle.read_unpoisoned().clone()
     }
 
     /// The current config sequence.
@@ -49,7 +49,7 @@ impl ChannelState {
     pub fn swap(&self, bundle: Bundle) {
         let seq = bundle.sequence;
         let new = Arc::new(bundle);
-        *write(&self.bundle) = new;
+        *self.bundle.write_unpoisoned() = new;
         self.sequence.send_replace(seq);
     }
 

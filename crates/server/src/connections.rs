@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::lock::lock;
+use korder_types::sync::MutexExt;
 
 /// Connection limits of the gRPC listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl Connections {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        lock(&self.table).open.len()
+        self.table.lock_unpoisoned().open.len()
     }
 
     /// Counts `stream` from `remote`, closing the oldest unproven connection when a
@@ -177,7 +177,7 @@ impl Connections {
         proven_on_read: bool,
     ) -> Result<Guarded<S>, Refusal> {
         let address = remote.ip();
-        let mut table = lock(&self.table);
+        let mut table = self.table.lock_unpoisoned();
         let from_address = table.per_address.get(&address).copied().unwrap_or(0);
         if from_address >= self.limits.max_per_address {
             if !table.evict_oldest_unproven(Some(address)) {
@@ -299,7 +299,7 @@ impl<S> Guarded<S> {
 
 impl<S> Drop for Guarded<S> {
     fn drop(&mut self) {
-        lock(&self.table).remove(self.id);
+        self.table.lock_unpoisoned().remove(self.id);
     }
 }
 

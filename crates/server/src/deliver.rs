@@ -2,6 +2,7 @@
 //! status; after SUCCESS the stream takes another request, after any other status
 //! it ends.
 
+use korder_ledger::BlockNumber;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use korder_channelconfig::policies::{CHANNEL_READERS, ORDERER_READERS, SignedData};
@@ -187,7 +188,7 @@ async fn serve_request(
     };
     let (start_num, stop_num) = (range.start, range.stop);
     let fail_if_not_ready = range.fail_if_not_ready;
-    let mut iter = store.iter_from(start_num);
+    let mut iter = store.iter_from(BlockNumber::new(start_num));
     let closer = iter.closer();
     let mut number = start_num;
     loop {

@@ -28,7 +28,6 @@ pub mod chain;
 pub mod channel;
 pub mod connections;
 pub mod deliver;
-mod lock;
 pub mod metrics;
 pub mod msgprocessor;
 pub mod operations;

@@ -29,13 +29,13 @@ use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
 use crate::channel::ChannelState;
-use crate::lock::lock;
 use crate::msgprocessor::{
     FilterOptions, Parsed, last_update_of, parse, process_channel_creation, process_config_update,
     process_normal,
 };
 use crate::signer::Signer;
 use crate::status::ProcessError;
+use korder_types::sync::MutexExt;
 
 /// What a validated envelope is ordered as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,15 +114,15 @@ impl NodeShared {
 
     /// Records that the node has `channel`; false if it already had it.
     pub(crate) fn claim(&self, channel: &str) -> bool {
-        lock(&self.names).insert(channel.to_string())
+        self.names.lock_unpoisoned().insert(channel.to_string())
     }
 
     fn release(&self, channel: &str) {
-        lock(&self.names).remove(channel);
+        self.names.lock_unpoisoned().remove(channel);
     }
 
     fn channel_count(&self) -> u64 {
-        lock(&self.names).len() as u64
+        self.names.lock_unpoisoned().len() as u64
     }
 }
 
@@ -187,7 +187,7 @@ impl ChannelProcessor {
             &self.state.bundle(),
             &self.node.filters,
         )
-        .map(ConfigSeq)
+        .map(ConfigSeq::new)
     }
 
     /// A client's CONFIG_UPDATE against this channel's current config: an update of
@@ -207,7 +207,7 @@ impl ChannelProcessor {
             let channels = self.node.channel_count();
             process_channel_creation(&update.envelope, &bundle, channels, signer, filters)?
         };
-        Ok((envelope, ConfigSeq(seq)))
+        Ok((envelope, ConfigSeq::new(seq)))
     }
 
     /// Re-runs the filters on a normal envelope read back from the log (validated
@@ -251,7 +251,7 @@ impl ChannelProcessor {
         }
         let bundle =
             validate_config_envelope(&self.state.bundle(), &config).map_err(|e| e.to_string())?;
-        let sequence = ConfigSeq(bundle.sequence);
+        let sequence = ConfigSeq::new(bundle.sequence);
         self.state.swap(bundle);
         Ok(ConfigApplied::Updated { sequence })
     }

@@ -4,6 +4,7 @@
 //! that the system channel created one ([`ChainEvent::ChannelCreated`], consumed by
 //! the registrar's event task). The registrar is never called from a chain.
 
+use korder_ledger::BlockNumber;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,13 +18,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::chain::{ChainHandle, ChainParams, StartError};
 use crate::channel::ChannelState;
-use crate::lock::{read, write};
 use crate::metrics::Metrics;
 use crate::msgprocessor::{FilterOptions, Parsed};
 use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeShared};
 use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
+use korder_types::sync::RwLockExt;
 
 /// How long a created channel stays hidden while its chain starts; after that it
 /// is served anyway.
@@ -156,7 +157,7 @@ impl Registrar {
         for name in names {
             registrar.load_channel(&name)?;
         }
-        if read(&registrar.inner.system_channel).is_none() {
+        if registrar.inner.system_channel.read_unpoisoned().is_none() {
             tracing::warn!("no system channel: channel creation is not available");
         }
         registrar
@@ -176,10 +177,10 @@ impl Registrar {
             .last_block_number()
             .ok_or_else(|| cfg_err("the ledger is empty".into()))?;
         let last_block = store.block(last)?;
-        let index = if last == 0 {
-            0
+        let index = if last == BlockNumber::GENESIS {
+            BlockNumber::GENESIS
         } else {
-            last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
+            BlockNumber::new(last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?)
         };
         let config_block = if index == last {
             last_block
@@ -206,7 +207,7 @@ impl Registrar {
     ) -> Result<Arc<Channel>, RegistrarError> {
         let name = bundle.channel_id.clone();
         if bundle.is_system_channel() {
-            let mut sys = write(&self.inner.system_channel);
+            let mut sys = self.inner.system_channel.write_unpoisoned();
             if let Some(existing) = sys.as_ref()
                 && existing != &name
             {
@@ -236,7 +237,10 @@ impl Registrar {
     fn insert(&self, channel: Arc<Channel>) {
         let name = channel.state.id().to_string();
         let height = channel.store.height();
-        write(&self.inner.channels).insert(name.clone(), channel);
+        self.inner
+            .channels
+            .write_unpoisoned()
+            .insert(name.clone(), channel);
         self.inner.loaded.send_modify(|n| *n += 1);
         tracing::info!(channel = %name, height, "channel loaded");
     }
@@ -310,12 +314,12 @@ impl Registrar {
 
     /// Number of channels, the system channel included.
     pub fn channel_count(&self) -> u64 {
-        read(&self.inner.channels).len() as u64
+        self.inner.channels.read_unpoisoned().len() as u64
     }
 
     /// The channel called `id`.
     pub fn channel(&self, id: &str) -> Option<Arc<Channel>> {
-        read(&self.inner.channels).get(id).cloned()
+        self.inner.channels.read_unpoisoned().get(id).cloned()
     }
 
     /// The channel called `id` once it is served (a created channel becomes visible
@@ -333,12 +337,17 @@ impl Registrar {
 
     /// Ids of every channel.
     pub fn channel_ids(&self) -> Vec<String> {
-        read(&self.inner.channels).keys().cloned().collect()
+        self.inner
+            .channels
+            .read_unpoisoned()
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The system channel's id, if this node has one.
     pub fn system_channel_id(&self) -> Option<String> {
-        read(&self.inner.system_channel).clone()
+        self.inner.system_channel.read_unpoisoned().clone()
     }
 
     /// Where Broadcast sends a parsed message: its channel, or the system channel for
@@ -365,7 +374,13 @@ impl Registrar {
     /// created channels. Blocking.
     pub fn halt_all(&self) {
         self.inner.shutdown.send_replace(true);
-        let channels: Vec<_> = read(&self.inner.channels).values().cloned().collect();
+        let channels: Vec<_> = self
+            .inner
+            .channels
+            .read_unpoisoned()
+            .values()
+            .cloned()
+            .collect();
         for c in channels {
             c.chain.halt();
         }

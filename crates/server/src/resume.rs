@@ -83,7 +83,7 @@ pub async fn check<L: Log>(
 }
 
 async fn check_genesis<L: Log>(log: &L, channel: &str) -> Result<(), ResumeError> {
-    match log.reader(ReadFrom::Offset(LogOffset(0))).await {
+    match log.reader(ReadFrom::Offset(LogOffset::FIRST)).await {
         Ok(_) => Ok(()),
         Err(LogError::OffsetOutOfRange { oldest, next, .. }) if oldest > 0 => {
             Err(ResumeError::Refused(format!(
@@ -108,7 +108,7 @@ async fn check_after<L: Log>(
     last_envelope: &Bytes,
     read_timeout: Duration,
 ) -> Result<(), ResumeError> {
-    let o = offset.0;
+    let o = offset.get();
     let out_of_range = |oldest: i64, next: i64| {
         let why = if o >= next {
             format!(
@@ -164,7 +164,7 @@ async fn check_after<L: Log>(
         if hit {
             return Ok(());
         }
-        let searched_from = records.first().map_or(lo, |r| r.offset.0);
+        let searched_from = records.first().map_or(lo, |r| r.offset.get());
         if searched_from > lo || window >= SEARCH_BACK_RECORDS {
             break;
         }
@@ -219,17 +219,17 @@ async fn read_range<L: Log>(
     // A reader may start at the next offset to be written (it waits there): record
     // `hi` exists only if a reader may start at `hi + 1`.
     drop(
-        log.reader(ReadFrom::Offset(LogOffset(hi + 1)))
+        log.reader(ReadFrom::Offset(LogOffset::new(hi).next()))
             .await
             .map_err(classify)?,
     );
     let mut reader = log
-        .reader(ReadFrom::Offset(LogOffset(lo)))
+        .reader(ReadFrom::Offset(LogOffset::new(lo)))
         .await
         .map_err(classify)?;
     let mut out = Vec::new();
     let mut deadline = tokio::time::Instant::now() + read_timeout;
-    while out.last().is_none_or(|r: &LogRecord| r.offset.0 < hi) {
+    while out.last().is_none_or(|r: &LogRecord| r.offset.get() < hi) {
         let record = match tokio::time::timeout_at(deadline, reader.next()).await {
             // The client reports a broker it cannot reach (one that is down while
             // another leads the partition) and keeps trying: so does the check,
@@ -245,7 +245,7 @@ async fn read_range<L: Log>(
             Err(_) => {
                 return Err(ReadError::Other(format!(
                     "no record at offset {} within {read_timeout:?}",
-                    out.last().map_or(lo, |r: &LogRecord| r.offset.0 + 1)
+                    out.last().map_or(lo, |r: &LogRecord| r.offset.get() + 1)
                 )));
             }
         };
@@ -269,7 +269,7 @@ fn same_envelope(a: &Bytes, b: &Bytes) -> bool {
 fn describe(record: &Record) -> String {
     match record {
         Record::Connect => "a CONNECT".into(),
-        Record::TimeToCut(n) => format!("the TIMETOCUT of block {}", n.0),
+        Record::TimeToCut(n) => format!("the TIMETOCUT of block {}", n.get()),
         Record::Regular(_) => "an envelope that is not in the block".into(),
         Record::Empty => "an empty KafkaMessage".into(),
     }
@@ -305,7 +305,7 @@ mod tests {
     fn after(block: u64, offset: i64, last: Bytes) -> ResumePoint {
         ResumePoint::After {
             block,
-            offset: LogOffset(offset),
+            offset: LogOffset::new(offset),
             last_envelope: last,
         }
     }
@@ -319,8 +319,8 @@ mod tests {
     async fn last_envelope_at_the_offset_passes() {
         let log = log_of(vec![
             connect_record(),
-            order_record(env(1), ConfigSeq(0)),
-            order_record(env(2), ConfigSeq(0)),
+            order_record(env(1), ConfigSeq::new(0)),
+            order_record(env(2), ConfigSeq::new(0)),
         ])
         .await;
         run(&log, after(1, 2, env(2))).await.unwrap();
@@ -330,9 +330,9 @@ mod tests {
     /// (CONNECT and duplicate TIMETOCUTs between): accepted.
     #[tokio::test]
     async fn time_to_cut_with_the_envelope_before_it_passes() {
-        let mut records = vec![connect_record(), order_record(env(1), ConfigSeq(0))];
+        let mut records = vec![connect_record(), order_record(env(1), ConfigSeq::new(0))];
         records.extend((0..100).map(|_| connect_record()));
-        records.push(time_to_cut_record(BlockNumber(1)));
+        records.push(time_to_cut_record(BlockNumber::new(1)));
         let log = log_of(records).await;
         run(&log, after(1, 102, env(1))).await.unwrap();
     }
@@ -342,8 +342,8 @@ mod tests {
     #[tokio::test]
     async fn time_to_cut_without_the_envelope_is_refused() {
         let log = log_of(vec![
-            order_record(env(7), ConfigSeq(0)),
-            time_to_cut_record(BlockNumber(1)),
+            order_record(env(7), ConfigSeq::new(0)),
+            time_to_cut_record(BlockNumber::new(1)),
         ])
         .await;
         let e = run(&log, after(1, 1, env(1))).await.unwrap_err();
@@ -359,16 +359,16 @@ mod tests {
     async fn other_record_at_the_offset_is_refused() {
         for (record, found) in [
             (
-                order_record(env(9), ConfigSeq(0)),
+                order_record(env(9), ConfigSeq::new(0)),
                 "an envelope that is not in the block",
             ),
             (
-                time_to_cut_record(BlockNumber(4)),
+                time_to_cut_record(BlockNumber::new(4)),
                 "the TIMETOCUT of block 4",
             ),
             (connect_record(), "a CONNECT"),
         ] {
-            let log = log_of(vec![order_record(env(2), ConfigSeq(0)), record]).await;
+            let log = log_of(vec![order_record(env(2), ConfigSeq::new(0)), record]).await;
             let e = run(&log, after(1, 1, env(1))).await.unwrap_err();
             assert!(
                 matches!(&e, ResumeError::Refused(m) if m.contains(found) && m.contains("offset 1")),
@@ -382,9 +382,9 @@ mod tests {
     #[tokio::test]
     async fn block_ending_at_a_connect_passes() {
         let log = log_of(vec![
-            order_record(env(1), ConfigSeq(0)),
+            order_record(env(1), ConfigSeq::new(0)),
             connect_record(),
-            order_record(env(2), ConfigSeq(0)),
+            order_record(env(2), ConfigSeq::new(0)),
         ])
         .await;
         run(&log, after(1, 1, env(1))).await.unwrap();

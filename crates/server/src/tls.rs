@@ -41,8 +41,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connections::{Connections, Guarded, Proof};
-use crate::lock::lock;
 use crate::registrar::Registrar;
+use korder_types::sync::MutexExt;
 
 /// Handshaken connections queued for the gRPC server.
 const ACCEPTED_QUEUE_LEN: usize = 64;
@@ -317,15 +317,15 @@ impl TlsAcceptor {
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let settings = &self.inner.settings;
         if !settings.client_auth_required {
-            if let Some((_, config)) = lock(&self.inner.cache).as_ref() {
+            if let Some((_, config)) = self.inner.cache.lock_unpoisoned().as_ref() {
                 return Ok(config.clone());
             }
             let config = Arc::new(self.build(Vec::new(), false)?);
-            *lock(&self.inner.cache) = Some((Vec::new(), config.clone()));
+            *self.inner.cache.lock_unpoisoned() = Some((Vec::new(), config.clone()));
             return Ok(config);
         }
         let version = self.inner.channels.version();
-        if let Some((v, config)) = lock(&self.inner.cache).as_ref()
+        if let Some((v, config)) = self.inner.cache.lock_unpoisoned().as_ref()
             && *v == version
         {
             return Ok(config.clone());
@@ -337,7 +337,7 @@ impl TlsAcceptor {
             channels = version.len(),
             "TLS client roots rebuilt from the channels' configs"
         );
-        *lock(&self.inner.cache) = Some((version, config.clone()));
+        *self.inner.cache.lock_unpoisoned() = Some((version, config.clone()));
         Ok(config)
     }
 
@@ -687,7 +687,7 @@ mod tests {
 
     impl FakeChannels {
         fn set(&self, roots_pem: &[&str]) {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock_unpoisoned();
             st.0 += 1;
             st.1 = roots_pem
                 .iter()
@@ -699,10 +699,10 @@ mod tests {
 
     impl ChannelRoots for FakeChannels {
         fn version(&self) -> Vec<(String, u64)> {
-            vec![("ch".into(), lock(&self.state).0)]
+            vec![("ch".into(), self.state.lock_unpoisoned().0)]
         }
         fn tls_roots(&self) -> Vec<CertificateDer<'static>> {
-            lock(&self.state).1.clone()
+            self.state.lock_unpoisoned().1.clone()
         }
     }
 

@@ -467,7 +467,7 @@ async fn stale_records_are_revalidated() {
     let t = validate(tx(&node.net.client, APP, "stale"));
     assert_eq!(
         (a.config_seq, b.config_seq, t.config_seq),
-        (ConfigSeq(0), ConfigSeq(0), ConfigSeq(0))
+        (ConfigSeq::new(0), ConfigSeq::new(0), ConfigSeq::new(0))
     );
     // ...and reach the log in one go, so that b and t are read at sequence 1.
     let log = node.logs.log(APP);

@@ -12,7 +12,6 @@
 //! report data durable that has not been synced.
 
 mod fs;
-mod lock;
 #[cfg(feature = "test-support")]
 pub mod sim;
 
@@ -21,7 +20,6 @@ use std::io;
 use std::sync::Arc;
 
 pub use fs::FsStorage;
-pub use lock::RecoverPoison;
 
 /// A directory tree holding files. Paths are relative to the storage's root and use
 /// `/` as separator; `""` names the root itself.

@@ -36,7 +36,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::{RecoverPoison, Storage, StorageFile};
+use crate::{Storage, StorageFile};
+use korder_types::sync::{CondvarExt, MutexExt};
 
 /// What survives of unsynced data and directory entries in a crash image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +238,7 @@ impl SimStorage {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().recover_poison()
+        self.state.lock_unpoisoned()
     }
 
     /// Mutating operations performed so far.
@@ -601,7 +602,7 @@ impl StorageFile for SimFile {
         let mut st = self.storage.lock();
         while st.hold_syncs {
             st.syncs_waiting += 1;
-            st = self.storage.released.wait(st).recover_poison();
+            st = self.storage.released.wait_unpoisoned(st);
             st.syncs_waiting -= 1;
         }
         drop(st);

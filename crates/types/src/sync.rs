@@ -3,10 +3,13 @@
 //! Where the state behind a `Mutex` or `RwLock` is valid whatever a panicking holder
 //! left in it (a value replaced in one assignment, a cache, a record of the last
 //! error), refusing every later caller because of the poison flag would turn one panic
-//! into a cascade. These methods take the lock anyway, and say so in one word at the
-//! call site instead of `.lock().unwrap_or_else(PoisonError::into_inner)`.
+//! into a cascade. These methods take the lock anyway (and a condvar wait takes it
+//! back), and say so in one word at the call site instead of
+//! `.lock().unwrap_or_else(PoisonError::into_inner)`.
 
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 /// [`Mutex::lock`], taking the lock even when a previous holder panicked.
 pub trait MutexExt<T: ?Sized> {
@@ -36,6 +39,18 @@ impl<T: ?Sized> RwLockExt<T> for RwLock<T> {
 
     fn write_unpoisoned(&self) -> RwLockWriteGuard<'_, T> {
         self.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// [`Condvar::wait`], taking the lock back even when another holder panicked.
+pub trait CondvarExt {
+    /// Waits for a notification, ignoring poisoning.
+    fn wait_unpoisoned<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T>;
+}
+
+impl CondvarExt for Condvar {
+    fn wait_unpoisoned<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.wait(guard).unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -72,5 +87,27 @@ mod tests {
         assert_eq!(*l.read_unpoisoned(), 2);
         *l.write_unpoisoned() = 3;
         assert_eq!(*l.read_unpoisoned(), 3);
+    }
+
+    /// A condvar wait returns the guard even when the mutex was poisoned meanwhile.
+    #[test]
+    fn condvar_wait_after_a_panic() {
+        use std::sync::Arc;
+        let pair = Arc::new((Mutex::new(false), Condvar::new()));
+        let other = pair.clone();
+        let mut ready = pair.0.lock_unpoisoned();
+        let waker = std::thread::spawn(move || {
+            let mut g = other.0.lock_unpoisoned();
+            *g = true;
+            other.1.notify_all();
+            panic!("holder panics");
+        });
+        while !*ready {
+            ready = pair.1.wait_unpoisoned(ready);
+        }
+        drop(ready);
+        assert!(waker.join().is_err());
+        assert!(pair.0.is_poisoned());
+        assert!(*pair.0.lock_unpoisoned());
     }
 }

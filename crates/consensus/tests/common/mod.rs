@@ -119,7 +119,7 @@ pub struct FakeSupport {
 impl FakeSupport {
     pub fn new(batch: BatchSize, resubmission: bool) -> FakeSupport {
         FakeSupport {
-            seq: ConfigSeq(0),
+            seq: ConfigSeq::new(0),
             batch: Some(batch),
             timeout: TIMEOUT,
             resubmission,
@@ -139,7 +139,7 @@ impl FakeSupport {
             .and_then(|e| Payload::decode(e.payload).ok())
         else {
             // Committed without validation (current sequence) yet malformed.
-            self.seq = ConfigSeq(self.seq.0 + 1);
+            self.seq = self.seq.next();
             return;
         };
         let header_type = payload
@@ -152,7 +152,7 @@ impl FakeSupport {
             return;
         }
         self.applied.insert(payload.data.to_vec());
-        self.seq = ConfigSeq(self.seq.0 + 1);
+        self.seq = self.seq.next();
         let text = String::from_utf8_lossy(&payload.data).to_string();
         if let Some(rest) = text.split("mmc=").nth(1) {
             let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -173,7 +173,7 @@ impl FakeSupport {
         if let Some(rest) = data.split("#exp").nth(1) {
             let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             if let Ok(k) = digits.parse::<u64>() {
-                return self.seq.0 >= k;
+                return self.seq.get() >= k;
             }
         }
         false
@@ -264,10 +264,10 @@ impl Node {
     pub fn with_chain(chain: Chain, support: FakeSupport) -> Node {
         let cursor = match chain.read_from() {
             ReadFrom::Oldest => 0,
-            ReadFrom::Offset(o) => o.0,
+            ReadFrom::Offset(o) => o.get(),
         };
         let ingress_open = chain.ingress_open();
-        let height = chain.last_cut().0 + 1;
+        let height = chain.last_cut().height();
         Node {
             chain,
             genesis_support: support.clone(),
@@ -294,9 +294,10 @@ impl Node {
         );
         let commands = self
             .chain
-            .on_record(&self.support, LogOffset(offset), record);
+            .on_record(&self.support, LogOffset::new(offset), record);
         self.cursor = offset + 1;
-        self.processed_at.push((offset, self.chain.processed().0));
+        self.processed_at
+            .push((offset, self.chain.processed().get()));
         let before = self.blocks.len();
         self.execute(&commands);
         for block in &mut self.blocks[before..] {
@@ -343,7 +344,7 @@ impl Node {
                     assert_eq!(*number, self.next_number(), "block numbers are consecutive");
                     self.gauge.push(metadata.last_offset_persisted);
                     self.blocks.push(WrittenBlock {
-                        number: number.0,
+                        number: number.get(),
                         envelopes: envelopes.clone(),
                         metadata: *metadata,
                         config: false,
@@ -359,7 +360,7 @@ impl Node {
                     self.support.apply_config(envelope);
                     self.gauge.push(metadata.last_offset_persisted);
                     self.blocks.push(WrittenBlock {
-                        number: number.0,
+                        number: number.get(),
                         envelopes: vec![envelope.clone()],
                         metadata: *metadata,
                         config: true,
@@ -381,7 +382,7 @@ impl Node {
     }
 
     fn next_number(&mut self) -> korder_consensus::BlockNumber {
-        let number = korder_consensus::BlockNumber(self.height);
+        let number = korder_consensus::BlockNumber::new(self.height);
         self.height += 1;
         number
     }
@@ -530,13 +531,13 @@ pub fn assert_restarts_rebuild(node: &Node, log: &[Bytes]) {
             let offset = restarted.cursor;
             restarted.feed(offset, log[offset as usize].clone());
             let live = live_processed[&offset];
-            if restarted.chain.processed().0 != live {
+            if restarted.chain.processed().get() != live {
                 // The one known divergence, shared with Fabric: the block was an
                 // overflow cut whose pending envelope is a resubmission. The node that
                 // never stopped did not advance processed for it (§9.4 quirk); the
                 // restarted node finds nothing pending and does.
                 assert_eq!(offset, first, "divergence can only start at persisted + 1");
-                assert!(restarted.chain.processed().0 > live);
+                assert!(restarted.chain.processed().get() > live);
                 assert_eq!(block.metadata.last_offset_persisted, offset - 1);
                 diverged = true;
                 break;

@@ -2,6 +2,7 @@
 //! while the node is stopped; and, while it runs, the removal of log segments whose
 //! records are already in the ledger.
 
+use korder_ledger::BlockNumber;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Weak};
@@ -250,14 +251,12 @@ pub(crate) fn keep_bounded(
 
 /// One retention pass; returns the log's bytes and segments afterwards.
 fn trim(log: &EmbeddedLog, store: &BlockStore) -> anyhow::Result<(u64, usize)> {
-    if let Some(last) = store.last_block_number()
-        && last >= 1
-    {
-        let previous = store.block(last - 1)?;
+    if let Some(previous) = store.last_block_number().and_then(BlockNumber::prev) {
+        let previous = store.block(previous)?;
         if let Some(md) = consenter_metadata(&previous)? {
             // Records up to the one this block recorded are in blocks older than the
             // last one.
-            log.remove_segments_below(LogOffset(md.last_offset_persisted + 1))?;
+            log.remove_segments_below(LogOffset::new(md.last_offset_persisted).next())?;
         }
     }
     Ok(log.disk_usage())

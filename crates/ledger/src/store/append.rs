@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use korder_proto::common::{Block, BlockHeader};
-use korder_storage::RecoverPoison;
+use korder_types::sync::MutexExt;
 
 use super::{BlockStore, Writer, channel_dir, file_path};
 use crate::block::header_hash;
@@ -18,7 +18,7 @@ impl BlockStore {
     /// changes nothing.
     pub fn append(&self, block: &Block) -> Result<(), LedgerError> {
         let inner = &*self.inner;
-        let mut w = inner.writer.lock().recover_poison();
+        let mut w = inner.writer.lock_unpoisoned();
         if let Some(p) = &w.poisoned {
             return Err(LedgerError::Poisoned(p.clone()));
         }
@@ -112,7 +112,7 @@ impl BlockStore {
     fn publish(&self, header: &BlockHeader) {
         let inner = &*self.inner;
         let height = {
-            let mut t = inner.tip.lock().recover_poison();
+            let mut t = inner.tip.lock_unpoisoned();
             t.height = header.number + 1;
             t.last_hash = Some(header_hash(header));
             t.last = Some(header.clone());

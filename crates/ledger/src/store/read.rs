@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use korder_proto::common::Block;
-use korder_storage::{RecoverPoison, StorageFile};
+use korder_storage::StorageFile;
+use korder_types::ids::BlockNumber;
+use korder_types::sync::MutexExt;
 
 use super::wait::{wait_async, wait_blocking};
 use super::{BlockStore, file_path};
@@ -88,7 +90,7 @@ pub(crate) fn read_step(
 
 impl BlockStore {
     fn read_file(&self, suffix: u32) -> Result<Arc<dyn StorageFile>, LedgerError> {
-        let mut files = self.inner.read_files.lock().recover_poison();
+        let mut files = self.inner.read_files.lock_unpoisoned();
         if let Some(f) = files.get(&suffix) {
             return Ok(f.clone());
         }
@@ -162,7 +164,8 @@ impl BlockStore {
     }
 
     /// Block `number`, or `NotFound` when it is not in the ledger yet.
-    pub fn block(&self, number: u64) -> Result<Block, LedgerError> {
+    pub fn block(&self, number: BlockNumber) -> Result<Block, LedgerError> {
+        let number = number.get();
         let height = self.height();
         if number >= height {
             return Err(LedgerError::NotFound { number, height });
@@ -173,10 +176,10 @@ impl BlockStore {
 
     /// An iterator starting at block `start` (which may be at or beyond the height:
     /// it then waits, or returns `None` from `try_next`).
-    pub fn iter_from(&self, start: u64) -> BlockIterator {
+    pub fn iter_from(&self, start: BlockNumber) -> BlockIterator {
         BlockIterator {
             store: self.clone(),
-            next: start,
+            next: start.get(),
             cursor: None,
             closed: Arc::new(AtomicBool::new(false)),
         }
@@ -210,8 +213,8 @@ impl IteratorCloser {
 
 impl BlockIterator {
     /// Number of the block the next call returns.
-    pub fn next_number(&self) -> u64 {
-        self.next
+    pub fn next_number(&self) -> BlockNumber {
+        BlockNumber::new(self.next)
     }
 
     /// A handle that closes this iterator.

@@ -56,12 +56,12 @@ fn append_read_reopen() {
             s.append(b).unwrap();
         }
         assert_eq!(s.height(), 10);
-        assert_eq!(s.block(4).unwrap(), blocks[4]);
+        assert_eq!(s.block(BlockNumber::new(4)).unwrap(), blocks[4]);
     }
     let s = open_sim(&sim, StoreOptions::default()).unwrap();
     assert_eq!(s.height(), 10);
-    assert_eq!(s.first_block_number(), Some(0));
-    assert_eq!(s.last_block_number(), Some(9));
+    assert_eq!(s.first_block_number(), Some(BlockNumber::GENESIS));
+    assert_eq!(s.last_block_number(), Some(BlockNumber::new(9)));
     assert_eq!(s.last_header(), blocks[9].header);
     assert_eq!(
         s.current_hash(),
@@ -74,16 +74,16 @@ fn append_read_reopen() {
         blocks[9].header.as_ref().unwrap().previous_hash
     );
     for (i, b) in blocks.iter().enumerate() {
-        assert_eq!(&s.block(i as u64).unwrap(), b);
+        assert_eq!(&s.block(BlockNumber::new(i as u64)).unwrap(), b);
     }
     assert!(matches!(
-        s.block(10),
+        s.block(BlockNumber::new(10)),
         Err(LedgerError::NotFound {
             number: 10,
             height: 10
         })
     ));
-    let mut it = s.iter_from(3);
+    let mut it = s.iter_from(BlockNumber::new(3));
     for b in &blocks[3..] {
         assert_eq!(it.try_next().unwrap().as_ref(), Some(b));
     }
@@ -171,7 +171,7 @@ fn failed_write_changes_nothing() {
         drop(s);
         let s = open_sim(&sim, opts(1 << 20, 1000)).unwrap();
         assert_eq!(s.height(), 3);
-        assert_eq!(s.block(1).unwrap(), blocks[1]);
+        assert_eq!(s.block(BlockNumber::new(1)).unwrap(), blocks[1]);
     }
 }
 
@@ -211,7 +211,7 @@ fn rollover_into_second_file() {
     }
     let s = open_sim(&sim, opts(max, 3)).unwrap();
     assert_eq!(s.height(), 12);
-    let mut it = s.iter_from(0);
+    let mut it = s.iter_from(BlockNumber::GENESIS);
     for b in &blocks {
         assert_eq!(it.try_next().unwrap().as_ref(), Some(b));
     }
@@ -221,7 +221,7 @@ fn rollover_into_second_file() {
     s.append(&big).unwrap();
     let last = *list_block_files(&sim, CH).unwrap().last().unwrap();
     assert_eq!(last, files.len() as u32);
-    assert_eq!(s.block(12).unwrap(), big);
+    assert_eq!(s.block(BlockNumber::new(12)).unwrap(), big);
     let report = verify(
         &sim_ledgers(&sim, opts(max, 3)).unwrap(),
         CH,
@@ -254,7 +254,7 @@ fn truncated_tail_is_cut_off() {
         assert_eq!(s.height(), 2, "cut at {cut}");
         assert_eq!(sim.file_bytes(&file0()).unwrap().len(), two);
         s.append(&blocks[2]).unwrap();
-        assert_eq!(s.block(2).unwrap(), blocks[2]);
+        assert_eq!(s.block(BlockNumber::new(2)).unwrap(), blocks[2]);
     }
 }
 
@@ -321,7 +321,7 @@ fn deleted_index_is_rebuilt() {
     let s = l.open(CH).unwrap();
     assert_eq!(s.height(), 6);
     for (i, b) in blocks.iter().enumerate() {
-        assert_eq!(&s.block(i as u64).unwrap(), b);
+        assert_eq!(&s.block(BlockNumber::new(i as u64)).unwrap(), b);
     }
     drop(s);
     let r = verify(&l, CH, &mut |_| {}, None).unwrap();
@@ -384,7 +384,7 @@ fn wrong_index_is_rebuilt() {
     ));
     let s = l.open(CH).unwrap();
     assert_eq!(s.height(), 4);
-    assert_eq!(s.block(3).unwrap(), blocks[3]);
+    assert_eq!(s.block(BlockNumber::new(3)).unwrap(), blocks[3]);
     drop(s);
     assert!(verify(&l, CH, &mut |_| {}, None).unwrap().is_ok());
 }
@@ -463,7 +463,11 @@ fn crash_at_every_fault_point() {
                 "k={k} {mode:?}: height {h} > acknowledged {acked} + in flight"
             );
             for (i, b) in blocks.iter().take(h as usize).enumerate() {
-                assert_eq!(&s.block(i as u64).unwrap(), b, "k={k} {mode:?} block {i}");
+                assert_eq!(
+                    &s.block(BlockNumber::new(i as u64)).unwrap(),
+                    b,
+                    "k={k} {mode:?} block {i}"
+                );
             }
             drop(s);
             let r = verify(&sim_ledgers(&disk, o()).unwrap(), CH, &mut |_| {}, None).unwrap();
@@ -505,7 +509,7 @@ fn blocking_iterator_waits_and_closes() {
     let blocks = chain(3, 10);
     let s = open_sim(&sim, StoreOptions::default()).unwrap();
     s.append(&blocks[0]).unwrap();
-    let mut it = s.iter_from(1);
+    let mut it = s.iter_from(BlockNumber::new(1));
     assert_eq!(it.try_next().unwrap(), None);
     let reader = std::thread::spawn(move || {
         let a = it.next_blocking().unwrap();
@@ -518,13 +522,13 @@ fn blocking_iterator_waits_and_closes() {
     assert_eq!(a.as_ref(), Some(&blocks[1]));
     assert_eq!(b.as_ref(), Some(&blocks[2]));
 
-    let mut it = s.iter_from(3);
+    let mut it = s.iter_from(BlockNumber::new(3));
     let closer = it.closer();
     let reader = std::thread::spawn(move || it.next_blocking());
     closer.close();
     assert_eq!(reader.join().unwrap().unwrap(), None);
 
-    let mut it = s.iter_from(3);
+    let mut it = s.iter_from(BlockNumber::new(3));
     let reader = std::thread::spawn(move || it.next_blocking());
     s.close();
     assert_eq!(reader.join().unwrap().unwrap(), None);
@@ -549,7 +553,7 @@ fn async_iterator_waits_for_blocks() {
     });
     rt.block_on(async {
         assert!(s.wait_for_height(3).await.unwrap() >= 3);
-        let mut it = s.iter_from(1);
+        let mut it = s.iter_from(BlockNumber::new(1));
         assert_eq!(it.next_async().await.unwrap().as_ref(), Some(&blocks[1]));
         assert_eq!(it.next_async().await.unwrap().as_ref(), Some(&blocks[2]));
         let closer = it.closer();
@@ -578,12 +582,12 @@ fn pipelined_writer() {
         built.push(b.clone());
         w.submit(b).unwrap();
     }
-    w.wait_durable(19).unwrap();
+    w.wait_durable(BlockNumber::new(19)).unwrap();
     assert_eq!(s.height(), 20);
-    assert_eq!(s.block(19).unwrap(), built[19]);
+    assert_eq!(s.block(BlockNumber::new(19)).unwrap(), built[19]);
     // A block that does not chain stops the writer.
     w.submit(built[3].clone()).unwrap();
-    let e = w.wait_durable(20).unwrap_err();
+    let e = w.wait_durable(BlockNumber::new(20)).unwrap_err();
     assert!(
         matches!(&e, LedgerError::WriterFailed(inner) if matches!(**inner, LedgerError::WrongNumber { expected: 20, got: 3 })),
         "{e}"
@@ -670,8 +674,11 @@ fn real_directory_with_testdata_block() {
     assert_eq!(l.channels().unwrap(), vec!["testchainid".to_owned()]);
     let s = l.open("testchainid").unwrap();
     assert_eq!(s.height(), 1);
-    assert_eq!(s.block(0).unwrap(), genesis);
-    assert_eq!(s.block(0).unwrap().encode_to_vec(), genesis.encode_to_vec());
+    assert_eq!(s.block(BlockNumber::GENESIS).unwrap(), genesis);
+    assert_eq!(
+        s.block(BlockNumber::GENESIS).unwrap().encode_to_vec(),
+        genesis.encode_to_vec()
+    );
     drop(s);
     let r = verify(&l, "testchainid", &mut |_| {}, None).unwrap();
     assert!(r.is_ok(), "{r:?}");
@@ -720,7 +727,7 @@ fn a_flipped_bit_is_refused_or_harmless() {
             Ok(s) => {
                 assert_eq!(s.height(), 4, "flip at {pos}: a block was lost");
                 for (i, b) in blocks.iter().enumerate() {
-                    let got = s.block(i as u64).unwrap();
+                    let got = s.block(BlockNumber::new(i as u64)).unwrap();
                     assert_eq!(got.header, b.header, "flip at {pos}");
                     assert_eq!(got.data, b.data, "flip at {pos}");
                 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use korder_storage::RecoverPoison;
+use korder_types::sync::{CondvarExt, MutexExt};
 
 use super::{BlockStore, Inner};
 use crate::error::LedgerError;
@@ -23,7 +23,7 @@ impl BlockStore {
 
     /// Wakes every waiter, blocking and async, to re-check its condition.
     pub(crate) fn notify_all(&self) {
-        let _t = self.inner.tip.lock().recover_poison();
+        let _t = self.inner.tip.lock_unpoisoned();
         self.inner.cond.notify_all();
         drop(_t);
         self.inner.watch.send_modify(|_| {});
@@ -36,7 +36,7 @@ impl BlockStore {
         height: u64,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<u64>, LedgerError> {
-        let mut t = self.inner.tip.lock().recover_poison();
+        let mut t = self.inner.tip.lock_unpoisoned();
         loop {
             if t.height >= height {
                 return Ok(Some(t.height));
@@ -47,7 +47,7 @@ impl BlockStore {
             if stop() {
                 return Ok(None);
             }
-            t = self.inner.cond.wait(t).recover_poison();
+            t = self.inner.cond.wait_unpoisoned(t);
         }
     }
 }
@@ -57,7 +57,7 @@ pub(super) fn wait_blocking(
     height: u64,
     closed: Option<&AtomicBool>,
 ) -> Result<u64, LedgerError> {
-    let mut t = inner.tip.lock().recover_poison();
+    let mut t = inner.tip.lock_unpoisoned();
     loop {
         if t.height >= height {
             return Ok(t.height);
@@ -65,7 +65,7 @@ pub(super) fn wait_blocking(
         if t.closed || closed.is_some_and(|c| c.load(Ordering::Acquire)) {
             return Err(LedgerError::Closed);
         }
-        t = inner.cond.wait(t).recover_poison();
+        t = inner.cond.wait_unpoisoned(t);
     }
 }
 
