@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use korder_channelconfig::Bundle;
-use korder_config::{Bootstrap, Config, LogBackend, ResolvedLog};
+use korder_config::{BlockMetadata, Bootstrap, Config, LogBackend, ResolvedLog};
 use korder_kafka::{KafkaConfig, KafkaLog};
 use korder_ledger::{Ledgers, StoreOptions};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions};
@@ -25,8 +25,11 @@ use korder_server::chain::{
     BoxFuture, ChainHandle, ChainParams, LogTiming, RetryPolicy, StartError, start_chain,
     start_chain_checked,
 };
+use korder_server::blockwriter::MetadataLayout;
 use korder_server::msgprocessor::FilterOptions;
-use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
+use korder_server::{
+    AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, NodeOptions, Registrar,
+};
 use tokio::runtime::Handle;
 
 use crate::lock::DirLock;
@@ -332,8 +335,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let handle = Handle::current();
     let reg_metrics = metrics.clone();
-    let filters = FilterOptions {
-        no_expiration_checks: config.general.authentication.no_expiration_checks,
+    let options = NodeOptions {
+        filters: FilterOptions {
+            no_expiration_checks: config.general.authentication.no_expiration_checks,
+        },
+        block_metadata: match config.korder.block_metadata {
+            BlockMetadata::Fabric2 => MetadataLayout::Fabric2,
+            BlockMetadata::Fabric14 => MetadataLayout::Fabric14,
+        },
     };
     let registrar = tokio::task::spawn_blocking(move || {
         Registrar::start(
@@ -343,7 +352,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(signer),
             handle,
             reg_metrics,
-            filters,
+            options,
         )
     })
     .await

@@ -46,7 +46,7 @@ pub use chain::{
 pub use channel::ChannelState;
 pub use deliver::DeliverConfig;
 pub use metrics::Metrics;
-pub use processor::{ChainEvent, ChannelProcessor, Validated};
+pub use processor::{ChainEvent, ChannelProcessor, NodeOptions, Validated};
 pub use registrar::{Channel, LogFactory, Registrar, RegistrarError};
 pub use service::AtomicBroadcastService;
 pub use signer::{SignError, Signer};
