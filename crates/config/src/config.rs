@@ -556,14 +556,6 @@ impl Config {
                     .to_string(),
             );
         }
-        if let Some(t) = &g.throttling
-            && t.rate != 0
-        {
-            out.push(format!(
-                "General.Throttling.Rate: not used by korder yet (Broadcast is not rate-limited; {} tx/s asked for)",
-                t.rate
-            ));
-        }
         if self.admin.is_some() {
             out.push(
                 "Admin: not used by korder yet (no admin endpoint; channels are created through the system channel)"

@@ -27,6 +27,7 @@ use korder_server::chain::{
 };
 use korder_server::blockwriter::MetadataLayout;
 use korder_server::msgprocessor::FilterOptions;
+use korder_server::throttle::Throttle;
 use korder_server::{
     AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, NodeOptions, Registrar,
 };
@@ -448,10 +449,27 @@ async fn run_server(
         no_expiration_checks: config.general.authentication.no_expiration_checks,
     };
     // General.MaxRecvMsgSize and MaxSendMsgSize.
-    let service = AtomicBroadcastService::new(registrar.clone(), deliver).with_message_limits(
-        config.general.max_recv_msg_size as usize,
-        config.general.max_send_msg_size as usize,
-    );
+    // General.Throttling (Fabric 3.x).
+    let throttle = config
+        .general
+        .throttling
+        .as_ref()
+        .and_then(|t| Throttle::new(t.rate, t.inactivity_timeout));
+    if let Some(t) = &config.general.throttling
+        && t.rate > 0
+    {
+        tracing::info!(
+            rate = t.rate,
+            inactivity_timeout_ms = t.inactivity_timeout.as_millis() as u64,
+            "Broadcast throttling on for clients with a TLS certificate"
+        );
+    }
+    let service = AtomicBroadcastService::new(registrar.clone(), deliver)
+        .with_message_limits(
+            config.general.max_recv_msg_size as usize,
+            config.general.max_send_msg_size as usize,
+        )
+        .with_throttle(throttle);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -38,6 +38,7 @@ pub mod seek;
 pub mod service;
 pub mod signer;
 pub mod status;
+pub mod throttle;
 pub mod tls;
 
 pub use chain::{
