@@ -43,6 +43,5 @@ pub use general::{
 pub use kafka::{Kafka, KafkaRetry, KafkaTls, KafkaVersion, PemSource, SaslPlain};
 pub use sections::{
     Admin, BlockMetadata, ChannelParticipation, Debug, FileLedger, Korder, LogBackend, Metrics,
-    MetricsProvider,
-    Operations, RamLedger, ResolvedLog, Statsd, UnsupportedConsensusType,
+    MetricsProvider, Operations, RamLedger, ResolvedLog, Statsd, UnsupportedConsensusType,
 };

@@ -384,8 +384,9 @@ fn unused_keys_are_accepted_with_a_note() {
 }
 
 /// Refused with a reason: values korder cannot honour safely (a shifted TLS
-/// handshake clock, TLS on the operations endpoint, an Admin endpoint with TLS but
-/// no client authentication) each name the key and say why.
+/// handshake clock, required operations client certificates with no roots to check
+/// them, an Admin endpoint with TLS but no client authentication) each name the key
+/// and say why.
 #[test]
 fn values_korder_cannot_honour_are_refused_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -406,11 +407,12 @@ fn values_korder_cannot_honour_are_refused_with_a_reason() {
             "current time",
         ),
         (
-            "Operations.TLS.Enabled",
+            "Operations.TLS.ClientRootCAs",
             |c| {
                 c.operations.tls.enabled = true;
+                c.operations.tls.client_auth_required = true;
             },
-            "plain HTTP",
+            "required when Operations.TLS.ClientAuthRequired is true",
         ),
         (
             "Admin.TLS.ClientAuthRequired",

@@ -21,11 +21,11 @@ use korder_log::{EmbeddedLog, EmbeddedLogOptions};
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::Block;
+use korder_server::blockwriter::MetadataLayout;
 use korder_server::chain::{
     BoxFuture, ChainHandle, ChainParams, LogTiming, RetryPolicy, StartError, start_chain,
     start_chain_checked,
 };
-use korder_server::blockwriter::MetadataLayout;
 use korder_server::msgprocessor::FilterOptions;
 use korder_server::throttle::Throttle;
 use korder_server::{
@@ -477,13 +477,31 @@ async fn run_server(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let ops = tokio::spawn(korder_server::operations::serve(
-        ops_listener,
-        registrar.clone(),
-        metrics.clone(),
-        stopped(),
-    ));
-    tracing::info!(address = %ops_addr, "operations endpoint: /healthz /metrics /version");
+    let ops_tls = operations_tls(config)?
+        .map(|s| s.operations_server_config())
+        .transpose()?
+        .map(Arc::new);
+    let ops = match ops_tls {
+        Some(tls) => tokio::spawn(korder_server::operations_tls::serve(
+            ops_listener,
+            tls,
+            registrar.clone(),
+            metrics.clone(),
+            stopped(),
+        )),
+        None => tokio::spawn(korder_server::operations::serve(
+            ops_listener,
+            registrar.clone(),
+            metrics.clone(),
+            stopped(),
+        )),
+    };
+    tracing::info!(
+        address = %ops_addr,
+        tls = config.operations.tls.enabled,
+        client_auth_required = config.operations.tls.enabled && config.operations.tls.client_auth_required,
+        "operations endpoint: /healthz /metrics /version"
+    );
     tracing::info!(
         address = %local,
         tls = tls.is_some(),
@@ -595,6 +613,26 @@ fn tls_settings(config: &Config) -> anyhow::Result<Option<korder_server::tls::Tl
         tls.client_auth_required,
         &tls.client_root_cas,
     )?))
+}
+
+/// The operations endpoint's TLS server configuration (`Operations.TLS`), when enabled.
+fn operations_tls(config: &Config) -> anyhow::Result<Option<korder_server::tls::TlsSettings>> {
+    let tls = &config.operations.tls;
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
+        bail!(
+            "Operations.TLS.Enabled needs Operations.TLS.Certificate and Operations.TLS.PrivateKey"
+        );
+    };
+    let settings = korder_server::tls::TlsSettings::load_operations(
+        certificate,
+        private_key,
+        tls.client_auth_required,
+        &tls.client_root_cas,
+    )?;
+    Ok(Some(settings))
 }
 
 /// SIGTERM and SIGINT, watched from the moment this is created.

@@ -31,6 +31,7 @@ pub mod deliver;
 pub mod metrics;
 pub mod msgprocessor;
 pub mod operations;
+pub mod operations_tls;
 pub mod processor;
 pub mod registrar;
 pub mod resume;

@@ -225,7 +225,8 @@ impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
     fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
         let registrar = self.0.registrar.clone();
         let throttle = self.0.throttle.clone().and_then(|t| {
-            let key = crate::tls::peer_certificate(&request).and_then(ThrottleKey::of_certificate)?;
+            let key =
+                crate::tls::peer_certificate(&request).and_then(ThrottleKey::of_certificate)?;
             Some((t, key))
         });
         Box::pin(async move {

@@ -302,7 +302,11 @@ mod tests {
         for _ in 0..2 {
             throttle.received(&a).await;
         }
-        assert_eq!(began.elapsed(), Duration::ZERO, "2 of 4/2 per client and org");
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "2 of 4/2 per client and org"
+        );
         throttle.received(&a).await;
         assert_eq!(began.elapsed(), TICK);
     }

@@ -182,7 +182,10 @@ fn fabric_1_4_layout_adds_the_orderer_slot() {
         let obm = OrdererBlockMetadata::decode(sigs.value.clone()).unwrap();
         assert!(!orderer.is_empty(), "block {n}: ORDERER slot");
         assert_eq!(obm.consenter_metadata, orderer, "block {n}");
-        assert_eq!(consenter_metadata(k).unwrap(), consenter_metadata(f).unwrap());
+        assert_eq!(
+            consenter_metadata(k).unwrap(),
+            consenter_metadata(f).unwrap()
+        );
         for index in [
             BlockMetadataIndex::Signatures,
             BlockMetadataIndex::LastConfig,
@@ -204,8 +207,14 @@ fn v2_0_capability_forces_the_2_x_layout() {
             MetadataLayout::for_channel(configured, v2.iter()),
             MetadataLayout::Fabric2
         );
-        assert_eq!(MetadataLayout::for_channel(configured, v14.iter()), configured);
-        assert_eq!(MetadataLayout::for_channel(configured, [].iter()), configured);
+        assert_eq!(
+            MetadataLayout::for_channel(configured, v14.iter()),
+            configured
+        );
+        assert_eq!(
+            MetadataLayout::for_channel(configured, [].iter()),
+            configured
+        );
     }
 }
 
@@ -215,7 +224,8 @@ fn v2_0_capability_forces_the_2_x_layout() {
 /// leaves ORDERER empty and signs the same value.
 #[test]
 fn fabric_1_x_kafka_block_orderer_slot() {
-    let raw = std::fs::read(fixtures().join("fabric-v1.4.12/blocks/common-cluster-block3.pb")).unwrap();
+    let raw =
+        std::fs::read(fixtures().join("fabric-v1.4.12/blocks/common-cluster-block3.pb")).unwrap();
     let fabric = Block::decode(raw.as_slice()).unwrap();
     let kafka = consenter_metadata(&fabric).unwrap().expect("Kafka offsets");
     assert_eq!(kafka.last_offset_persisted, 3);
@@ -229,7 +239,12 @@ fn fabric_1_x_kafka_block_orderer_slot() {
     };
 
     let mut v14 = bare();
-    let value14 = write_metadata(&mut v14, last_config, Some(&kafka), MetadataLayout::Fabric14);
+    let value14 = write_metadata(
+        &mut v14,
+        last_config,
+        Some(&kafka),
+        MetadataLayout::Fabric14,
+    );
     assert_eq!(slot(&v14, BlockMetadataIndex::Orderer), fabric_orderer);
     let obm = OrdererBlockMetadata::decode(value14.clone()).unwrap();
     assert_eq!(obm.consenter_metadata, fabric_orderer);
