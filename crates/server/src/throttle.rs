@@ -81,7 +81,8 @@ impl RateLimiter {
         let state = self.inner.client(client);
         let clients = self.inner.clients.read_unpoisoned().len().max(1) as u64;
         let share = self.inner.rate_per_s / clients;
-        if state.used.fetch_add(1, Ordering::AcqRel) + 1 <= share {
+        // The count before this message is below the share: it fits.
+        if state.used.fetch_add(1, Ordering::AcqRel) < share {
             return;
         }
         let _waiting = state.waiting.lock().await;
