@@ -30,6 +30,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::deliver::DeliverConfig;
 use crate::registrar::Registrar;
+use crate::throttle::{Throttle, ThrottleKey};
 
 /// Largest message the server receives or sends: 100 MiB, as Fabric's orderer.
 pub const MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
@@ -166,6 +167,7 @@ pub struct AtomicBroadcastService {
     deliver: DeliverConfig,
     max_recv: usize,
     max_send: usize,
+    throttle: Option<Throttle>,
 }
 
 impl AtomicBroadcastService {
@@ -176,7 +178,15 @@ impl AtomicBroadcastService {
             deliver,
             max_recv: MAX_MESSAGE_BYTES,
             max_send: MAX_MESSAGE_BYTES,
+            throttle: None,
         }
+    }
+
+    /// Rate-limits the Broadcast streams of clients that present a TLS certificate
+    /// (`General.Throttling`); `None` leaves Broadcast unthrottled.
+    pub fn with_throttle(mut self, throttle: Option<Throttle>) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// The largest message received and sent (`General.MaxRecvMsgSize` and
@@ -214,10 +224,16 @@ impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
 
     fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
         let registrar = self.0.registrar.clone();
+        let throttle = self.0.throttle.clone().and_then(|t| {
+            let key =
+                crate::tls::peer_certificate(&request).and_then(ThrottleKey::of_certificate)?;
+            Some((t, key))
+        });
         Box::pin(async move {
             Ok(Response::new(crate::broadcast::serve(
                 registrar,
                 Inbound(request.into_inner()),
+                throttle,
             )))
         })
     }
