@@ -3,6 +3,8 @@
 //! policies refuse, requests that do not decode on the wire. Each gets Fabric's
 //! status and text, and nothing of it is ordered.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure should panic
+
 mod support;
 
 use std::collections::BTreeSet;
