@@ -690,11 +690,15 @@ struct OwnKafka {
 }
 
 impl Drop for OwnKafka {
+    /// SIGKILLs the broker first: its data is thrown away, so a clean shutdown
+    /// (up to the script's stop timeout) would only cost time.
     fn drop(&mut self) {
-        let _ = Command::new(kafka_script())
-            .arg("stop")
-            .env("KORDER_KAFKA_STATE", &self.state)
-            .output();
+        for args in [&["kill-broker", "1"][..], &["stop"][..]] {
+            let _ = Command::new(kafka_script())
+                .args(args)
+                .env("KORDER_KAFKA_STATE", &self.state)
+                .output();
+        }
         let _ = std::fs::remove_file(format!("{}.lock", self.state));
     }
 }

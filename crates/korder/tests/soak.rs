@@ -352,7 +352,7 @@ async fn final_chains(
                 panic!("not every node served its chain in time\n{}", context())
             });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

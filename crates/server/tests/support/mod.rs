@@ -110,6 +110,8 @@ pub struct Network {
     pub client_admin: SigningIdentity,
     /// An identity of an organisation no channel knows.
     pub stranger: SigningIdentity,
+    /// The client organisation's CA (Org1MSP), to issue more identities.
+    pub client_ca: DevPki,
     pub system_genesis: Block,
     pub app_genesis: Block,
 }
@@ -191,6 +193,7 @@ impl Network {
             client,
             client_admin,
             stranger,
+            client_ca: client_pki,
             system_genesis,
             app_genesis,
         }
@@ -276,8 +279,15 @@ impl Node {
 
     /// A client connected over a fresh in-process stream.
     pub async fn client(&self) -> AtomicBroadcastClient<Channel> {
+        AtomicBroadcastClient::new(self.channel().await)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// A gRPC channel over a fresh in-process stream (for raw requests).
+    pub async fn channel(&self) -> Channel {
         let connections = self.connections.clone();
-        let channel = Endpoint::from_static("http://in-process")
+        Endpoint::from_static("http://in-process")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let connections = connections.clone();
                 async move {
@@ -290,10 +300,7 @@ impl Node {
                 }
             }))
             .await
-            .unwrap();
-        AtomicBroadcastClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+            .unwrap()
     }
 
     /// Waits until `channel`'s chain status satisfies `f`; its status then.
@@ -339,6 +346,39 @@ impl Node {
             }
         }
         (blocks, None)
+    }
+
+    /// Reads `channel` as `signer` from block 0 on, as blocks are cut, until the
+    /// blocks read so far satisfy `done`; those blocks.
+    pub async fn blocks_until(
+        &self,
+        signer: &SigningIdentity,
+        channel: &str,
+        done: impl Fn(&[Block]) -> bool,
+    ) -> Vec<Block> {
+        let mut client = self.client().await;
+        let request = seek(
+            signer,
+            channel,
+            oldest(),
+            at(u64::MAX),
+            seek_info::SeekBehavior::BlockUntilReady,
+        );
+        let mut stream = client
+            .deliver(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut blocks = Vec::new();
+        while !done(&blocks) {
+            match stream.message().await.unwrap() {
+                Some(DeliverResponse {
+                    r#type: Some(deliver_response::Type::Block(b)),
+                }) => blocks.push(b),
+                other => panic!("the Deliver stream ended early: {other:?}"),
+            }
+        }
+        blocks
     }
 
     /// Halts every chain (blocking work, off the runtime).
@@ -634,4 +674,69 @@ pub fn readers_update(net: &Network, channel: &str) -> Envelope {
         isolated_data: Default::default(),
     };
     signed_update(net, &net.client_admin, channel, update)
+}
+
+/// A CONFIG_UPDATE of `channel` (built from the network's genesis block of it)
+/// restricting Org1MSP's `policy` (Readers, Writers, …) to its admins, signed by
+/// the Org1 admin (the policy's mod policy, the org's Admins) and sent by the client.
+pub fn org1_policy_admins_only(net: &Network, channel: &str, policy: &str) -> Envelope {
+    use korder_proto::common::{ConfigEnvelope, ConfigPolicy, msp_role};
+    let genesis = if channel == SYSTEM {
+        &net.system_genesis
+    } else {
+        &net.app_genesis
+    };
+    let env = Envelope::decode(envelopes_of(genesis)[0].as_ref()).unwrap();
+    let payload = Payload::decode(env.payload.as_ref()).unwrap();
+    let root = ConfigEnvelope::decode(payload.data.as_ref())
+        .unwrap()
+        .config
+        .unwrap()
+        .channel_group
+        .unwrap();
+    let app = &root.groups[APPLICATION_GROUP];
+    let org = &app.groups[CLIENT_MSP];
+    let old = &org.policies[policy];
+    let shell = |g: &ConfigGroup| ConfigGroup {
+        version: g.version,
+        ..Default::default()
+    };
+    let nest = |org_group: ConfigGroup| {
+        let mut a = shell(app);
+        a.groups.insert(CLIENT_MSP.into(), org_group);
+        let mut r = shell(&root);
+        r.groups.insert(APPLICATION_GROUP.into(), a);
+        r
+    };
+    let mut written = shell(org);
+    written.policies.insert(
+        policy.into(),
+        ConfigPolicy {
+            version: old.version + 1,
+            policy: Some(korder_channelconfig::genesis::signed_by_role(
+                CLIENT_MSP,
+                msp_role::MspRoleType::Admin,
+            )),
+            mod_policy: old.mod_policy.clone(),
+        },
+    );
+    let update = ConfigUpdate {
+        channel_id: channel.into(),
+        read_set: Some(nest(shell(org))),
+        write_set: Some(nest(written)),
+        isolated_data: Default::default(),
+    };
+    signed_update(net, &net.client_admin, channel, update)
+}
+
+/// An identity issued by `ca` for `cn` claiming `msp_id`.
+pub fn issued(ca: &DevPki, cn: &str, msp_id: &str) -> SigningIdentity {
+    let cert = ca.issue(cn, NodeRole::Client).unwrap();
+    SigningIdentity::from_pem(msp_id, cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap()
+}
+
+/// A client of a CA no channel MSP knows, claiming `msp_id`.
+pub fn foreign_identity(cn: &str, msp_id: &str) -> SigningIdentity {
+    let foreign = DevPki::generate(CLIENT_MSP, "org1.example.com").unwrap();
+    issued(&foreign, cn, msp_id)
 }
