@@ -31,7 +31,7 @@
 //! again — and korder's blocks are read from the ledger files. A real takeover runs
 //! korder with the Fabric orderer's own local MSP: blocks signed by `SampleOrg`, as
 //! here, verify against their certificate (`korder ledger verify`) but do not meet the
-//! channel's BlockValidation policy on a peer.
+//! channel's BlockValidation policy on a peer, which korder warns about at start.
 
 #![allow(clippy::unwrap_used)] // test helpers; failures should panic
 
@@ -615,7 +615,8 @@ fn assert_fabric_files_kept(ledger: &Path, grown: &[&str]) {
 
 /// A korder node takes over a Fabric v2.5.16 Kafka orderer's ledger (copied as it is,
 /// Fabric's LevelDB index included; no genesis file) on topics holding what Fabric
-/// wrote up to the last blocks' offsets: it refuses the sample identity Deliver and
+/// wrote up to the last blocks' offsets: it warns that its own (sample) identity does
+/// not meet the channels' BlockValidation policy, refuses that identity Deliver and
 /// Broadcast (not a member of the network's orgs), writes its CONNECT right after the
 /// offsets of both channels' last blocks, cuts new records into blocks 20, 21, …
 /// chained to Fabric's block 19 with the right offsets, restarts without cutting
@@ -648,6 +649,18 @@ async fn takes_over_a_fabric_2_5_kafka_orderer_ledger() {
     copy_tree(&fabric, &ledger);
     let mut node = Node::start(&ledger, &tmp.path().join("node-1.log")).await;
 
+    // The node warns that peers would refuse the blocks its identity signs.
+    let log = node.log_text();
+    for channel in [SYSTEM, CHANNEL] {
+        assert!(
+            log.lines().any(
+                |l| l.contains("does not satisfy /Channel/Orderer/BlockValidation")
+                    && l.contains(&format!("channel={channel} "))
+            ),
+            "no block signer warning for {channel}; log:\n{log}"
+        );
+    }
+
     // Each chain's start-up CONNECT lands right after its last block's offset.
     for (log, end) in [(&system_topic, system_end), (&topic, fabric_end)] {
         assert_eq!(records(log, end + 1, end + 1).await, vec![Record::Connect]);
@@ -657,11 +670,8 @@ async fn takes_over_a_fabric_2_5_kafka_orderer_ledger() {
     let sample = sample_signer();
     for channel in [SYSTEM, CHANNEL] {
         let first = seek_position::Type::Specified(SeekSpecified { number: 0 });
-        let (blocks, status) = deliver(
-            &node.address,
-            seek(&sample, channel, first.clone(), first, 0),
-        )
-        .await;
+        let (blocks, status) =
+            deliver(&node.address, seek(&sample, channel, first, first, 0)).await;
         assert!(blocks.is_empty(), "{channel}: a block was delivered");
         assert_eq!(status, Some(Status::Forbidden as i32), "{channel}");
     }
