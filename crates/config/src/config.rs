@@ -356,7 +356,8 @@ impl Config {
             }
         }
         match g.bootstrap() {
-            Bootstrap::File(path) if !path.is_file() => {
+            // The genesis block is read only to create an empty ledger.
+            Bootstrap::File(path) if !path.is_file() && !self.file_ledger.has_channels() => {
                 problems.push(match (&g.bootstrap_method, &g.bootstrap_file) {
                     (_, Some(_)) => format!(
                         "General.BootstrapFile: genesis block file {} does not exist",

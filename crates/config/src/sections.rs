@@ -22,6 +22,15 @@ pub struct FileLedger {
 impl FileLedger {
     pub(crate) const DEFAULT_LOCATION: &str = "/var/hyperledger/production/orderer";
 
+    /// Whether the ledger already holds a channel (an entry under `chains/`), read
+    /// without creating anything. Like Fabric, a node with channels starts from its
+    /// ledger and never reads the genesis block; an unreadable `chains/` counts as
+    /// none (the genesis block is then required, and start-up reports the error).
+    pub fn has_channels(&self) -> bool {
+        std::fs::read_dir(self.location.join("chains"))
+            .is_ok_and(|mut entries| entries.next().is_some())
+    }
+
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<FileLedger, ConfigError> {
         Ok(FileLedger {
             location: s

@@ -475,6 +475,30 @@ fn empty_bootstrap_file_names_bootstrap_file() {
     assert!(problems[0].contains("ORDERER_GENERAL_BOOTSTRAPFILE"));
 }
 
+/// A ledger that already holds a channel needs no genesis block (Fabric reads it
+/// only to create an empty ledger): the same empty BootstrapFile is then accepted,
+/// and an empty `chains/` directory does not count as a channel.
+#[test]
+fn existing_ledger_needs_no_bootstrap_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = fixtures().join("fabric-v2.5.16/sampleconfig/orderer.yaml");
+    let msp = fixtures().join("fabric-v1.4.12/sampleconfig/msp");
+    let c = Config::load(
+        &file,
+        &env(&[
+            ("ORDERER_GENERAL_LOCALMSPDIR", msp.to_str().unwrap()),
+            ("ORDERER_FILELEDGER_LOCATION", tmp.path().to_str().unwrap()),
+        ]),
+    )
+    .unwrap();
+    std::fs::create_dir_all(tmp.path().join("chains")).unwrap();
+    assert!(!c.file_ledger.has_channels());
+    assert!(c.validate().is_err(), "an empty chains/ is an empty ledger");
+    std::fs::create_dir_all(tmp.path().join("chains/mychannel")).unwrap();
+    assert!(c.file_ledger.has_channels());
+    c.validate().unwrap();
+}
+
 /// Both sample files, written back by korder, load again to an equal configuration
 /// (the optional Fabric sections keep their presence).
 #[test]

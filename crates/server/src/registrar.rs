@@ -215,6 +215,13 @@ impl Registrar {
             }
             *sys = Some(name.clone());
         }
+        if let Err(reason) = check_block_signer(&bundle, &*self.inner.node.signer) {
+            tracing::warn!(
+                channel = %name,
+                reason,
+                "the node's signing identity does not satisfy {BLOCK_VALIDATION}: peers will reject the blocks it signs (General.LocalMSPDir/LocalMSPID should be an identity of the channel's orderer organizations)"
+            );
+        }
         let state = Arc::new(ChannelState::new(bundle.clone()));
         let processor = ChannelProcessor::new(state.clone(), self.inner.node.clone());
         let params = ChainParams {
@@ -385,4 +392,23 @@ impl Registrar {
             c.chain.halt();
         }
     }
+}
+
+/// The policy a peer checks every block's signature against.
+pub const BLOCK_VALIDATION: &str = "/Channel/Orderer/BlockValidation";
+
+/// Whether a block signed by `signer` would meet `bundle`'s [`BLOCK_VALIDATION`]
+/// policy, as peers check it: the policy is evaluated on a signature of `signer`
+/// over a probe message. `Err` says why not.
+pub fn check_block_signer(bundle: &Bundle, signer: &dyn Signer) -> Result<(), String> {
+    let probe = bytes::Bytes::from_static(b"korder block signer check");
+    let signature = signer.sign(&probe).map_err(|e| e.to_string())?;
+    let signed = korder_channelconfig::policies::SignedData {
+        data: probe,
+        identity: signer.serialized_identity(),
+        signature,
+    };
+    bundle
+        .evaluate(BLOCK_VALIDATION, &[signed])
+        .map_err(|e| e.to_string())
 }

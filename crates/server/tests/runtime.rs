@@ -498,3 +498,21 @@ async fn stale_records_are_revalidated() {
     let s = node.wait_status(APP, |s| s.ingress_open).await;
     assert!(s.started && !s.errored);
 }
+
+/// The block signer check passes for an orderer org member and fails, naming the
+/// policy evaluation, for a member of an application org and for an identity of an
+/// organisation the channel does not know: only the first signs blocks peers accept.
+#[test]
+fn block_signer_check_needs_an_orderer_org_identity() {
+    use korder_server::registrar::check_block_signer;
+    let net = Network::new(10, Duration::from_secs(1));
+    for genesis in [&net.system_genesis, &net.app_genesis] {
+        let config = genesis.data.as_ref().unwrap().data[0].clone();
+        let bundle = korder_channelconfig::Bundle::from_config_envelope(&config).unwrap();
+        check_block_signer(&bundle, &net.orderer).unwrap();
+        for outsider in [&net.client, &net.stranger] {
+            let e = check_block_signer(&bundle, outsider).unwrap_err();
+            assert!(e.contains("policy"), "{e}");
+        }
+    }
+}
