@@ -160,7 +160,10 @@ mod tests {
         let s = FsStorage::new(tmp.path().join("top/root"));
         assert_eq!(s.list("").unwrap(), Vec::<String>::new());
         s.create_dir_all("a/b").unwrap();
-        assert!(s.is_dir("") && tmp.path().join("top").is_dir(), "the root's ancestors");
+        assert!(
+            s.is_dir("") && tmp.path().join("top").is_dir(),
+            "the root's ancestors"
+        );
         assert!(s.is_dir("a/b") && !s.exists("a/b"));
         let f = s.create("a/b/x").unwrap();
         f.write_all_at(b"hello", 3).unwrap();

@@ -735,7 +735,11 @@ mod tests {
         s.create_dir_all("d/e").unwrap();
         assert_eq!(s.ops(), before + 1, "creating a directory is an operation");
         s.create_dir_all("d/e").unwrap();
-        assert_eq!(s.ops(), before + 1, "an existing directory is not created again");
+        assert_eq!(
+            s.ops(),
+            before + 1,
+            "an existing directory is not created again"
+        );
         write(&s, "d/e/f", b"x", true);
         s.sync_dir("d/e").unwrap();
         s.sync_dir("d").unwrap();
