@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use korder_types::ids::BlockNumber;
+
 /// Errors of the block store, its writer and `verify`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,7 +48,7 @@ pub enum LedgerError {
     MissingHeader,
     /// The requested block is not in the ledger.
     #[error("block {number} is not in the ledger (height {height})")]
-    NotFound { number: u64, height: u64 },
+    NotFound { number: BlockNumber, height: u64 },
     /// The channel name cannot be a directory name.
     #[error("invalid channel name {0:?}")]
     InvalidChannel(String),

@@ -180,7 +180,7 @@ impl Registrar {
         let index = if last == BlockNumber::GENESIS {
             BlockNumber::GENESIS
         } else {
-            BlockNumber::new(last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?)
+            last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
         };
         let config_block = if index == last {
             last_block
