@@ -428,21 +428,28 @@ fn build(
         })?,
         None => None,
     };
-    let resume = match (&last_block, &metadata) {
+    let has_metadata = metadata.is_some();
+    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
+        channel: channel.clone(),
+        reason: e.to_string(),
+    })?;
+    let resume = match (&last_block, has_metadata, chain.persisted()) {
         _ if !checked => ResumePoint::Unchecked,
-        (Some(_), None) if height == 1 => ResumePoint::Genesis,
-        (Some(block), Some(m)) => ResumePoint::After {
-            block: height - 1,
-            offset: LogOffset::new(m.last_offset_persisted),
+        (Some(_), false, _) if height == 1 => ResumePoint::Genesis,
+        (Some(block), true, Some(offset)) => ResumePoint::After {
+            block: chain.last_cut(),
+            offset,
             last_envelope: block
                 .data
                 .as_ref()
                 .and_then(|d| d.data.last().cloned())
                 .unwrap_or_default(),
         },
+        // No metadata past genesis, or metadata recording that nothing was persisted:
+        // the chain reads from the oldest record and there is no record to check.
         _ => ResumePoint::Unchecked,
     };
-    if metadata.is_none() && height > 1 {
+    if !has_metadata && height > 1 {
         // Only a block that switched the consensus type is written without
         // consenter metadata (besides a genesis block). Like Fabric's Kafka chain,
         // the chain then reads its log from the oldest record: the new consensus
@@ -453,10 +460,6 @@ fn build(
             "the last block carries no consenter metadata (it changed the consensus type): reading the log from its oldest record"
         );
     }
-    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
-        channel: channel.clone(),
-        reason: e.to_string(),
-    })?;
     let writer = BlockWriter::new(store.clone(), signer.clone(), sequence)
         .map_err(|source| StartError::Writer { channel, source })?;
     Ok((chain, writer, resume))
