@@ -30,6 +30,7 @@ use korder_consensus::{
 use korder_ledger::BlockStore;
 use korder_ledger::block::consenter_metadata;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
+use korder_msp::signer::SigningIdentity;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
@@ -37,7 +38,6 @@ use crate::blockwriter::{BlockWriter, WriteError};
 use crate::metrics::Metrics;
 use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
-use crate::signer::Signer;
 use crate::status::ConsenterError;
 use korder_types::sync::MutexExt;
 
@@ -408,7 +408,7 @@ fn start<L: Log>(
 fn build(
     channel: &str,
     store: &BlockStore,
-    signer: &Arc<dyn Signer>,
+    signer: &Arc<SigningIdentity>,
     sequence: u64,
     checked: bool,
 ) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {

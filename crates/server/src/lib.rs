@@ -36,7 +36,6 @@ pub mod registrar;
 pub mod resume;
 pub mod seek;
 pub mod service;
-pub mod signer;
 pub mod status;
 pub mod tls;
 
@@ -49,5 +48,4 @@ pub use metrics::Metrics;
 pub use processor::{ChainEvent, ChannelProcessor, Validated};
 pub use registrar::{Channel, LogFactory, Registrar, RegistrarError};
 pub use service::AtomicBroadcastService;
-pub use signer::{SignError, Signer};
 pub use status::{ConsenterError, ProcessError};

@@ -25,6 +25,7 @@ use korder_channelconfig::{Bundle, config_from_envelope};
 use korder_consensus::{ConfigSeq, MsgClass};
 use korder_ledger::block::next_block;
 use korder_ledger::{BlockStore, Ledgers};
+use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
@@ -33,7 +34,6 @@ use crate::msgprocessor::{
     FilterOptions, Parsed, last_update_of, parse, process_channel_creation, process_config_update,
     process_normal,
 };
-use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_types::sync::MutexExt;
 
@@ -94,7 +94,7 @@ pub enum ChainEvent {
 /// What every channel's processor shares: the node's identity, its filter
 /// settings, its ledgers and the names of its channels.
 pub(crate) struct NodeShared {
-    pub(crate) signer: Arc<dyn Signer>,
+    pub(crate) signer: Arc<SigningIdentity>,
     pub(crate) filters: FilterOptions,
     pub(crate) ledgers: Ledgers,
     /// Every channel this node has or is creating: what the channel limit counts,
@@ -103,7 +103,11 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    pub(crate) fn new(signer: Arc<dyn Signer>, filters: FilterOptions, ledgers: Ledgers) -> Self {
+    pub(crate) fn new(
+        signer: Arc<SigningIdentity>,
+        filters: FilterOptions,
+        ledgers: Ledgers,
+    ) -> Self {
         NodeShared {
             signer,
             filters,
@@ -152,7 +156,7 @@ impl ChannelProcessor {
     }
 
     /// The node's signing identity.
-    pub fn signer(&self) -> &Arc<dyn Signer> {
+    pub fn signer(&self) -> &Arc<SigningIdentity> {
         &self.node.signer
     }
 

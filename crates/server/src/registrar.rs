@@ -12,6 +12,7 @@ use std::time::Duration;
 use korder_channelconfig::Bundle;
 use korder_ledger::block::last_config_index;
 use korder_ledger::{BlockStore, Ledgers};
+use korder_msp::signer::SigningIdentity;
 use korder_proto::common::Block;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -21,7 +22,6 @@ use crate::channel::ChannelState;
 use crate::metrics::Metrics;
 use crate::msgprocessor::{FilterOptions, Parsed};
 use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeShared};
-use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 use korder_types::sync::RwLockExt;
@@ -115,7 +115,7 @@ impl Registrar {
         ledgers: Ledgers,
         genesis: Option<Block>,
         logs: Arc<dyn LogFactory>,
-        signer: Arc<dyn Signer>,
+        signer: Arc<SigningIdentity>,
         runtime: Handle,
         metrics: Arc<Metrics>,
         filters: FilterOptions,
