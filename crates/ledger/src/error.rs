@@ -33,13 +33,16 @@ pub enum LedgerError {
     },
     /// `append` was given a block whose number is not the ledger's height.
     #[error("cannot append block {got}: the ledger expects block {expected}")]
-    WrongNumber { expected: u64, got: u64 },
+    WrongNumber {
+        expected: BlockNumber,
+        got: BlockNumber,
+    },
     /// `append` was given a block that does not chain onto the last block.
     #[error(
-        "cannot append block {number}: previous_hash {got} does not match the hash {expected} of block {}", number.wrapping_sub(1)
+        "cannot append block {number}: previous_hash {got} does not match the hash {expected} of block {}", number.get().wrapping_sub(1)
     )]
     WrongPreviousHash {
-        number: u64,
+        number: BlockNumber,
         expected: String,
         got: String,
     },
