@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use korder_channelconfig::Bundle;
 use korder_consensus::{
-    Chain, Command, ConfigSeq, ConsenterSupport, Rejected, TimerId, configure_record,
+    BlockNumber, Chain, Command, ConfigSeq, ConsenterSupport, Rejected, TimerId, configure_record,
     connect_record, order_record,
 };
 use korder_ledger::BlockStore;
@@ -433,21 +433,10 @@ fn build(
         channel: channel.clone(),
         reason: e.to_string(),
     })?;
-    let resume = match (&last_block, has_metadata, chain.persisted()) {
-        _ if !checked => ResumePoint::Unchecked,
-        (Some(_), false, _) if height == 1 => ResumePoint::Genesis,
-        (Some(block), true, Some(offset)) => ResumePoint::After {
-            block: chain.last_cut(),
-            offset,
-            last_envelope: block
-                .data
-                .as_ref()
-                .and_then(|d| d.data.last().cloned())
-                .unwrap_or_default(),
-        },
-        // No metadata past genesis, or metadata recording that nothing was persisted:
-        // the chain reads from the oldest record and there is no record to check.
-        _ => ResumePoint::Unchecked,
+    let resume = if checked {
+        resume_point(last_block.as_ref(), has_metadata, &chain)
+    } else {
+        ResumePoint::Unchecked
     };
     if !has_metadata && height > 1 {
         // Only a block that switched the consensus type is written without
@@ -463,6 +452,30 @@ fn build(
     let writer = BlockWriter::new(store.clone(), signer.clone(), sequence)
         .map_err(|source| StartError::Writer { channel, source })?;
     Ok((chain, writer, resume))
+}
+
+/// What the log must hold for `chain`, restored from the ledger whose last block is
+/// `last_block` (`has_metadata`: whether that block carries consenter metadata).
+fn resume_point(
+    last_block: Option<&korder_proto::common::Block>,
+    has_metadata: bool,
+    chain: &Chain,
+) -> ResumePoint {
+    match (last_block, has_metadata, chain.persisted()) {
+        (Some(_), false, _) if chain.last_cut() == BlockNumber::GENESIS => ResumePoint::Genesis,
+        (Some(block), true, Some(offset)) => ResumePoint::After {
+            block: chain.last_cut(),
+            offset,
+            last_envelope: block
+                .data
+                .as_ref()
+                .and_then(|d| d.data.last().cloned())
+                .unwrap_or_default(),
+        },
+        // No metadata past genesis, or metadata recording that nothing was persisted:
+        // the chain reads from the oldest record and there is no record to check.
+        _ => ResumePoint::Unchecked,
+    }
 }
 
 struct Support<'a> {
@@ -1094,5 +1107,40 @@ mod tests {
             Some(t0 + Duration::from_millis(400))
         );
         assert_eq!(next_tick(t0, Duration::ZERO, t0), None);
+    }
+
+    /// The resume check follows the restored chain: genesis needs offset 0, a block
+    /// with metadata names its number, offset and last envelope, and metadata that
+    /// records nothing persisted (Fabric's -3) or no metadata past genesis leave
+    /// nothing to check.
+    #[test]
+    fn resume_point_follows_the_restored_chain() {
+        use korder_proto::orderer::KafkaMetadata;
+        let block = korder_ledger::block::next_block(None, vec![Bytes::from_static(b"last")]);
+        let meta = |persisted| KafkaMetadata {
+            last_offset_persisted: persisted,
+            ..Default::default()
+        };
+        let chain = |m: Option<KafkaMetadata>, height| Chain::new(m, height).expect("chain");
+        assert_eq!(
+            resume_point(Some(&block), false, &chain(None, 1)),
+            ResumePoint::Genesis
+        );
+        assert_eq!(
+            resume_point(Some(&block), true, &chain(Some(meta(7)), 3)),
+            ResumePoint::After {
+                block: BlockNumber::new(2),
+                offset: LogOffset::new(7),
+                last_envelope: Bytes::from_static(b"last"),
+            }
+        );
+        assert_eq!(
+            resume_point(Some(&block), true, &chain(Some(meta(-3)), 3)),
+            ResumePoint::Unchecked
+        );
+        assert_eq!(
+            resume_point(Some(&block), false, &chain(None, 3)),
+            ResumePoint::Unchecked
+        );
     }
 }
