@@ -3,8 +3,8 @@
 //! CONFIG transaction on the system channel.
 //!
 //! Channel header: version 0, epoch 0, the given timestamp, empty tx id. The
-//! signature header (creator + fresh nonce) and the signature come from an
-//! [`EnvelopeSigner`], so this crate holds no keys and does no I/O.
+//! signature header (creator + fresh nonce) and the signature come from the node's
+//! [`SigningIdentity`], passed in: this crate holds no keys and does no I/O.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,49 +12,6 @@ use bytes::Bytes;
 use korder_msp::signer::{SignError, SigningIdentity};
 use korder_proto::Message;
 use korder_proto::common::{ChannelHeader, ConfigEnvelope, Envelope, Header, HeaderType, Payload};
-
-/// Who signs orderer-built envelopes.
-pub trait EnvelopeSigner {
-    type Error;
-    /// A marshalled `SignatureHeader { creator, nonce }` with a fresh nonce.
-    fn new_signature_header(&self) -> Result<Bytes, Self::Error>;
-    /// A DER ECDSA signature over `message`.
-    fn sign(&self, message: &[u8]) -> Result<Bytes, Self::Error>;
-}
-
-impl EnvelopeSigner for SigningIdentity {
-    type Error = SignError;
-
-    fn new_signature_header(&self) -> Result<Bytes, SignError> {
-        SigningIdentity::new_signature_header(self)
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Bytes, SignError> {
-        SigningIdentity::sign(self, message)
-    }
-}
-
-/// A signer made of two closures: one returning signature-header bytes, one signing.
-pub struct FnSigner<H, S> {
-    pub header: H,
-    pub sign: S,
-}
-
-impl<H, S, E> EnvelopeSigner for FnSigner<H, S>
-where
-    H: Fn() -> Result<Bytes, E>,
-    S: Fn(&[u8]) -> Result<Bytes, E>,
-{
-    type Error = E;
-
-    fn new_signature_header(&self) -> Result<Bytes, E> {
-        (self.header)()
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Bytes, E> {
-        (self.sign)(message)
-    }
-}
 
 fn timestamp(at: SystemTime) -> korder_proto::Timestamp {
     let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -65,13 +22,13 @@ fn timestamp(at: SystemTime) -> korder_proto::Timestamp {
 }
 
 /// A signed envelope of header type `kind` for `channel_id` whose payload data is `data`.
-pub fn signed_envelope<S: EnvelopeSigner + ?Sized>(
+pub fn signed_envelope(
     kind: HeaderType,
     channel_id: &str,
     data: Bytes,
     at: SystemTime,
-    signer: &S,
-) -> Result<Envelope, S::Error> {
+    signer: &SigningIdentity,
+) -> Result<Envelope, SignError> {
     let channel_header = ChannelHeader {
         r#type: kind as i32,
         version: 0,
@@ -89,18 +46,16 @@ pub fn signed_envelope<S: EnvelopeSigner + ?Sized>(
         }),
         data,
     };
-    let payload = Bytes::from(payload.encode_to_vec());
-    let signature = signer.sign(&payload)?;
-    Ok(Envelope { payload, signature })
+    signer.sign_envelope(Bytes::from(payload.encode_to_vec()))
 }
 
 /// The CONFIG transaction for `channel_id` carrying `config`, signed by the orderer.
-pub fn config_tx<S: EnvelopeSigner + ?Sized>(
+pub fn config_tx(
     channel_id: &str,
     config: &ConfigEnvelope,
     at: SystemTime,
-    signer: &S,
-) -> Result<Envelope, S::Error> {
+    signer: &SigningIdentity,
+) -> Result<Envelope, SignError> {
     signed_envelope(
         HeaderType::Config,
         channel_id,
@@ -112,12 +67,12 @@ pub fn config_tx<S: EnvelopeSigner + ?Sized>(
 
 /// The ORDERER_TRANSACTION for the system channel wrapping `inner` (the new
 /// channel's CONFIG transaction, serialized as the payload data), signed by the orderer.
-pub fn orderer_tx<S: EnvelopeSigner + ?Sized>(
+pub fn orderer_tx(
     system_channel_id: &str,
     inner: &Envelope,
     at: SystemTime,
-    signer: &S,
-) -> Result<Envelope, S::Error> {
+    signer: &SigningIdentity,
+) -> Result<Envelope, SignError> {
     signed_envelope(
         HeaderType::OrdererTransaction,
         system_channel_id,

@@ -42,7 +42,7 @@ pub use configtx::{
     ConfigTxError, check_channel_creation, check_channel_limit, new_channel_config,
     propose_config_update, validate_config_envelope, validate_new,
 };
-pub use envelope::{EnvelopeSigner, config_tx, orderer_tx};
+pub use envelope::{config_tx, orderer_tx};
 pub use genesis::{ChannelProfile, EnvelopeStamp, OrgProfile, genesis_envelope};
 pub use policies::{MspManager, PolicyError, PolicyManager, SignedData};
 pub use update::{

@@ -6,8 +6,7 @@ mod common;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use korder_channelconfig::envelope::{FnSigner, config_tx, orderer_tx, unwrap_orderer_tx};
+use korder_channelconfig::envelope::{config_tx, orderer_tx, unwrap_orderer_tx};
 use korder_proto::Message;
 use korder_proto::common::{
     ChannelHeader, Config, ConfigEnvelope, Envelope, HeaderType, Payload, SignatureHeader,
@@ -59,24 +58,5 @@ fn orderer_built_envelopes_have_fabric_headers() {
     assert!(
         unwrap_orderer_tx(&inner).is_err(),
         "a CONFIG envelope is not an orderer transaction"
-    );
-}
-
-/// A closure-based signer works, and its error is passed through unchanged.
-#[test]
-fn closure_signer_and_its_errors() {
-    let ok = FnSigner {
-        header: || Ok::<_, String>(Bytes::from_static(b"")),
-        sign: |m: &[u8]| Ok(Bytes::copy_from_slice(&m[..4])),
-    };
-    let env = config_tx("ch", &ConfigEnvelope::default(), UNIX_EPOCH, &ok).unwrap();
-    assert_eq!(env.signature.as_ref(), &env.payload[..4]);
-    let failing = FnSigner {
-        header: || Ok::<_, String>(Bytes::new()),
-        sign: |_: &[u8]| Err("hsm offline".to_string()),
-    };
-    assert_eq!(
-        config_tx("ch", &ConfigEnvelope::default(), UNIX_EPOCH, &failing).unwrap_err(),
-        "hsm offline"
     );
 }

@@ -50,6 +50,25 @@ use crate::types::{BlockNumber, ConfigSeq, LogOffset, TimerId};
 /// "read from the oldest". Only the metadata carries it; the chain holds `None`.
 const KAFKA_PERSISTED_NONE: i64 = -3;
 
+/// `last_resubmitted_config_offset` as Fabric's Kafka metadata writes "no config
+/// resubmission": 0, which no resubmission can be at (its original lies before it).
+/// Only the metadata carries it; the chain holds `None`.
+const KAFKA_NOT_RESUBMITTED: i64 = 0;
+
+/// The ORDERER metadata of a block: the three offsets as Fabric's Kafka metadata
+/// encodes them.
+fn kafka_metadata(
+    persisted: LogOffset,
+    processed: LogOffset,
+    resubmitted: Option<LogOffset>,
+) -> KafkaMetadata {
+    KafkaMetadata {
+        last_offset_persisted: persisted.get(),
+        last_original_offset_processed: processed.get(),
+        last_resubmitted_config_offset: resubmitted.map_or(KAFKA_NOT_RESUBMITTED, LogOffset::get),
+    }
+}
+
 /// Why the chain asks for a record to be appended to its log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendPurpose {
@@ -180,7 +199,7 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug)]
 struct ResubmitUndo {
     original: LogOffset,
-    resubmitted: LogOffset,
+    resubmitted: Option<LogOffset>,
     ingress_open: bool,
 }
 
@@ -219,7 +238,9 @@ pub struct Chain {
     /// (a chain whose last block carries no Kafka metadata).
     persisted: Option<LogOffset>,
     processed: LogOffset,
-    resubmitted: LogOffset,
+    /// Offset of the last config resubmission known; `None` before any (and after a
+    /// block cut by TIMETOCUT, which records none).
+    resubmitted: Option<LogOffset>,
     /// Offset of the last record fed (or `persisted` before any).
     last_seen: Option<LogOffset>,
     ingress_open: bool,
@@ -254,15 +275,16 @@ impl Chain {
     /// Builds a chain from the last block's Kafka metadata (`None` for a new channel
     /// or one whose last block carries none) and the ledger height.
     ///
-    /// Without metadata: nothing persisted (Fabric's −3), processed 0, resubmitted 0.
-    /// Metadata recording −3 also means nothing persisted. Ingress starts open
-    /// unless a config resubmission was in flight (resubmitted > processed).
+    /// Without metadata: nothing persisted (Fabric's −3), processed 0, no resubmission
+    /// (Fabric's 0). Metadata recording −3 also means nothing persisted, and 0 no
+    /// resubmission. Ingress starts open unless a config resubmission was in flight
+    /// (resubmitted > processed).
     pub fn new(metadata: Option<KafkaMetadata>, ledger_height: u64) -> Result<Chain, RestoreError> {
         let Some(last_cut) = BlockNumber::last_of(ledger_height) else {
             return Err(RestoreError::EmptyLedger);
         };
         let (persisted, processed, resubmitted) = match metadata {
-            None => (None, LogOffset::FIRST, LogOffset::FIRST),
+            None => (None, LogOffset::FIRST, None),
             Some(m) => (
                 match m.last_offset_persisted {
                     KAFKA_PERSISTED_NONE => None,
@@ -275,10 +297,13 @@ impl Chain {
                     p => Some(LogOffset::new(p)),
                 },
                 LogOffset::new(m.last_original_offset_processed),
-                LogOffset::new(m.last_resubmitted_config_offset),
+                match m.last_resubmitted_config_offset {
+                    KAFKA_NOT_RESUBMITTED => None,
+                    r => Some(LogOffset::new(r)),
+                },
             ),
         };
-        let ingress_open = resubmitted == LogOffset::FIRST || resubmitted <= processed;
+        let ingress_open = resubmitted.is_none_or(|r| r <= processed);
         Ok(Chain {
             last_cut,
             persisted,
@@ -322,8 +347,9 @@ impl Chain {
         self.processed
     }
 
-    /// Offset of the last config resubmission this chain knows about.
-    pub fn resubmitted(&self) -> LogOffset {
+    /// Offset of the last config resubmission this chain knows about; `None` before
+    /// any (Fabric's 0).
+    pub fn resubmitted(&self) -> Option<LogOffset> {
         self.resubmitted
     }
 
@@ -495,11 +521,11 @@ impl Chain {
             return;
         }
         // Byte compatibility with Fabric: a block cut by TIMETOCUT records
-        // last_resubmitted_config_offset = 0, whatever the chain's value. A node that
-        // restarts on such a block resumes with resubmitted = 0; this changes only that
-        // metadata field in later blocks (and the initial ingress gate), never block
-        // boundaries, data or header hashes.
-        self.write_block(batch, Fill::Accumulated, offset, LogOffset::FIRST, out);
+        // last_resubmitted_config_offset = 0 (none), whatever the chain's value. A node
+        // that restarts on such a block resumes with no resubmission; this changes only
+        // that metadata field in later blocks (and the initial ingress gate), never
+        // block boundaries, data or header hashes.
+        self.write_block(batch, Fill::Accumulated, offset, None, out);
         self.counters.process_time_to_cut_pass += 1;
     }
 
@@ -625,11 +651,15 @@ impl Chain {
             if original <= self.processed {
                 return Ok(Handled::Done);
             }
-            reopen = original == self.resubmitted && record.config_seq == seq;
+            reopen = self.resubmitted == Some(original) && record.config_seq == seq;
             // Another node may have resubmitted a config this node found invalid:
-            // follow it so that every node records the same value.
-            if self.resubmitted < original {
-                self.resubmitted = original;
+            // follow it so that every node records the same value. No resubmission
+            // compares as Fabric's 0.
+            if self
+                .resubmitted
+                .map_or(original > LogOffset::FIRST, |r| r < original)
+            {
+                self.resubmitted = Some(original);
             }
         }
         if record.config_seq < seq {
@@ -646,7 +676,7 @@ impl Chain {
             });
             // Close the gate before the copy can be appended; a failed append
             // reopens it (see `on_append_result`).
-            self.resubmitted = offset;
+            self.resubmitted = Some(offset);
             self.set_ingress(false, out);
             out.push(Command::Append {
                 record: regular_record(rebuilt, new_seq, Class::Config, Some(offset)),
@@ -738,11 +768,7 @@ impl Chain {
         out.push(Command::WriteConfigBlock {
             number,
             envelope,
-            metadata: KafkaMetadata {
-                last_offset_persisted: offset.get(),
-                last_original_offset_processed: self.processed.get(),
-                last_resubmitted_config_offset: resubmitted.get(),
-            },
+            metadata: kafka_metadata(offset, self.processed, resubmitted),
         });
     }
 
@@ -751,7 +777,7 @@ impl Chain {
         envelopes: Vec<Bytes>,
         fill: Fill,
         persisted: LogOffset,
-        resubmitted: LogOffset,
+        resubmitted: Option<LogOffset>,
         out: &mut Vec<Command>,
     ) {
         assert!(!envelopes.is_empty(), "a block holds at least one envelope");
@@ -761,11 +787,7 @@ impl Chain {
         out.push(Command::WriteBlock {
             number,
             envelopes,
-            metadata: KafkaMetadata {
-                last_offset_persisted: persisted.get(),
-                last_original_offset_processed: self.processed.get(),
-                last_resubmitted_config_offset: resubmitted.get(),
-            },
+            metadata: kafka_metadata(persisted, self.processed, resubmitted),
             fill,
         });
     }

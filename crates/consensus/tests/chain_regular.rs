@@ -384,7 +384,7 @@ fn i63_stale_resubmission_resubmitted_again() {
     );
     assert!(node.blocks.is_empty());
     assert!(!node.ingress_open);
-    assert_eq!(node.chain.resubmitted(), LogOffset::new(7));
+    assert_eq!(node.chain.resubmitted(), Some(LogOffset::new(7)));
 }
 
 /// Scenario 64: a stale CONFIG that fails re-validation is dropped; no block.
@@ -445,7 +445,7 @@ fn failed_config_resubmission_append_is_undone() {
     node.fail_appends = true;
     node.feed(1, cfg(config("c"), 0, 0));
     assert!(node.ingress_open);
-    assert_eq!(node.chain.resubmitted(), LogOffset::new(0));
+    assert_eq!(node.chain.resubmitted(), None);
     assert_eq!(node.chain.counters().process_regular_error, 1);
     assert!(matches!(
         node.chain.last_error(),

@@ -387,7 +387,7 @@ fn check(envelope: &Envelope, bundle: &Bundle, opts: &FilterOptions, channels: u
 
     match parsed.class() {
         MsgClass::ConfigUpdate => {
-            let signer = &fixtures().signer as &dyn korder_server::Signer;
+            let signer = &fixtures().signer;
             let result = if channel_id == bundle.channel_id || !bundle.is_system_channel() {
                 process_config_update(envelope, bundle, signer, opts)
             } else {

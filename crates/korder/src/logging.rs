@@ -48,7 +48,6 @@ pub const FABRIC_LOGGERS: &[(&str, &[&str])] = &[
             "korder_server::registrar",
             "korder_server::blockwriter",
             "korder_server::channel",
-            "korder_server::signer",
         ],
     ),
     (

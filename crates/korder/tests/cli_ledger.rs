@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use bytes::Bytes;
 use korder_ledger::block::{BlockBuilder, set_signatures, signature_input, write_orderer_metadata};
-use korder_ledger::{Ledgers, StoreOptions};
+use korder_ledger::{BlockNumber, Ledgers, StoreOptions};
 use korder_msp::devpki::{DevPki, NodeRole};
 use korder_msp::signer::SigningIdentity;
 use korder_proto::common::MetadataSignature;
@@ -52,7 +52,7 @@ fn build_ledger(root: &Path, opts: StoreOptions) -> Built {
         built.markers.push(m);
         if n > 0 {
             let header = block.header.clone().unwrap();
-            let value = write_orderer_metadata(&mut block, 0, None);
+            let value = write_orderer_metadata(&mut block, BlockNumber::GENESIS, None);
             let sig_header = signer.new_signature_header().unwrap();
             let signature = signer
                 .sign(&signature_input(&value, &sig_header, &header))

@@ -189,7 +189,7 @@ fn header_type(envelope: &[u8]) -> i32 {
 /// The sequence of the channel's current config: that of its last config block.
 fn config_sequence(blocks: &[Block]) -> u64 {
     let last = blocks.last().unwrap();
-    let config_block = &blocks[last_config_index(last).unwrap() as usize];
+    let config_block = &blocks[last_config_index(last).unwrap().get() as usize];
     let env = Envelope::decode(entries(config_block)[0].as_ref()).unwrap();
     let payload = Payload::decode(env.payload.as_ref()).unwrap();
     ConfigEnvelope::decode(payload.data.as_ref())

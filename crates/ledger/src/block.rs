@@ -19,6 +19,7 @@ use korder_proto::common::{
     MetadataSignature, OrdererBlockMetadata, SignatureHeader,
 };
 use korder_proto::orderer::KafkaMetadata;
+use korder_types::ids::BlockNumber;
 
 /// Number of metadata slots in blocks korder writes (one per `BlockMetadataIndex`).
 pub const METADATA_SLOTS: usize = 5;
@@ -33,7 +34,7 @@ pub enum BlockError {
     /// A metadata slot or a message inside it does not decode.
     #[error("block {number}: metadata slot {slot:?}: cannot decode {what}: {source}")]
     Metadata {
-        number: u64,
+        number: BlockNumber,
         slot: BlockMetadataIndex,
         what: &'static str,
         #[source]
@@ -116,8 +117,10 @@ impl BlockBuilder {
     }
 
     /// Number the next block will get.
-    pub fn next_number(&self) -> u64 {
-        self.last.as_ref().map_or(0, |h| h.number + 1)
+    pub fn next_number(&self) -> BlockNumber {
+        self.last
+            .as_ref()
+            .map_or(BlockNumber::GENESIS, |h| BlockNumber::new(h.number).next())
     }
 
     /// Header of the last block built (or given to [`BlockBuilder::after`]).
@@ -189,9 +192,9 @@ pub fn set_orderer_metadata(block: &mut Block, kafka: &KafkaMetadata) {
 }
 
 /// Writes the LAST_CONFIG slot: `Metadata{value: LastConfig{index}}`, no signatures.
-pub fn set_last_config(block: &mut Block, index: u64) {
+pub fn set_last_config(block: &mut Block, index: BlockNumber) {
     slots_mut(block)[BlockMetadataIndex::LastConfig as usize] = encode(&Metadata {
-        value: encode(&LastConfig { index }),
+        value: encode(&LastConfig { index: index.get() }),
         signatures: Vec::new(),
     });
 }
@@ -199,9 +202,11 @@ pub fn set_last_config(block: &mut Block, index: u64) {
 /// The SIGNATURES slot's value: `OrdererBlockMetadata{last_config, consenter_metadata}`
 /// where `consenter_metadata` is the ORDERER slot's bytes (`Metadata{value: KafkaMetadata}`),
 /// or empty when the consenter supplied none.
-pub fn signatures_value(last_config: u64, consenter: Option<&KafkaMetadata>) -> Bytes {
+pub fn signatures_value(last_config: BlockNumber, consenter: Option<&KafkaMetadata>) -> Bytes {
     encode(&OrdererBlockMetadata {
-        last_config: Some(LastConfig { index: last_config }),
+        last_config: Some(LastConfig {
+            index: last_config.get(),
+        }),
         consenter_metadata: consenter.map(orderer_slot_bytes).unwrap_or_default(),
     })
 }
@@ -217,7 +222,7 @@ pub fn set_signatures(block: &mut Block, value: Bytes, signatures: Vec<MetadataS
 /// [`signature_input`] and store with [`set_signatures`].
 pub fn write_orderer_metadata(
     block: &mut Block,
-    last_config: u64,
+    last_config: BlockNumber,
     consenter: Option<&KafkaMetadata>,
 ) -> Bytes {
     if let Some(k) = consenter {
@@ -241,8 +246,8 @@ pub fn signature_input(value: &[u8], signature_header: &[u8], header: &BlockHead
 // Metadata readers
 // ---------------------------------------------------------------------------
 
-fn number_of(block: &Block) -> u64 {
-    block.header.as_ref().map_or(0, |h| h.number)
+fn number_of(block: &Block) -> BlockNumber {
+    BlockNumber::new(block.header.as_ref().map_or(0, |h| h.number))
 }
 
 /// Raw bytes of a slot; a missing slot (4-slot blocks, short lists) reads as empty.
@@ -275,8 +280,8 @@ fn slot_metadata(block: &Block, index: BlockMetadataIndex) -> Result<Metadata, B
 
 /// The number of the newest config block as recorded in `block`: the SIGNATURES
 /// value's `OrdererBlockMetadata.last_config` when that value is non-empty, else the
-/// LAST_CONFIG slot. An empty slot means 0.
-pub fn last_config_index(block: &Block) -> Result<u64, BlockError> {
+/// LAST_CONFIG slot. An empty slot means block 0.
+pub fn last_config_index(block: &Block) -> Result<BlockNumber, BlockError> {
     let sigs = slot_metadata(block, BlockMetadataIndex::Signatures)?;
     if !sigs.value.is_empty() {
         let obm: OrdererBlockMetadata = decode_in(
@@ -285,7 +290,7 @@ pub fn last_config_index(block: &Block) -> Result<u64, BlockError> {
             "OrdererBlockMetadata",
             &sigs.value,
         )?;
-        return Ok(obm.last_config.map_or(0, |lc| lc.index));
+        return Ok(BlockNumber::new(obm.last_config.map_or(0, |lc| lc.index)));
     }
     let lc_md = slot_metadata(block, BlockMetadataIndex::LastConfig)?;
     let lc: LastConfig = decode_in(
@@ -294,7 +299,7 @@ pub fn last_config_index(block: &Block) -> Result<u64, BlockError> {
         "LastConfig",
         &lc_md.value,
     )?;
-    Ok(lc.index)
+    Ok(BlockNumber::new(lc.index))
 }
 
 /// The Kafka consenter metadata recorded in `block`: from the SIGNATURES value's

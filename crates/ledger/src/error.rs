@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use korder_types::ids::BlockNumber;
+
 /// Errors of the block store, its writer and `verify`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,13 +33,16 @@ pub enum LedgerError {
     },
     /// `append` was given a block whose number is not the ledger's height.
     #[error("cannot append block {got}: the ledger expects block {expected}")]
-    WrongNumber { expected: u64, got: u64 },
+    WrongNumber {
+        expected: BlockNumber,
+        got: BlockNumber,
+    },
     /// `append` was given a block that does not chain onto the last block.
     #[error(
-        "cannot append block {number}: previous_hash {got} does not match the hash {expected} of block {}", number.wrapping_sub(1)
+        "cannot append block {number}: previous_hash {got} does not match the hash {expected} of block {}", number.get().wrapping_sub(1)
     )]
     WrongPreviousHash {
-        number: u64,
+        number: BlockNumber,
         expected: String,
         got: String,
     },
@@ -46,7 +51,7 @@ pub enum LedgerError {
     MissingHeader,
     /// The requested block is not in the ledger.
     #[error("block {number} is not in the ledger (height {height})")]
-    NotFound { number: u64, height: u64 },
+    NotFound { number: BlockNumber, height: u64 },
     /// The channel name cannot be a directory name.
     #[error("invalid channel name {0:?}")]
     InvalidChannel(String),

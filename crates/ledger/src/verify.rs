@@ -3,6 +3,7 @@
 //! against the files — and names the first bad block, its file and offset.
 
 use korder_proto::common::{Block, BlockHeader};
+use korder_types::ids::BlockNumber;
 
 use crate::block::{data_hash, header_hash};
 use crate::error::LedgerError;
@@ -13,7 +14,7 @@ use crate::store::{Ledgers, Step, file_path, index_path, list_block_files, read_
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadBlock {
     /// Number of the block expected at that place.
-    pub number: u64,
+    pub number: BlockNumber,
     /// Block file (relative to the ledger root).
     pub file: String,
     /// Offset of the record's length prefix.
@@ -31,12 +32,12 @@ pub enum IndexStatus {
     /// next open repairs it).
     Unreadable(String),
     /// Every indexed block points at its record; `last_indexed` is the last block.
-    Consistent { last_indexed: Option<u64> },
+    Consistent { last_indexed: Option<BlockNumber> },
     /// Entries agree with the files but stop before the last block (normal after a
     /// crash; the next open catches up).
-    Behind { last_indexed: Option<u64> },
+    Behind { last_indexed: Option<BlockNumber> },
     /// An entry points somewhere else than its block's record.
-    Mismatch { number: u64, reason: String },
+    Mismatch { number: BlockNumber, reason: String },
 }
 
 /// Where the last file ends in an incomplete record (a torn write the next open cuts off).
@@ -78,7 +79,7 @@ pub type BlockHook<'a> = &'a mut dyn FnMut(&Block) -> Result<(), String>;
 pub fn verify(
     ledgers: &Ledgers,
     channel: &str,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(BlockNumber),
     mut hook: Option<BlockHook<'_>>,
 ) -> Result<VerifyReport, LedgerError> {
     let storage = ledgers.storage();
@@ -92,7 +93,10 @@ pub fn verify(
         Index::open_read_only(file).map_err(|e| IndexStatus::Unreadable(e.to_string()))
     };
     let last_indexed = match &index {
-        Ok(ix) => ix.last_indexed().map_err(LedgerError::index(&ix_path))?,
+        Ok(ix) => ix
+            .last_indexed()
+            .map_err(LedgerError::index(&ix_path))?
+            .map(BlockNumber::new),
         Err(_) => None,
     };
     let mut index_status = match &index {
@@ -110,7 +114,7 @@ pub fn verify(
         index: IndexStatus::Missing,
         first_bad: None,
     };
-    let mut expected = 0u64;
+    let mut expected = BlockNumber::GENESIS;
     let mut prev: Option<BlockHeader> = None;
     'files: for &suffix in &suffixes {
         let p = file_path(channel, suffix);
@@ -159,7 +163,9 @@ pub fn verify(
                         && last_indexed.is_some_and(|c| expected <= c)
                         && let Ok(ix) = &index
                     {
-                        let got = ix.get(expected).map_err(LedgerError::index(&ix_path))?;
+                        let got = ix
+                            .get(expected.get())
+                            .map_err(LedgerError::index(&ix_path))?;
                         if got.is_none_or(|l| (l.suffix, l.offset, l.len) != (suffix, off, rec_len))
                         {
                             index_status = Some(IndexStatus::Mismatch {
@@ -174,7 +180,7 @@ pub fn verify(
                     report.blocks_ok += 1;
                     report.bytes += rec_len;
                     prev = block.header;
-                    expected += 1;
+                    expected = expected.next();
                     off += rec_len;
                 }
             }
@@ -183,20 +189,22 @@ pub fn verify(
     report.index = index_status.unwrap_or_else(|| {
         let height = report.blocks_ok;
         match last_indexed {
-            Some(c) if c + 1 > height && report.first_bad.is_none() => IndexStatus::Mismatch {
+            Some(c) if c.height() > height && report.first_bad.is_none() => IndexStatus::Mismatch {
                 number: c,
                 reason: format!("index reaches block {c} but the files hold {height} blocks"),
             },
-            c if c.map_or(0, |c| c + 1) == height => IndexStatus::Consistent { last_indexed: c },
+            c if c.map_or(0, BlockNumber::height) == height => {
+                IndexStatus::Consistent { last_indexed: c }
+            }
             c => IndexStatus::Behind { last_indexed: c },
         }
     });
     Ok(report)
 }
 
-fn check_block(block: &Block, expected: u64, prev: Option<&BlockHeader>) -> Option<String> {
+fn check_block(block: &Block, expected: BlockNumber, prev: Option<&BlockHeader>) -> Option<String> {
     let header = block.header.as_ref()?;
-    if header.number != expected {
+    if header.number != expected.get() {
         return Some(format!(
             "found block {} where block {expected} belongs",
             header.number

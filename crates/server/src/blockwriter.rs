@@ -19,7 +19,7 @@ use korder_ledger::{BlockStore, LedgerError, PipelinedWriter};
 use korder_proto::common::{Block, MetadataSignature};
 use korder_proto::orderer::KafkaMetadata;
 
-use crate::signer::{SignError, Signer};
+use korder_msp::signer::{SignError, SigningIdentity};
 
 /// Why a block could not be written. Each of these stops the chain.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum WriteError {
     Ledger(#[from] LedgerError),
     #[error("signing block {number}: {source}")]
     Sign {
-        number: u64,
+        number: BlockNumber,
         #[source]
         source: SignError,
     },
@@ -75,7 +75,7 @@ impl MetadataLayout {
 /// value to sign, the same in both layouts.
 pub fn write_metadata(
     block: &mut Block,
-    last_config: u64,
+    last_config: BlockNumber,
     consenter: Option<&KafkaMetadata>,
     layout: MetadataLayout,
 ) -> Bytes {
@@ -92,8 +92,8 @@ pub fn write_metadata(
 pub struct BlockWriter {
     builder: BlockBuilder,
     writer: PipelinedWriter,
-    signer: Arc<dyn Signer>,
-    last_config_block: u64,
+    signer: Arc<SigningIdentity>,
+    last_config_block: BlockNumber,
     last_config_seq: u64,
 }
 
@@ -102,7 +102,7 @@ impl BlockWriter {
     /// sequence, the one recorded by the last config block.
     pub fn new(
         store: BlockStore,
-        signer: Arc<dyn Signer>,
+        signer: Arc<SigningIdentity>,
         sequence: u64,
     ) -> Result<Self, WriteError> {
         let (builder, last_config_block) = match store.last_block_number() {
@@ -110,13 +110,13 @@ impl BlockWriter {
                 let last = store.block(n)?;
                 let header = last.header.clone().unwrap_or_default();
                 let lc = if n == BlockNumber::GENESIS {
-                    0
+                    BlockNumber::GENESIS
                 } else {
                     last_config_index(&last).map_err(|e| WriteError::LastConfig(e.to_string()))?
                 };
                 (BlockBuilder::after(header), lc)
             }
-            None => (BlockBuilder::new(), 0),
+            None => (BlockBuilder::new(), BlockNumber::GENESIS),
         };
         Ok(BlockWriter {
             builder,
@@ -128,7 +128,7 @@ impl BlockWriter {
     }
 
     /// The number the next created block gets.
-    pub fn next_number(&self) -> u64 {
+    pub fn next_number(&self) -> BlockNumber {
         self.builder.next_number()
     }
 
@@ -148,15 +148,13 @@ impl BlockWriter {
         layout: MetadataLayout,
     ) -> Result<(), WriteError> {
         let header = block.header.clone().unwrap_or_default();
+        let number = BlockNumber::new(header.number);
         if sequence > self.last_config_seq {
-            self.last_config_block = header.number;
+            self.last_config_block = number;
             self.last_config_seq = sequence;
         }
         let value = write_metadata(&mut block, self.last_config_block, consenter, layout);
-        let sign_err = |source| WriteError::Sign {
-            number: header.number,
-            source,
-        };
+        let sign_err = |source| WriteError::Sign { number, source };
         let signature_header = self.signer.new_signature_header().map_err(sign_err)?;
         let signature = self
             .signer

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use korder_channelconfig::Bundle;
 use korder_consensus::{
-    Chain, Command, ConfigSeq, ConsenterSupport, Rejected, TimerId, configure_record,
+    BlockNumber, Chain, Command, ConfigSeq, ConsenterSupport, Rejected, TimerId, configure_record,
     connect_record, order_record,
 };
 use korder_ledger::BlockStore;
 use korder_ledger::block::consenter_metadata;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
+use korder_msp::signer::SigningIdentity;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
@@ -37,7 +38,6 @@ use crate::blockwriter::{BlockWriter, WriteError};
 use crate::metrics::Metrics;
 use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
-use crate::signer::Signer;
 use crate::status::ConsenterError;
 use korder_types::sync::MutexExt;
 
@@ -408,7 +408,7 @@ fn start<L: Log>(
 fn build(
     channel: &str,
     store: &BlockStore,
-    signer: &Arc<dyn Signer>,
+    signer: &Arc<SigningIdentity>,
     sequence: u64,
     checked: bool,
 ) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {
@@ -428,21 +428,17 @@ fn build(
         })?,
         None => None,
     };
-    let resume = match (&last_block, &metadata) {
-        _ if !checked => ResumePoint::Unchecked,
-        (Some(_), None) if height == 1 => ResumePoint::Genesis,
-        (Some(block), Some(m)) => ResumePoint::After {
-            block: height - 1,
-            offset: LogOffset::new(m.last_offset_persisted),
-            last_envelope: block
-                .data
-                .as_ref()
-                .and_then(|d| d.data.last().cloned())
-                .unwrap_or_default(),
-        },
-        _ => ResumePoint::Unchecked,
+    let has_metadata = metadata.is_some();
+    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
+        channel: channel.clone(),
+        reason: e.to_string(),
+    })?;
+    let resume = if checked {
+        resume_point(last_block.as_ref(), has_metadata, &chain)
+    } else {
+        ResumePoint::Unchecked
     };
-    if metadata.is_none() && height > 1 {
+    if !has_metadata && height > 1 {
         // Only a block that switched the consensus type is written without
         // consenter metadata (besides a genesis block). Like Fabric's Kafka chain,
         // the chain then reads its log from the oldest record: the new consensus
@@ -453,13 +449,33 @@ fn build(
             "the last block carries no consenter metadata (it changed the consensus type): reading the log from its oldest record"
         );
     }
-    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
-        channel: channel.clone(),
-        reason: e.to_string(),
-    })?;
     let writer = BlockWriter::new(store.clone(), signer.clone(), sequence)
         .map_err(|source| StartError::Writer { channel, source })?;
     Ok((chain, writer, resume))
+}
+
+/// What the log must hold for `chain`, restored from the ledger whose last block is
+/// `last_block` (`has_metadata`: whether that block carries consenter metadata).
+fn resume_point(
+    last_block: Option<&korder_proto::common::Block>,
+    has_metadata: bool,
+    chain: &Chain,
+) -> ResumePoint {
+    match (last_block, has_metadata, chain.persisted()) {
+        (Some(_), false, _) if chain.last_cut() == BlockNumber::GENESIS => ResumePoint::Genesis,
+        (Some(block), true, Some(offset)) => ResumePoint::After {
+            block: chain.last_cut(),
+            offset,
+            last_envelope: block
+                .data
+                .as_ref()
+                .and_then(|d| d.data.last().cloned())
+                .unwrap_or_default(),
+        },
+        // No metadata past genesis, or metadata recording that nothing was persisted:
+        // the chain reads from the oldest record and there is no record to check.
+        _ => ResumePoint::Unchecked,
+    }
 }
 
 struct Support<'a> {
@@ -1093,5 +1109,40 @@ mod tests {
             Some(t0 + Duration::from_millis(400))
         );
         assert_eq!(next_tick(t0, Duration::ZERO, t0), None);
+    }
+
+    /// The resume check follows the restored chain: genesis needs offset 0, a block
+    /// with metadata names its number, offset and last envelope, and metadata that
+    /// records nothing persisted (Fabric's -3) or no metadata past genesis leave
+    /// nothing to check.
+    #[test]
+    fn resume_point_follows_the_restored_chain() {
+        use korder_proto::orderer::KafkaMetadata;
+        let block = korder_ledger::block::next_block(None, vec![Bytes::from_static(b"last")]);
+        let meta = |persisted| KafkaMetadata {
+            last_offset_persisted: persisted,
+            ..Default::default()
+        };
+        let chain = |m: Option<KafkaMetadata>, height| Chain::new(m, height).expect("chain");
+        assert_eq!(
+            resume_point(Some(&block), false, &chain(None, 1)),
+            ResumePoint::Genesis
+        );
+        assert_eq!(
+            resume_point(Some(&block), true, &chain(Some(meta(7)), 3)),
+            ResumePoint::After {
+                block: BlockNumber::new(2),
+                offset: LogOffset::new(7),
+                last_envelope: Bytes::from_static(b"last"),
+            }
+        );
+        assert_eq!(
+            resume_point(Some(&block), true, &chain(Some(meta(-3)), 3)),
+            ResumePoint::Unchecked
+        );
+        assert_eq!(
+            resume_point(Some(&block), false, &chain(None, 3)),
+            ResumePoint::Unchecked
+        );
     }
 }

@@ -25,6 +25,7 @@ use korder_channelconfig::{Bundle, config_from_envelope};
 use korder_consensus::{ConfigSeq, MsgClass};
 use korder_ledger::block::next_block;
 use korder_ledger::{BlockStore, Ledgers};
+use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
@@ -34,7 +35,6 @@ use crate::msgprocessor::{
     FilterOptions, Parsed, last_update_of, parse, process_channel_creation, process_config_update,
     process_normal,
 };
-use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_types::sync::MutexExt;
 
@@ -114,7 +114,7 @@ impl From<FilterOptions> for NodeOptions {
 /// What every channel's processor shares: the node's identity, its settings, its
 /// ledgers and the names of its channels.
 pub(crate) struct NodeShared {
-    pub(crate) signer: Arc<dyn Signer>,
+    pub(crate) signer: Arc<SigningIdentity>,
     pub(crate) filters: FilterOptions,
     pub(crate) block_metadata: MetadataLayout,
     pub(crate) ledgers: Ledgers,
@@ -124,7 +124,11 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    pub(crate) fn new(signer: Arc<dyn Signer>, options: NodeOptions, ledgers: Ledgers) -> Self {
+    pub(crate) fn new(
+        signer: Arc<SigningIdentity>,
+        options: NodeOptions,
+        ledgers: Ledgers,
+    ) -> Self {
         NodeShared {
             signer,
             filters: options.filters,
@@ -174,7 +178,7 @@ impl ChannelProcessor {
     }
 
     /// The node's signing identity.
-    pub fn signer(&self) -> &Arc<dyn Signer> {
+    pub fn signer(&self) -> &Arc<SigningIdentity> {
         &self.node.signer
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use korder_channelconfig::Bundle;
 use korder_ledger::block::last_config_index;
 use korder_ledger::{BlockStore, Ledgers};
+use korder_msp::signer::SigningIdentity;
 use korder_proto::common::Block;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -21,7 +22,6 @@ use crate::channel::ChannelState;
 use crate::metrics::Metrics;
 use crate::msgprocessor::Parsed;
 use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeOptions, NodeShared};
-use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 use korder_types::sync::RwLockExt;
@@ -115,7 +115,7 @@ impl Registrar {
         ledgers: Ledgers,
         genesis: Option<Block>,
         logs: Arc<dyn LogFactory>,
-        signer: Arc<dyn Signer>,
+        signer: Arc<SigningIdentity>,
         runtime: Handle,
         metrics: Arc<Metrics>,
         options: impl Into<NodeOptions>,
@@ -180,7 +180,7 @@ impl Registrar {
         let index = if last == BlockNumber::GENESIS {
             BlockNumber::GENESIS
         } else {
-            BlockNumber::new(last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?)
+            last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
         };
         let config_block = if index == last {
             last_block
@@ -400,12 +400,12 @@ pub const BLOCK_VALIDATION: &str = "/Channel/Orderer/BlockValidation";
 /// Whether a block signed by `signer` would meet `bundle`'s [`BLOCK_VALIDATION`]
 /// policy, as peers check it: the policy is evaluated on a signature of `signer`
 /// over a probe message. `Err` says why not.
-pub fn check_block_signer(bundle: &Bundle, signer: &dyn Signer) -> Result<(), String> {
+pub fn check_block_signer(bundle: &Bundle, signer: &SigningIdentity) -> Result<(), String> {
     let probe = bytes::Bytes::from_static(b"korder block signer check");
     let signature = signer.sign(&probe).map_err(|e| e.to_string())?;
     let signed = korder_channelconfig::policies::SignedData {
         data: probe,
-        identity: signer.serialized_identity(),
+        identity: signer.serialized(),
         signature,
     };
     bundle

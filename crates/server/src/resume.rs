@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use korder_consensus::{Record, decode_record};
+use korder_consensus::{BlockNumber, Record, decode_record};
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
 use korder_proto::Message;
 use korder_proto::common::Envelope;
@@ -42,7 +42,7 @@ pub enum ResumePoint {
     Genesis,
     /// The chain resumes after the record at `offset`, where block `block` was cut.
     After {
-        block: u64,
+        block: BlockNumber,
         offset: LogOffset,
         /// The block's last envelope, as stored in the ledger.
         last_envelope: Bytes,
@@ -103,7 +103,7 @@ async fn check_genesis<L: Log>(log: &L, channel: &str) -> Result<(), ResumeError
 async fn check_after<L: Log>(
     log: &L,
     channel: &str,
-    block: u64,
+    block: BlockNumber,
     offset: LogOffset,
     last_envelope: &Bytes,
     read_timeout: Duration,
@@ -278,9 +278,7 @@ fn describe(record: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use korder_consensus::{
-        BlockNumber, ConfigSeq, connect_record, order_record, time_to_cut_record,
-    };
+    use korder_consensus::{ConfigSeq, connect_record, order_record, time_to_cut_record};
     use korder_log::MemLog;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -304,7 +302,7 @@ mod tests {
 
     fn after(block: u64, offset: i64, last: Bytes) -> ResumePoint {
         ResumePoint::After {
-            block,
+            block: BlockNumber::new(block),
             offset: LogOffset::new(offset),
             last_envelope: last,
         }

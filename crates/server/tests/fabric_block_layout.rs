@@ -1,25 +1,24 @@
 //! The block writer against blocks Fabric wrote: fed the same envelopes, Kafka
 //! offsets and config sequence as a Fabric v2.5.16 orderer (Kafka consenter), korder
-//! writes the same blocks, metadata included. The signer replays the Fabric node's
-//! signature headers and signatures (its key is not in the fixtures) and records
-//! what it is asked to sign, which must be exactly what the Fabric node signed.
+//! writes the same blocks, metadata included. The Fabric node's key is not in the
+//! fixtures, so korder signs with Fabric's sample identity; its blocks then equal
+//! Fabric's byte for byte once the signature header and signature are swapped for
+//! the Fabric node's, and korder signed the same value over the same header.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
 use korder_ledger::block::{
-    consenter_metadata, last_config_index, set_signatures, signed_entries, slot,
+    consenter_metadata, last_config_index, set_signatures, signature_input, signed_entries, slot,
 };
 use korder_ledger::{BlockNumber, BlockStore, Ledgers, StoreOptions};
+use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Block, BlockMetadataIndex, LastConfig, Metadata, OrdererBlockMetadata};
 use korder_server::blockwriter::{BlockWriter, MetadataLayout, write_metadata};
 use korder_server::registrar::bundle_of_config_block;
-use korder_server::{SignError, Signer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -50,61 +49,52 @@ fn fabric_blocks(channel: &str) -> Vec<Block> {
         .collect()
 }
 
-/// Hands out the signature headers and signatures of `blocks`, in order, and keeps
-/// the messages it was asked to sign.
-struct ReplaySigner {
-    headers: Mutex<VecDeque<Bytes>>,
-    signatures: Mutex<VecDeque<Bytes>>,
-    signed: Mutex<Vec<Vec<u8>>>,
+/// Fabric's sample signing identity (not the node that wrote the fixture ledger).
+fn sample_signer() -> Arc<SigningIdentity> {
+    let dir = fixtures().join("fabric-v1.4.12/sampleconfig/msp");
+    Arc::new(SigningIdentity::load_msp_dir(dir, "SampleOrg").unwrap())
 }
 
-impl ReplaySigner {
-    fn of(blocks: &[Block]) -> Arc<ReplaySigner> {
-        let mut headers = VecDeque::new();
-        let mut signatures = VecDeque::new();
-        for b in blocks {
-            let md = Metadata::decode(slot(b, BlockMetadataIndex::Signatures)).unwrap();
-            assert_eq!(md.signatures.len(), 1, "one signature per Fabric block");
-            headers.push_back(md.signatures[0].signature_header.clone());
-            signatures.push_back(md.signatures[0].signature.clone());
-        }
-        Arc::new(ReplaySigner {
-            headers: Mutex::new(headers),
-            signatures: Mutex::new(signatures),
-            signed: Mutex::new(Vec::new()),
-        })
-    }
+/// `block` with its SIGNATURES slot's signatures (header and signature) taken from
+/// `from`: the block korder would have written with the Fabric node's key.
+fn with_signatures_of(block: &Block, from: &Block) -> Block {
+    let ours = Metadata::decode(slot(block, BlockMetadataIndex::Signatures)).unwrap();
+    let theirs = Metadata::decode(slot(from, BlockMetadataIndex::Signatures)).unwrap();
+    let mut out = block.clone();
+    set_signatures(&mut out, ours.value, theirs.signatures);
+    out
 }
 
-impl Signer for ReplaySigner {
-    fn serialized_identity(&self) -> Bytes {
-        unreachable!("the signature headers are replayed")
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Bytes, SignError> {
-        self.signed.lock().unwrap().push(message.to_vec());
-        Ok(self.signatures.lock().unwrap().pop_front().unwrap())
-    }
-
-    fn new_signature_header(&self) -> Result<Bytes, SignError> {
-        Ok(self.headers.lock().unwrap().pop_front().unwrap())
-    }
+/// korder's own signature of `k` covers Fabric's signed value and block header,
+/// with korder's signature header: the same message but for the signer.
+fn assert_signs_fabric_value(n: usize, k: &Block, f: &Block) {
+    let ours = signed_entries(k).unwrap();
+    assert_eq!(ours.len(), 1, "block {n}: one signature");
+    let k_md = Metadata::decode(slot(k, BlockMetadataIndex::Signatures)).unwrap();
+    let f_md = Metadata::decode(slot(f, BlockMetadataIndex::Signatures)).unwrap();
+    assert_eq!(k_md.value, f_md.value, "block {n}: the signed value");
+    let expected = signature_input(
+        &f_md.value,
+        &k_md.signatures[0].signature_header,
+        f.header.as_ref().unwrap(),
+    );
+    assert_eq!(ours[0].signed_data, expected, "block {n}: the signed bytes");
 }
 
 /// Writes `fabric`'s blocks after its genesis block with korder's block writer in
-/// `layout`; the blocks korder wrote and the messages it signed.
-fn rewrite(fabric: &[Block], layout: MetadataLayout) -> (Vec<Block>, Vec<Vec<u8>>) {
+/// `layout`, signed by the sample identity; the blocks korder wrote.
+fn rewrite(fabric: &[Block], layout: MetadataLayout) -> Vec<Block> {
     let tmp = tempfile::tempdir().unwrap();
     let ledgers = Ledgers::open_dir(tmp.path(), StoreOptions::default()).unwrap();
     let channel = bundle_of_config_block(&fabric[0]).unwrap();
     let store: BlockStore = ledgers.open(&channel.channel_id).unwrap();
     store.append(&fabric[0]).unwrap();
-    let signer = ReplaySigner::of(&fabric[1..]);
+    let signer = sample_signer();
     let mut sequence = channel.sequence;
-    let mut writer = BlockWriter::new(store.clone(), signer.clone(), sequence).unwrap();
+    let mut writer = BlockWriter::new(store.clone(), signer, sequence).unwrap();
     for (n, original) in fabric.iter().enumerate().skip(1) {
         let number = n as u64;
-        if last_config_index(original).unwrap() == number {
+        if last_config_index(original).unwrap() == BlockNumber::new(number) {
             sequence = bundle_of_config_block(original).unwrap().sequence;
         }
         let envelopes = original.data.as_ref().unwrap().data.clone();
@@ -116,11 +106,9 @@ fn rewrite(fabric: &[Block], layout: MetadataLayout) -> (Vec<Block>, Vec<Vec<u8>
         writer.wait_durable(BlockNumber::new(number)).unwrap();
     }
     writer.close().unwrap();
-    let written = (0..store.height())
+    (0..store.height())
         .map(|n| store.block(BlockNumber::new(n)).unwrap())
-        .collect();
-    let signed = signer.signed.lock().unwrap().clone();
-    (written, signed)
+        .collect()
 }
 
 /// Asserts that korder's rewrite of `channel` in the 2.x layout equals Fabric 2.5's
@@ -128,9 +116,11 @@ fn rewrite(fabric: &[Block], layout: MetadataLayout) -> (Vec<Block>, Vec<Vec<u8>
 fn same_as_fabric_2_5(channel: &str, expected_blocks: usize) {
     let fabric = fabric_blocks(channel);
     assert_eq!(fabric.len(), expected_blocks);
-    let (korder, signed) = rewrite(&fabric, MetadataLayout::Fabric2);
+    let korder = rewrite(&fabric, MetadataLayout::Fabric2);
     assert_eq!(korder.len(), fabric.len());
     for (n, (k, f)) in korder.iter().zip(&fabric).enumerate().skip(1) {
+        assert_signs_fabric_value(n, k, f);
+        let k = &with_signatures_of(k, f);
         assert!(
             slot(f, BlockMetadataIndex::Orderer).is_empty(),
             "Fabric 2.5 leaves block {n}'s ORDERER slot empty"
@@ -148,13 +138,6 @@ fn same_as_fabric_2_5(channel: &str, expected_blocks: usize) {
             assert_eq!(a, b, "block {n}: metadata slot {i}");
         }
         assert_eq!(k.encode_to_vec(), f.encode_to_vec(), "block {n}: bytes");
-        let fabric_signed = signed_entries(f).unwrap();
-        assert_eq!(fabric_signed.len(), 1);
-        assert_eq!(
-            signed[n - 1],
-            fabric_signed[0].signed_data,
-            "block {n}: the signed bytes"
-        );
     }
 }
 
@@ -175,8 +158,10 @@ fn system_channel_blocks_match_fabric_2_5() {
 #[test]
 fn fabric_1_4_layout_adds_the_orderer_slot() {
     let fabric = fabric_blocks("mychannel");
-    let (korder, signed) = rewrite(&fabric, MetadataLayout::Fabric14);
+    let korder = rewrite(&fabric, MetadataLayout::Fabric14);
     for (n, (k, f)) in korder.iter().zip(&fabric).enumerate().skip(1) {
+        assert_signs_fabric_value(n, k, f);
+        let k = &with_signatures_of(k, f);
         let orderer = slot(k, BlockMetadataIndex::Orderer);
         let sigs = Metadata::decode(slot(k, BlockMetadataIndex::Signatures)).unwrap();
         let obm = OrdererBlockMetadata::decode(sigs.value.clone()).unwrap();
@@ -193,7 +178,6 @@ fn fabric_1_4_layout_adds_the_orderer_slot() {
         ] {
             assert_eq!(slot(k, index), slot(f, index), "block {n}: {index:?}");
         }
-        assert_eq!(signed[n - 1], signed_entries(f).unwrap()[0].signed_data);
     }
 }
 
@@ -231,7 +215,7 @@ fn fabric_1_x_kafka_block_orderer_slot() {
     assert_eq!(kafka.last_offset_persisted, 3);
     let fabric_orderer = slot(&fabric, BlockMetadataIndex::Orderer);
     let fabric_lc = Metadata::decode(slot(&fabric, BlockMetadataIndex::LastConfig)).unwrap();
-    let last_config = LastConfig::decode(fabric_lc.value.clone()).unwrap().index;
+    let last_config = BlockNumber::new(LastConfig::decode(fabric_lc.value.clone()).unwrap().index);
     let bare = || Block {
         header: fabric.header.clone(),
         data: fabric.data.clone(),
@@ -248,7 +232,7 @@ fn fabric_1_x_kafka_block_orderer_slot() {
     assert_eq!(slot(&v14, BlockMetadataIndex::Orderer), fabric_orderer);
     let obm = OrdererBlockMetadata::decode(value14.clone()).unwrap();
     assert_eq!(obm.consenter_metadata, fabric_orderer);
-    assert_eq!(obm.last_config.unwrap().index, last_config);
+    assert_eq!(obm.last_config.unwrap().index, last_config.get());
     let lc = Metadata::decode(slot(&v14, BlockMetadataIndex::LastConfig)).unwrap();
     assert_eq!(lc.value, fabric_lc.value, "LAST_CONFIG value");
     assert!(lc.signatures.is_empty(), "1.4.1+ signs in SIGNATURES only");

@@ -36,6 +36,25 @@ impl FsStorage {
         }
     }
 
+    /// Creates the root and its missing ancestors, syncing the parent of each one
+    /// created: these entries lie outside the storage, where no `sync_dir` reaches.
+    fn create_root(&self) -> io::Result<()> {
+        let missing: Vec<&Path> = self
+            .root
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.is_dir())
+            .collect();
+        fs::create_dir_all(&self.root)?;
+        for created in missing.iter().rev() {
+            let parent = match created.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     fn open_with(&self, path: &str, opts: &mut OpenOptions) -> io::Result<Arc<dyn StorageFile>> {
         let file = opts.read(true).write(true).open(self.path(path))?;
         Ok(Arc::new(FsFile(file)))
@@ -44,6 +63,9 @@ impl FsStorage {
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &str) -> io::Result<()> {
+        if !self.root.is_dir() {
+            self.create_root()?;
+        }
         fs::create_dir_all(self.path(dir))
     }
 
@@ -135,9 +157,13 @@ mod tests {
     #[test]
     fn files_and_directories() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = FsStorage::new(tmp.path().join("root"));
+        let s = FsStorage::new(tmp.path().join("top/root"));
         assert_eq!(s.list("").unwrap(), Vec::<String>::new());
         s.create_dir_all("a/b").unwrap();
+        assert!(
+            s.is_dir("") && tmp.path().join("top").is_dir(),
+            "the root's ancestors"
+        );
         assert!(s.is_dir("a/b") && !s.exists("a/b"));
         let f = s.create("a/b/x").unwrap();
         f.write_all_at(b"hello", 3).unwrap();

@@ -24,7 +24,9 @@ pub use fs::FsStorage;
 /// A directory tree holding files. Paths are relative to the storage's root and use
 /// `/` as separator; `""` names the root itself.
 pub trait Storage: Send + Sync + Debug + 'static {
-    /// Creates `dir` and its parents (`""`: the root).
+    /// Creates `dir` and its parents (`""`: the root). A directory created under the
+    /// root is durable only after [`Storage::sync_dir`] of its parent, as a file is;
+    /// the root (whose parent lies outside the storage) is made durable by this call.
     fn create_dir_all(&self, dir: &str) -> io::Result<()>;
     /// Names of the entries directly under `dir` (files and directories), sorted.
     /// A missing directory lists as empty.

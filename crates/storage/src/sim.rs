@@ -3,8 +3,9 @@
 //!
 //! # The crash model
 //!
-//! Every mutating call (`create`, `remove`, `sync_dir`, and on a file `write_all_at`,
-//! `set_len`, `sync_data`) is a numbered *operation*, counted from 0 over the storage's
+//! Every mutating call (`create`, `remove`, `sync_dir`, `create_dir_all` when it
+//! creates a directory, and on a file `write_all_at`, `set_len`, `sync_data`) is a
+//! numbered *operation*, counted from 0 over the storage's
 //! life. A test can arm a crash at operation `n` ([`SimStorage::crash_at`]): that call
 //! fails, a write landing half of its bytes first (a torn write), and every later call
 //! (reads included) fails, as if the process had died there. Or it can make operation
@@ -13,9 +14,11 @@
 //!
 //! The disk keeps, for each file, its content as of its last `sync_data` and the
 //! writes and length changes issued since, in order; and for each directory, its
-//! entries as of its last `sync_dir` (files created, emptied by `create`, or removed
-//! since then may or may not be there after a power loss; a removed file comes back
-//! with its synced content). Directories themselves are durable once created.
+//! entries as of its last `sync_dir` (files and directories created, files emptied by
+//! `create`, or removed since then may or may not be there after a power loss; a
+//! removed file comes back with its synced content). A directory is durable once its
+//! parent has been synced after its creation, as a file is; when it is lost, so is
+//! everything under it. The root is always there.
 //! [`SimStorage::crash_image`] builds the disk a restarted process would find after a
 //! power loss now, in one of these ways ([`CrashMode`]):
 //!
@@ -24,7 +27,8 @@
 //! - of each file's unsynced bytes (past the longest prefix it shares with its synced
 //!   content) the first half survives, or they all read as zeros, or as garbage — with
 //!   the file's length kept in the last two;
-//! - drawn from a seed: each changed directory entry is the synced or the current one;
+//! - drawn from a seed: each changed directory entry (a file's or a directory's) is
+//!   the synced or the current one;
 //!   each file keeps its synced content plus an in-order prefix of the operations
 //!   issued since, the next of which (a write) may have landed as a prefix of its
 //!   bytes or as zeros over its range.
@@ -153,7 +157,10 @@ struct State {
     entries: BTreeMap<String, usize>,
     /// Path → inode, as of the last `sync_dir` of the path's directory.
     durable_entries: BTreeMap<String, usize>,
+    /// Directories as the running process sees them (the root is implied).
     dirs: BTreeSet<String>,
+    /// Directories whose entry in their parent has been synced since their creation.
+    durable_dirs: BTreeSet<String>,
     ops: u64,
     crash_at: Option<u64>,
     fail_at: Option<u64>,
@@ -293,6 +300,7 @@ impl SimStorage {
         let mut dir = parent(path);
         while !dir.is_empty() {
             st.dirs.insert(dir.to_owned());
+            st.durable_dirs.insert(dir.to_owned());
             dir = parent(dir);
         }
         let inode = match st.entries.get(path) {
@@ -319,10 +327,21 @@ impl SimStorage {
             CrashMode::Seeded(seed) => Some(SimRng::new(seed)),
             _ => None,
         };
-        let mut image = State {
-            dirs: st.dirs.clone(),
-            ..State::default()
-        };
+        let mut image = State::default();
+        // Parents sort before their children, so a directory's parent is decided first.
+        for dir in &st.dirs {
+            let entry_kept = st.durable_dirs.contains(dir)
+                || match (&mut rng, mode) {
+                    (_, CrashMode::DurableOnly) => false,
+                    (Some(rng), _) => rng.below(2) == 0,
+                    (None, _) => true,
+                };
+            let p = parent(dir);
+            if entry_kept && (p.is_empty() || image.dirs.contains(p)) {
+                image.dirs.insert(dir.clone());
+            }
+        }
+        image.durable_dirs = image.dirs.clone();
         let paths: BTreeSet<&String> = st.entries.keys().chain(st.durable_entries.keys()).collect();
         for path in paths {
             let now = st.entries.get(path);
@@ -337,6 +356,10 @@ impl SimStorage {
                 now
             };
             let Some(&inode) = chosen else { continue };
+            let dir = parent(path);
+            if !dir.is_empty() && !image.dirs.contains(dir) {
+                continue;
+            }
             let bytes = match &mut rng {
                 Some(rng) => drawn_survivor(&st.inodes[inode], rng),
                 None => survivor(&st.inodes[inode], mode),
@@ -424,6 +447,10 @@ impl Storage for SimStorage {
     fn create_dir_all(&self, dir: &str) -> io::Result<()> {
         let mut st = self.lock();
         st.alive()?;
+        if dir.is_empty() || st.dirs.contains(dir) {
+            return Ok(());
+        }
+        st.plain_op()?;
         let mut d = dir;
         while !d.is_empty() {
             st.dirs.insert(d.to_owned());
@@ -509,6 +536,8 @@ impl Storage for SimStorage {
         let State {
             entries,
             durable_entries,
+            dirs,
+            durable_dirs,
             ..
         } = &mut *st;
         durable_entries.retain(|p, _| parent(p) != dir);
@@ -517,6 +546,7 @@ impl Storage for SimStorage {
                 durable_entries.insert(p.clone(), i);
             }
         }
+        durable_dirs.extend(dirs.iter().filter(|d| parent(d) == dir).cloned());
         Ok(())
     }
 
@@ -634,6 +664,7 @@ mod tests {
     fn each_fixed_mode_keeps_what_it_says() {
         let s = SimStorage::new();
         s.create_dir_all("d").unwrap();
+        s.sync_dir("").unwrap();
         let f = write(&s, "d/a", b"synced", true);
         s.sync_dir("d").unwrap();
         f.write_all_at(b"-tail!", 6).unwrap();
@@ -692,6 +723,45 @@ mod tests {
                 .unwrap(),
             b"new"
         );
+    }
+
+    /// A created directory, and every file under it, survives a crash only once its
+    /// parent has been synced, even when the files' own entries were synced; seeded
+    /// images reach both outcomes.
+    #[test]
+    fn directories_are_durable_after_their_parent_is_synced() {
+        let s = SimStorage::new();
+        let before = s.ops();
+        s.create_dir_all("d/e").unwrap();
+        assert_eq!(s.ops(), before + 1, "creating a directory is an operation");
+        s.create_dir_all("d/e").unwrap();
+        assert_eq!(
+            s.ops(),
+            before + 1,
+            "an existing directory is not created again"
+        );
+        write(&s, "d/e/f", b"x", true);
+        s.sync_dir("d/e").unwrap();
+        s.sync_dir("d").unwrap();
+        let durable = s.crash_image(CrashMode::DurableOnly);
+        assert!(!durable.is_dir("d") && !durable.is_dir("d/e"));
+        assert!(durable.file_names().is_empty());
+        assert_eq!(durable.list("").unwrap(), Vec::<String>::new());
+        let all = s.crash_image(CrashMode::AllWrites);
+        assert!(all.is_dir("d/e"));
+        assert_eq!(all.file_bytes("d/e/f").unwrap(), b"x");
+        let seen: BTreeSet<bool> = (0..64)
+            .map(|seed| {
+                let image = s.crash_image(CrashMode::Seeded(seed));
+                assert_eq!(image.exists("d/e/f"), image.is_dir("d/e"));
+                image.exists("d/e/f")
+            })
+            .collect();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        s.sync_dir("").unwrap();
+        let durable = s.crash_image(CrashMode::DurableOnly);
+        assert!(durable.is_dir("d/e"));
+        assert_eq!(durable.file_bytes("d/e/f").unwrap(), b"x");
     }
 
     /// A crash fails its operation (a write lands half), then every call, reads too.

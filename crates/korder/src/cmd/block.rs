@@ -219,7 +219,7 @@ pub(crate) fn inspect_block(block: &Block) -> anyhow::Result<Inspection> {
         "data_hash_valid": data_hash_valid,
         "header_hash": hex::encode(header_hash(&header)),
         "metadata_slots": metadata_slots,
-        "last_config": last_config,
+        "last_config": last_config.get(),
         "kafka_metadata": kafka.map(|k| json!({
             "last_offset_persisted": k.last_offset_persisted,
             "last_original_offset_processed": k.last_original_offset_processed,

@@ -345,7 +345,8 @@ async fn fetch_config(
         .with_context(|| format!("fetching the newest block of {channel}"))?;
     let newest_number = tip.header.as_ref().map_or(0, |h| h.number);
     let index = last_config_index(&tip)
-        .with_context(|| format!("reading the last config index of block {newest_number}"))?;
+        .with_context(|| format!("reading the last config index of block {newest_number}"))?
+        .get();
     let block = if index == newest_number {
         tip
     } else {
@@ -465,7 +466,7 @@ async fn wait_for_config_block(
         {
             Some(deliver_response::Type::Block(b)) => {
                 let number = b.header.as_ref().map_or(0, |h| h.number);
-                if last_config_index(&b).ok() == Some(number)
+                if last_config_index(&b).is_ok_and(|lc| lc.get() == number)
                     && let Ok(config) = config_of_block(&b, channel)
                 {
                     return Ok((number, config.sequence));

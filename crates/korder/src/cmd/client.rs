@@ -538,7 +538,8 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
         let number = block.header.as_ref().map_or(0, |h| h.number);
         let last_config = last_config_index(&block)
-            .with_context(|| format!("reading the last config index of block {number}"))?;
+            .with_context(|| format!("reading the last config index of block {number}"))?
+            .get();
         if last_config == number {
             return Ok(block);
         }

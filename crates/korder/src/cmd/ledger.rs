@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use korder_ledger::verify::{BlockHook, IndexStatus};
-use korder_ledger::{Ledgers, StoreOptions, VerifyReport, verify};
+use korder_ledger::{BlockNumber, Ledgers, StoreOptions, VerifyReport, verify};
 use korder_proto::Message;
 use korder_proto::common::Block;
 
@@ -174,7 +174,8 @@ fn summarize(root: &Path, r: &VerifyReport, stats: &SigStats) -> ChannelOutcome 
         IndexStatus::Consistent { .. } => summary.push_str(", index consistent"),
         IndexStatus::Missing => summary.push_str(", no index (rebuilt at next open)"),
         IndexStatus::Behind { last_indexed } => summary.push_str(&format!(
-            ", index behind (last indexed {last_indexed:?}; caught up at next open)"
+            ", index behind (last indexed {:?}; caught up at next open)",
+            last_indexed.map(BlockNumber::get)
         )),
         IndexStatus::Unreadable(e) => summary.push_str(&format!(
             ", index not checked (unreadable while a node holds it, or before the next open repairs it: {e})"

@@ -77,7 +77,7 @@ fn worked_example_block0_protobuf() {
 #[test]
 fn builder_chains_blocks() {
     let mut b = BlockBuilder::new();
-    assert_eq!(b.next_number(), 0);
+    assert_eq!(b.next_number(), BlockNumber::GENESIS);
     let b0 = b.build(vec![env("genesis-payload", "")]);
     let b1 = b.build(vec![env("tx-1", "sig-1"), env("tx-2", "sig-2")]);
     assert_eq!(
@@ -88,10 +88,10 @@ fn builder_chains_blocks() {
         b1.header.as_ref().unwrap().previous_hash.to_vec(),
         header_hash(b0.header.as_ref().unwrap()).to_vec()
     );
-    assert_eq!(b.next_number(), 2);
+    assert_eq!(b.next_number(), BlockNumber::new(2));
     assert_eq!(b1.metadata.unwrap().metadata.len(), METADATA_SLOTS);
     let again = BlockBuilder::after(b0.header.unwrap());
-    assert_eq!(again.next_number(), 1);
+    assert_eq!(again.next_number(), BlockNumber::new(1));
 }
 
 /// An empty batch hashes to SHA-256 of nothing.
@@ -170,14 +170,14 @@ fn metadata_example_bytes() {
         ..Default::default()
     };
     let mut b = next_block(None, vec![env("x", "")]);
-    let value = write_orderer_metadata(&mut b, 0, Some(&kafka));
+    let value = write_orderer_metadata(&mut b, BlockNumber::GENESIS, Some(&kafka));
     assert_eq!(value.to_vec(), h("0a00 1204 0a02 0829"));
     assert_eq!(
         slot(&b, BlockMetadataIndex::Orderer).to_vec(),
         h("0a02 0829")
     );
     assert!(slot(&b, BlockMetadataIndex::LastConfig).is_empty());
-    set_last_config(&mut b, 5);
+    set_last_config(&mut b, BlockNumber::new(5));
     assert_eq!(
         slot(&b, BlockMetadataIndex::LastConfig).to_vec(),
         h("0a02 0805")
@@ -185,7 +185,7 @@ fn metadata_example_bytes() {
     set_signatures(&mut b, value.clone(), vec![]);
     assert_eq!(
         last_config_index(&b).unwrap(),
-        0,
+        BlockNumber::GENESIS,
         "SIGNATURES value wins over LAST_CONFIG"
     );
     assert_eq!(consenter_metadata(&b).unwrap(), Some(kafka));
@@ -203,23 +203,23 @@ fn metadata_example_bytes() {
 #[test]
 fn metadata_readers_fall_back() {
     let mut b = next_block(None, vec![env("x", "")]);
-    assert_eq!(last_config_index(&b).unwrap(), 0);
+    assert_eq!(last_config_index(&b).unwrap(), BlockNumber::GENESIS);
     assert_eq!(consenter_metadata(&b).unwrap(), None);
-    set_last_config(&mut b, 7);
+    set_last_config(&mut b, BlockNumber::new(7));
     let kafka = KafkaMetadata {
         last_offset_persisted: 9,
         last_original_offset_processed: 3,
         last_resubmitted_config_offset: 2,
     };
     set_orderer_metadata(&mut b, &kafka);
-    assert_eq!(last_config_index(&b).unwrap(), 7);
+    assert_eq!(last_config_index(&b).unwrap(), BlockNumber::new(7));
     assert_eq!(consenter_metadata(&b).unwrap(), Some(kafka));
     // Four slots (older blocks) work too.
     b.metadata.as_mut().unwrap().metadata.truncate(4);
     assert_eq!(consenter_metadata(&b).unwrap(), Some(kafka));
     b.metadata.as_mut().unwrap().metadata.truncate(2);
     assert_eq!(consenter_metadata(&b).unwrap(), None);
-    assert_eq!(last_config_index(&b).unwrap(), 7);
+    assert_eq!(last_config_index(&b).unwrap(), BlockNumber::new(7));
 }
 
 /// Garbage in a metadata slot is a typed error naming the block and slot.
@@ -232,7 +232,7 @@ fn metadata_garbage_is_an_error() {
         matches!(
             e,
             BlockError::Metadata {
-                number: 0,
+                number: BlockNumber::GENESIS,
                 slot: BlockMetadataIndex::LastConfig,
                 ..
             }
@@ -245,7 +245,7 @@ fn metadata_garbage_is_an_error() {
 #[test]
 fn signed_entries_of_a_signed_block() {
     let mut b = next_block(None, vec![env("x", "")]);
-    let value = write_orderer_metadata(&mut b, 0, None);
+    let value = write_orderer_metadata(&mut b, BlockNumber::GENESIS, None);
     let sh = SignatureHeader {
         creator: Bytes::from_static(b"creator-bytes"),
         nonce: Bytes::from_static(&[1; 24]),
@@ -373,7 +373,11 @@ fn testdata_genesis_blocks_unsigned() {
         if b.header.as_ref().unwrap().number != 0 {
             continue;
         }
-        assert_eq!(last_config_index(&b).unwrap(), 0, "{name}");
+        assert_eq!(
+            last_config_index(&b).unwrap(),
+            BlockNumber::GENESIS,
+            "{name}"
+        );
         assert_eq!(consenter_metadata(&b).unwrap(), None, "{name}");
     }
 }
@@ -406,9 +410,9 @@ proptest! {
     fn metadata_round_trip(lc in any::<u64>(), a in any::<i64>(), b in any::<i64>(), c in any::<i64>()) {
         let kafka = KafkaMetadata { last_offset_persisted: a, last_original_offset_processed: b, last_resubmitted_config_offset: c };
         let mut blk = next_block(None, vec![]);
-        let value = write_orderer_metadata(&mut blk, lc, Some(&kafka));
+        let value = write_orderer_metadata(&mut blk, BlockNumber::new(lc), Some(&kafka));
         set_signatures(&mut blk, value, vec![]);
-        prop_assert_eq!(last_config_index(&blk).unwrap(), lc);
+        prop_assert_eq!(last_config_index(&blk).unwrap(), BlockNumber::new(lc));
         let want = (kafka != KafkaMetadata::default()).then_some(kafka);
         prop_assert_eq!(consenter_metadata(&blk).unwrap(), want);
     }

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use korder_proto::common::{Block, BlockHeader};
+use korder_types::ids::BlockNumber;
 use korder_types::sync::MutexExt;
 
 use super::{BlockStore, Writer, channel_dir, file_path};
@@ -29,14 +30,14 @@ impl BlockStore {
         let header = block.header.as_ref().ok_or(LedgerError::MissingHeader)?;
         if header.number != t.height {
             return Err(LedgerError::WrongNumber {
-                expected: t.height,
-                got: header.number,
+                expected: BlockNumber::new(t.height),
+                got: BlockNumber::new(header.number),
             });
         }
         let expected_prev: &[u8] = t.last_hash.as_ref().map_or(&[], |h| &h[..]);
         if header.previous_hash[..] != *expected_prev {
             return Err(LedgerError::WrongPreviousHash {
-                number: header.number,
+                number: BlockNumber::new(header.number),
                 expected: hex::encode(expected_prev),
                 got: hex::encode(&header.previous_hash),
             });

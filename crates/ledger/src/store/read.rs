@@ -165,11 +165,11 @@ impl BlockStore {
 
     /// Block `number`, or `NotFound` when it is not in the ledger yet.
     pub fn block(&self, number: BlockNumber) -> Result<Block, LedgerError> {
-        let number = number.get();
         let height = self.height();
-        if number >= height {
+        if number.get() >= height {
             return Err(LedgerError::NotFound { number, height });
         }
+        let number = number.get();
         let loc = self.locate(number)?;
         self.read_next(&mut (loc.suffix, loc.offset), number)
     }

@@ -79,9 +79,9 @@ fn append_read_reopen() {
     assert!(matches!(
         s.block(BlockNumber::new(10)),
         Err(LedgerError::NotFound {
-            number: 10,
+            number,
             height: 10
-        })
+        }) if number == BlockNumber::new(10)
     ));
     let mut it = s.iter_from(BlockNumber::new(3));
     for b in &blocks[3..] {
@@ -107,10 +107,8 @@ fn refuses_unchained_blocks() {
     assert!(
         matches!(
             e,
-            LedgerError::WrongNumber {
-                expected: 2,
-                got: 1
-            }
+            LedgerError::WrongNumber { expected, got }
+                if (expected, got) == (BlockNumber::new(2), BlockNumber::new(1))
         ),
         "{e}"
     );
@@ -118,7 +116,7 @@ fn refuses_unchained_blocks() {
     bad.header.as_mut().unwrap().previous_hash = Bytes::from_static(&[0; 32]);
     let e = s.append(&bad).unwrap_err();
     assert!(
-        matches!(e, LedgerError::WrongPreviousHash { number: 2, .. }),
+        matches!(e, LedgerError::WrongPreviousHash { number, .. } if number == BlockNumber::new(2)),
         "{e}"
     );
     assert!(e.to_string().contains("block 1"), "{e}");
@@ -328,7 +326,7 @@ fn deleted_index_is_rebuilt() {
     assert_eq!(
         r.index,
         IndexStatus::Consistent {
-            last_indexed: Some(5)
+            last_indexed: Some(BlockNumber::new(5))
         }
     );
 
@@ -349,7 +347,7 @@ fn deleted_index_is_rebuilt() {
     let bad = r.first_bad.unwrap();
     assert_eq!(
         (bad.number, bad.offset, bad.file.as_str()),
-        (1, off1 as u64, file0().as_str())
+        (BlockNumber::new(1), off1 as u64, file0().as_str())
     );
 }
 
@@ -380,7 +378,7 @@ fn wrong_index_is_rebuilt() {
     let l = sim_ledgers(&sim, opts(1 << 20, 1)).unwrap();
     assert!(matches!(
         verify(&l, CH, &mut |_| {}, None).unwrap().index,
-        IndexStatus::Mismatch { number: 3, .. }
+        IndexStatus::Mismatch { number, .. } if number == BlockNumber::new(3)
     ));
     let s = l.open(CH).unwrap();
     assert_eq!(s.height(), 4);
@@ -477,7 +475,7 @@ fn crash_at_every_fault_point() {
             assert_eq!(
                 r.index,
                 IndexStatus::Consistent {
-                    last_indexed: h.checked_sub(1)
+                    last_indexed: BlockNumber::last_of(h)
                 },
                 "k={k} {mode:?}"
             );
@@ -589,7 +587,7 @@ fn pipelined_writer() {
     w.submit(built[3].clone()).unwrap();
     let e = w.wait_durable(BlockNumber::new(20)).unwrap_err();
     assert!(
-        matches!(&e, LedgerError::WriterFailed(inner) if matches!(**inner, LedgerError::WrongNumber { expected: 20, got: 3 })),
+        matches!(&e, LedgerError::WriterFailed(inner) if matches!(**inner, LedgerError::WrongNumber { expected, got } if (expected, got) == (BlockNumber::new(20), BlockNumber::new(3)))),
         "{e}"
     );
     let next = builder.build(vec![]);
@@ -629,7 +627,7 @@ fn verify_finds_bad_data_and_runs_hook() {
     let mut seen = Vec::new();
     let r = verify(&l, CH, &mut |n| seen.push(n), None).unwrap();
     assert!(r.is_ok());
-    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    assert_eq!(seen, (0..5).map(BlockNumber::new).collect::<Vec<_>>());
     let mut hook = |b: &Block| {
         if b.header.as_ref().unwrap().number == 3 {
             Err("signature rejected".to_owned())
@@ -639,7 +637,10 @@ fn verify_finds_bad_data_and_runs_hook() {
     };
     let r = verify(&l, CH, &mut |_| {}, Some(&mut hook)).unwrap();
     let bad = r.first_bad.unwrap();
-    assert_eq!((bad.number, bad.reason.as_str()), (3, "signature rejected"));
+    assert_eq!(
+        (bad.number, bad.reason.as_str()),
+        (BlockNumber::new(3), "signature rejected")
+    );
 
     let mut f = sim.file_bytes(&file0()).unwrap();
     let off2: usize = blocks[..2].iter().map(|b| encode_record(b).len()).sum();
@@ -650,7 +651,7 @@ fn verify_finds_bad_data_and_runs_hook() {
     sim.set_file_bytes(&file0(), f);
     let r = verify(&l, CH, &mut |_| {}, None).unwrap();
     let bad = r.first_bad.unwrap();
-    assert_eq!((bad.number, bad.offset), (2, off2 as u64));
+    assert_eq!((bad.number, bad.offset), (BlockNumber::new(2), off2 as u64));
     assert!(bad.reason.contains("data_hash"), "{}", bad.reason);
     assert_eq!(r.blocks_ok, 2);
 }

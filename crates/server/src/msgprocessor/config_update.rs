@@ -11,13 +11,13 @@ use korder_channelconfig::configtx::{
 };
 use korder_channelconfig::envelope::{config_tx, orderer_tx, unwrap_orderer_tx};
 use korder_channelconfig::{Bundle, config_from_envelope};
+use korder_msp::signer::{SignError, SigningIdentity};
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
 use super::filters::{FilterOptions, standard_filters};
 use super::migration::maintenance_filter;
 use super::parse::parse;
-use crate::signer::{SignError, Signer};
 use crate::status::ProcessError;
 
 fn sign_failed(e: SignError) -> ProcessError {
@@ -30,7 +30,7 @@ fn sign_failed(e: SignError) -> ProcessError {
 pub fn process_config_update(
     envelope: &Envelope,
     bundle: &Bundle,
-    signer: &dyn Signer,
+    signer: &SigningIdentity,
     opts: &FilterOptions,
 ) -> Result<(Envelope, u64), ProcessError> {
     let seq = bundle.sequence;
@@ -70,7 +70,7 @@ pub fn process_channel_creation(
     envelope: &Envelope,
     system: &Bundle,
     channels: u64,
-    signer: &dyn Signer,
+    signer: &SigningIdentity,
     opts: &FilterOptions,
 ) -> Result<(Envelope, u64), ProcessError> {
     let seq = system.sequence;
