@@ -650,7 +650,10 @@ fn ignored_settings_are_listed() {
     let c = from_str("Metrics:\n  Provider: statsd\nGeneral:\n  Profile:\n    Enabled: true\n")
         .unwrap();
     let ignored = c.ignored_settings();
-    assert!(ignored.iter().any(|w| w.starts_with("Metrics.Provider")));
+    assert!(
+        !ignored.iter().any(|w| w.starts_with("Metrics")),
+        "{ignored:?}"
+    );
     assert!(
         ignored
             .iter()
@@ -674,4 +677,33 @@ fn generated_yaml_reads_like_orderer_yaml() {
     ] {
         assert!(y.contains(line), "missing {line:?} in\n{y}");
     }
+}
+
+/// `Metrics.Provider: statsd` is acted on, so its settings are checked at load:
+/// a network other than udp/tcp, an empty address or a zero interval is refused.
+#[test]
+fn statsd_settings_are_checked() {
+    let ok = from_str(
+        "Metrics:\n  Provider: statsd\n  Statsd:\n    Network: tcp\n    Address: 127.0.0.1:9125\n    WriteInterval: 2s\n    Prefix: ord\n",
+    )
+    .unwrap();
+    ok.validate().unwrap();
+    assert_eq!(ok.metrics.statsd.stream(), Some(true));
+    for (yaml, key) in [
+        ("Network: unix", "Metrics.Statsd.Network"),
+        ("Address: ''", "Metrics.Statsd.Address"),
+        ("WriteInterval: 0s", "Metrics.Statsd.WriteInterval"),
+    ] {
+        let c = from_str(&format!(
+            "Metrics:\n  Provider: statsd\n  Statsd:\n    {yaml}\n"
+        ))
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{yaml}: {e}");
+    }
+    // The same settings are not checked when StatsD is not the provider.
+    from_str("Metrics:\n  Provider: prometheus\n  Statsd:\n    Network: unix\n")
+        .unwrap()
+        .validate()
+        .unwrap();
 }
