@@ -988,6 +988,114 @@ mod tests {
         );
     }
 
+    /// Fabric 2.5's orderer metrics (metrics_reference.rst, orderer section) that
+    /// korder has: everything but the Raft and cluster families.
+    const FABRIC_ORDERER: &[&str] = &[
+        "blockcutter_block_fill_duration",
+        "broadcast_enqueue_duration",
+        "broadcast_processed_count",
+        "broadcast_validate_duration",
+        "consensus_kafka_batch_size",
+        "consensus_kafka_compression_ratio",
+        "consensus_kafka_incoming_byte_rate",
+        "consensus_kafka_last_offset_persisted",
+        "consensus_kafka_outgoing_byte_rate",
+        "consensus_kafka_record_send_rate",
+        "consensus_kafka_records_per_request",
+        "consensus_kafka_request_latency",
+        "consensus_kafka_request_rate",
+        "consensus_kafka_request_size",
+        "consensus_kafka_response_rate",
+        "consensus_kafka_response_size",
+        "deliver_blocks_sent",
+        "deliver_requests_completed",
+        "deliver_requests_received",
+        "deliver_streams_closed",
+        "deliver_streams_opened",
+        "fabric_version",
+        "grpc_comm_conn_closed",
+        "grpc_comm_conn_opened",
+        "grpc_server_stream_messages_received",
+        "grpc_server_stream_messages_sent",
+        "grpc_server_stream_request_duration",
+        "grpc_server_stream_requests_completed",
+        "grpc_server_stream_requests_received",
+        "grpc_server_unary_request_duration",
+        "grpc_server_unary_requests_completed",
+        "grpc_server_unary_requests_received",
+        "ledger_blockchain_height",
+        "ledger_blockstorage_commit_time",
+        "logging_entries_checked",
+        "logging_entries_written",
+        "participation_consensus_relation",
+        "participation_status",
+    ];
+
+    /// The rows of the table in docs/metrics.md: Prometheus name and StatsD name.
+    fn documented() -> Vec<(String, String)> {
+        include_str!("../../../docs/metrics.md")
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.trim_matches('`');
+                let statsd = cells.get(4)?.trim_matches('`');
+                statsd
+                    .contains('.')
+                    .then(|| (name.to_string(), statsd.to_string()))
+            })
+            .collect()
+    }
+
+    /// The Prometheus exposition holds every metric of docs/metrics.md and of
+    /// Fabric's orderer list once each has a value; the documentation lists every
+    /// declared metric with its StatsD format, and nothing else.
+    #[test]
+    fn exposition_and_docs_cover_every_metric() {
+        let m = Metrics::new().unwrap();
+        for metric in m.all() {
+            let values: Vec<&str> = metric.def().labels.iter().map(|_| "x").collect();
+            let series = metric.with_label_values(&values);
+            match metric.def().kind {
+                Kind::Counter => series.inc(),
+                Kind::Gauge => series.set(1),
+                Kind::Histogram => series.observe(0.5),
+            }
+        }
+        let text = m.render();
+        let documented = documented();
+        assert_eq!(documented.len(), DEFS.len(), "{documented:?}");
+        for (name, statsd) in &documented {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} not exposed"
+            );
+            let def = DEFS
+                .iter()
+                .find(|d| d.prometheus_name() == *name)
+                .unwrap_or_else(|| panic!("{name} is documented but not declared"));
+            assert_eq!(
+                def.statsd_format.replace("%{#fqname}", &def.fq_name()),
+                *statsd,
+                "{name}"
+            );
+        }
+        for name in FABRIC_ORDERER {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} not exposed"
+            );
+            assert!(
+                DEFS.iter()
+                    .any(|d| d.prometheus_name() == *name && d.fabric)
+            );
+        }
+        assert_eq!(
+            DEFS.iter().filter(|d| d.fabric).count(),
+            FABRIC_ORDERER.len()
+        );
+    }
+
     /// The disabled provider records nothing and serves nothing.
     #[test]
     fn disabled_records_nothing() {
