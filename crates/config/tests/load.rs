@@ -683,27 +683,35 @@ fn generated_yaml_reads_like_orderer_yaml() {
 /// a network other than udp/tcp, an empty address or a zero interval is refused.
 #[test]
 fn statsd_settings_are_checked() {
-    let ok = from_str(
+    let parsed = from_str(
         "Metrics:\n  Provider: statsd\n  Statsd:\n    Network: tcp\n    Address: 127.0.0.1:9125\n    WriteInterval: 2s\n    Prefix: ord\n",
     )
     .unwrap();
-    ok.validate().unwrap();
-    assert_eq!(ok.metrics.statsd.stream(), Some(true));
-    for (yaml, key) in [
-        ("Network: unix", "Metrics.Statsd.Network"),
-        ("Address: ''", "Metrics.Statsd.Address"),
-        ("WriteInterval: 0s", "Metrics.Statsd.WriteInterval"),
-    ] {
-        let c = from_str(&format!(
-            "Metrics:\n  Provider: statsd\n  Statsd:\n    {yaml}\n"
-        ))
-        .unwrap();
+    assert_eq!(parsed.metrics.statsd.stream(), Some(true));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("msp")).unwrap();
+    std::fs::write(tmp.path().join("genesis.block"), b"x").unwrap();
+    let mut good = Config::default_for_dev(tmp.path());
+    good.metrics = parsed.metrics.clone();
+    good.validate().unwrap();
+    let bad_values: [(&str, fn(&mut Config)); 3] = [
+        ("Metrics.Statsd.Network", |c| {
+            c.metrics.statsd.network = "unix".into()
+        }),
+        ("Metrics.Statsd.Address", |c| {
+            c.metrics.statsd.address = " ".into()
+        }),
+        ("Metrics.Statsd.WriteInterval", |c| {
+            c.metrics.statsd.write_interval = Duration::ZERO
+        }),
+    ];
+    for (key, spoil) in bad_values {
+        let mut c = good.clone();
+        spoil(&mut c);
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains(key), "{yaml}: {e}");
+        assert!(e.contains(key), "{key}: {e}");
+        // The same settings are not checked when StatsD is not the provider.
+        c.metrics.provider = MetricsProvider::Prometheus;
+        c.validate().unwrap();
     }
-    // The same settings are not checked when StatsD is not the provider.
-    from_str("Metrics:\n  Provider: prometheus\n  Statsd:\n    Network: unix\n")
-        .unwrap()
-        .validate()
-        .unwrap();
 }
