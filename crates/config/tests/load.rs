@@ -694,7 +694,8 @@ fn statsd_settings_are_checked() {
     let mut good = Config::default_for_dev(tmp.path());
     good.metrics = parsed.metrics.clone();
     good.validate().unwrap();
-    let bad_values: [(&str, fn(&mut Config)); 3] = [
+    type Spoil = fn(&mut Config);
+    let bad_values: [(&str, Spoil); 3] = [
         ("Metrics.Statsd.Network", |c| {
             c.metrics.statsd.network = "unix".into()
         }),
