@@ -414,6 +414,13 @@ impl Config {
             ));
         }
         check_tls(&self.operations.tls, "Operations.TLS", &mut problems);
+        let ops_tls = &self.operations.tls;
+        if ops_tls.enabled && ops_tls.client_auth_required && ops_tls.client_root_cas.is_empty() {
+            problems.push(
+                "Operations.TLS.ClientRootCAs: required when Operations.TLS.ClientAuthRequired is true"
+                    .to_string(),
+            );
+        }
         self.validate_fabric_values(&mut problems);
         let k = &self.korder;
         if !(Korder::MIN_SEGMENT_BYTES..=Korder::MAX_SEGMENT_BYTES)
@@ -533,12 +540,6 @@ impl Config {
                 ));
             }
         }
-        if self.operations.tls.enabled {
-            problems.push(
-                "Operations.TLS.Enabled: true is not supported: korder's operations endpoint serves plain HTTP only, and serving /logspec and /metrics unencrypted where TLS was asked for is unsafe; set it to false and put a TLS proxy in front, or bind Operations.ListenAddress to loopback"
-                    .to_string(),
-            );
-        }
         if let Some(admin) = &self.admin
             && admin.tls.enabled
             && !admin.tls.client_auth_required
@@ -570,14 +571,6 @@ impl Config {
                 "General.Backoff: not used by korder yet (reconnection backoff of Raft/BFT cluster links)"
                     .to_string(),
             );
-        }
-        if let Some(t) = &g.throttling
-            && t.rate != 0
-        {
-            out.push(format!(
-                "General.Throttling.Rate: not used by korder yet (Broadcast is not rate-limited; {} tx/s asked for)",
-                t.rate
-            ));
         }
         if self.admin.is_some() {
             out.push(

@@ -291,7 +291,7 @@ impl Backoff {
 }
 
 /// `General.Throttling` (Fabric 3.x): a Broadcast rate limit shared by all clients.
-/// Read and checked; korder does not throttle Broadcast yet.
+/// korder throttles Broadcast the same way (clients with a TLS certificate).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Throttling {
     /// `Rate`: transactions per second for all clients together; 0 turns

@@ -42,6 +42,6 @@ pub use general::{
 };
 pub use kafka::{Kafka, KafkaRetry, KafkaTls, KafkaVersion, PemSource, SaslPlain};
 pub use sections::{
-    Admin, ChannelParticipation, Debug, FileLedger, Korder, LogBackend, Metrics, MetricsProvider,
-    Operations, RamLedger, ResolvedLog, Statsd, UnsupportedConsensusType,
+    Admin, BlockMetadata, ChannelParticipation, Debug, FileLedger, Korder, LogBackend, Metrics,
+    MetricsProvider, Operations, RamLedger, ResolvedLog, Statsd, UnsupportedConsensusType,
 };

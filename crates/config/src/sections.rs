@@ -292,6 +292,37 @@ pub enum LogBackend {
     Kafka,
 }
 
+/// `Korder.BlockMetadata`: which Fabric generation's block metadata layout korder
+/// writes on channels whose orderer capabilities leave the choice open (those with
+/// `V2_0` always get the 2.x layout: only 2.x nodes can share them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockMetadata {
+    /// Fabric 2.x: the ORDERER slot stays empty; the consenter metadata is only in
+    /// the SIGNATURES value.
+    #[default]
+    Fabric2,
+    /// Fabric 1.4: the consenter metadata is in the ORDERER slot too.
+    Fabric14,
+}
+
+impl BlockMetadata {
+    fn parse(s: &str) -> Result<BlockMetadata, &'static str> {
+        match s.to_ascii_lowercase().as_str() {
+            "fabric2" => Ok(BlockMetadata::Fabric2),
+            "fabric1.4" => Ok(BlockMetadata::Fabric14),
+            _ => Err("fabric2, fabric1.4"),
+        }
+    }
+
+    /// The word written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockMetadata::Fabric2 => "fabric2",
+            BlockMetadata::Fabric14 => "fabric1.4",
+        }
+    }
+}
+
 /// The log a channel actually uses, once [`LogBackend::resolve`] has looked at its
 /// consensus type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +399,9 @@ pub struct UnsupportedConsensusType {
 pub struct Korder {
     /// `LogBackend` (default `auto`).
     pub log_backend: LogBackend,
+    /// `BlockMetadata` (default `fabric2`): the metadata layout of the blocks of
+    /// channels whose orderer capabilities do not include `V2_0`.
+    pub block_metadata: BlockMetadata,
     /// `EmbeddedLog.Dir`: root of the embedded log (one sub-directory per channel);
     /// unset means `<FileLedger.Location>/log`.
     pub embedded_log_dir: Option<PathBuf>,
@@ -415,6 +449,8 @@ impl Korder {
 
     pub(crate) fn decode(s: &mut Section<'_>) -> Result<Korder, ConfigError> {
         let log_backend = choice(s, "LogBackend", LogBackend::parse)?.unwrap_or(LogBackend::Auto);
+        let block_metadata =
+            choice(s, "BlockMetadata", BlockMetadata::parse)?.unwrap_or(BlockMetadata::Fabric2);
         let mut el = s.section("EmbeddedLog")?;
         let embedded_log_dir = el.path("Dir")?;
         let embedded_log_segment_bytes = el
@@ -445,6 +481,7 @@ impl Korder {
             s.duration_or("ShutdownGracePeriod", Self::DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
         Ok(Korder {
             log_backend,
+            block_metadata,
             embedded_log_dir,
             embedded_log_segment_bytes,
             max_in_flight_blocks,
@@ -459,6 +496,7 @@ impl Korder {
     pub(crate) fn encode(&self) -> Node {
         map(vec![
             ("LogBackend", Node::str(self.log_backend.as_str())),
+            ("BlockMetadata", Node::str(self.block_metadata.as_str())),
             (
                 "EmbeddedLog",
                 map(vec![

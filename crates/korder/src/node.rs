@@ -14,19 +14,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use korder_channelconfig::Bundle;
-use korder_config::{Bootstrap, Config, LogBackend, ResolvedLog};
+use korder_config::{BlockMetadata, Bootstrap, Config, LogBackend, ResolvedLog};
 use korder_kafka::{KafkaConfig, KafkaLog};
 use korder_ledger::{Ledgers, StoreOptions};
 use korder_log::{EmbeddedLog, EmbeddedLogOptions};
 use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::Block;
+use korder_server::blockwriter::MetadataLayout;
 use korder_server::chain::{
     BoxFuture, ChainHandle, ChainParams, LogTiming, RetryPolicy, StartError, start_chain,
     start_chain_checked,
 };
 use korder_server::msgprocessor::FilterOptions;
-use korder_server::{AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, Registrar};
+use korder_server::throttle::Throttle;
+use korder_server::{
+    AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, NodeOptions, Registrar,
+};
 use tokio::runtime::Handle;
 
 use crate::lock::DirLock;
@@ -393,8 +397,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let handle = Handle::current();
     let reg_metrics = metrics.clone();
-    let filters = FilterOptions {
-        no_expiration_checks: config.general.authentication.no_expiration_checks,
+    let options = NodeOptions {
+        filters: FilterOptions {
+            no_expiration_checks: config.general.authentication.no_expiration_checks,
+        },
+        block_metadata: match config.korder.block_metadata {
+            BlockMetadata::Fabric2 => MetadataLayout::Fabric2,
+            BlockMetadata::Fabric14 => MetadataLayout::Fabric14,
+        },
     };
     let registrar = tokio::task::spawn_blocking(move || {
         Registrar::start(
@@ -404,7 +414,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Arc::new(signer),
             handle,
             reg_metrics,
-            filters,
+            options,
         )
     })
     .await
@@ -559,10 +569,27 @@ async fn run_server(
         no_expiration_checks: config.general.authentication.no_expiration_checks,
     };
     // General.MaxRecvMsgSize and MaxSendMsgSize.
-    let service = AtomicBroadcastService::new(registrar.clone(), deliver).with_message_limits(
-        config.general.max_recv_msg_size as usize,
-        config.general.max_send_msg_size as usize,
-    );
+    // General.Throttling (Fabric 3.x).
+    let throttle = config
+        .general
+        .throttling
+        .as_ref()
+        .and_then(|t| Throttle::new(t.rate, t.inactivity_timeout));
+    if let Some(t) = &config.general.throttling
+        && t.rate > 0
+    {
+        tracing::info!(
+            rate = t.rate,
+            inactivity_timeout_ms = t.inactivity_timeout.as_millis() as u64,
+            "Broadcast throttling on for clients with a TLS certificate"
+        );
+    }
+    let service = AtomicBroadcastService::new(registrar.clone(), deliver)
+        .with_message_limits(
+            config.general.max_recv_msg_size as usize,
+            config.general.max_send_msg_size as usize,
+        )
+        .with_throttle(throttle);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -570,13 +597,31 @@ async fn run_server(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let ops = tokio::spawn(korder_server::operations::serve(
-        ops_listener,
-        registrar.clone(),
-        metrics.clone(),
-        stopped(),
-    ));
-    tracing::info!(address = %ops_addr, "operations endpoint: /healthz /metrics /version");
+    let ops_tls = operations_tls(config)?
+        .map(|s| s.operations_server_config())
+        .transpose()?
+        .map(Arc::new);
+    let ops = match ops_tls {
+        Some(tls) => tokio::spawn(korder_server::operations_tls::serve(
+            ops_listener,
+            tls,
+            registrar.clone(),
+            metrics.clone(),
+            stopped(),
+        )),
+        None => tokio::spawn(korder_server::operations::serve(
+            ops_listener,
+            registrar.clone(),
+            metrics.clone(),
+            stopped(),
+        )),
+    };
+    tracing::info!(
+        address = %ops_addr,
+        tls = config.operations.tls.enabled,
+        client_auth_required = config.operations.tls.enabled && config.operations.tls.client_auth_required,
+        "operations endpoint: /healthz /metrics /version"
+    );
     tracing::info!(
         address = %local,
         tls = tls.is_some(),
@@ -689,6 +734,26 @@ fn tls_settings(config: &Config) -> anyhow::Result<Option<korder_server::tls::Tl
         tls.client_auth_required,
         &tls.client_root_cas,
     )?))
+}
+
+/// The operations endpoint's TLS server configuration (`Operations.TLS`), when enabled.
+fn operations_tls(config: &Config) -> anyhow::Result<Option<korder_server::tls::TlsSettings>> {
+    let tls = &config.operations.tls;
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
+        bail!(
+            "Operations.TLS.Enabled needs Operations.TLS.Certificate and Operations.TLS.PrivateKey"
+        );
+    };
+    let settings = korder_server::tls::TlsSettings::load_operations(
+        certificate,
+        private_key,
+        tls.client_auth_required,
+        &tls.client_root_cas,
+    )?;
+    Ok(Some(settings))
 }
 
 /// SIGTERM and SIGINT, watched from the moment this is created.

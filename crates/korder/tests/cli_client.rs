@@ -407,6 +407,58 @@ fn bench_delivers_everything_once() {
     assert!(v["latency_ms_p50"].as_f64() <= v["latency_ms_max"].as_f64());
 }
 
+/// bench --sweep runs open loop at each rate and reports one JSON object per rate,
+/// with the lag of every extra Deliver stream, the node's CPU per envelope, and an
+/// SVG plot of latency against offered load.
+#[test]
+fn bench_sweep_reports_each_rate_fanout_and_node_cpu() {
+    let node = start_node();
+    let work = tempfile::tempdir().unwrap();
+    let plot = work.path().join("sweep.svg");
+    let pid = node.child.id().to_string();
+    let out = node.korder(
+        work.path(),
+        &[
+            "bench",
+            "--sweep",
+            "40,80",
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+            "--size",
+            "200",
+            "--deliver-clients",
+            "3",
+            "--node-pid",
+            &pid,
+            "--plot",
+            plot.to_str().unwrap(),
+            "--json",
+            "--timeout-s",
+            "90",
+        ],
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    for (run, (rate, n)) in runs.iter().zip([(40.0, 40), (80.0, 80)]) {
+        assert_eq!(run["offered_tx_per_s"].as_f64(), Some(rate), "{run}");
+        assert_eq!(run["delivered"], n, "{run}");
+        assert_eq!(run["duplicates"], 0, "{run}");
+        assert_eq!(run["deliver_clients"], 3, "{run}");
+        let lag = run["fanout_lag_ms_max"].as_f64().unwrap();
+        assert!(lag >= run["fanout_lag_ms_p50"].as_f64().unwrap(), "{run}");
+        assert!(run["node_cpu_us_per_tx"].as_f64().unwrap() >= 0.0, "{run}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+}
+
 /// bench on a channel the orderer does not serve fails with the orderer's status and a non-zero exit.
 #[test]
 fn bench_unknown_channel_fails() {

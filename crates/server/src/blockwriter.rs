@@ -1,16 +1,19 @@
 //! Turns batches into signed blocks and hands them to the ledger.
 //!
 //! For every block: number and previous hash from the last block *created* (the
-//! previous one may still be in flight), ORDERER metadata (the log offsets),
-//! LAST_CONFIG and the signed SIGNATURES value, in both Fabric layouts. At most one
-//! block is in flight: handing over block N+1 waits until block N is durable.
+//! previous one may still be in flight), LAST_CONFIG, and the signed SIGNATURES
+//! value carrying the consenter metadata (the log offsets). Where the ORDERER slot
+//! also carries them depends on the Fabric generation the blocks must match
+//! ([`MetadataLayout`]). At most one block is in flight: handing over block N+1
+//! waits until block N is durable.
 
 use korder_ledger::BlockNumber;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use korder_ledger::block::{
-    BlockBuilder, last_config_index, set_signatures, signature_input, write_orderer_metadata,
+    BlockBuilder, last_config_index, set_last_config, set_signatures, signature_input,
+    signatures_value, write_orderer_metadata,
 };
 use korder_ledger::{BlockStore, LedgerError, PipelinedWriter};
 use korder_proto::common::{Block, MetadataSignature};
@@ -32,6 +35,57 @@ pub enum WriteError {
     },
     #[error("reading the last config index of the ledger's last block: {0}")]
     LastConfig(String),
+}
+
+/// Orderer capability with which a channel can only be shared with Fabric 2.x
+/// nodes (and later).
+pub const ORDERER_V2_CAPABILITY: &str = "V2_0";
+
+/// Which Fabric generation's block metadata layout a block gets. Both keep
+/// LAST_CONFIG and sign `OrdererBlockMetadata{last_config, consenter_metadata}` in
+/// SIGNATURES, `consenter_metadata` being `Metadata{value: KafkaMetadata}`; they differ
+/// in the ORDERER slot. Readers accept both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetadataLayout {
+    /// Fabric 2.x: the ORDERER slot stays empty.
+    #[default]
+    Fabric2,
+    /// Fabric 1.4: the ORDERER slot holds the consenter metadata as well.
+    Fabric14,
+}
+
+impl MetadataLayout {
+    /// The layout of a channel whose orderer capabilities are `capabilities`, given
+    /// the node's `configured` layout: a channel with [`ORDERER_V2_CAPABILITY`] can
+    /// only be shared with 2.x nodes, so it always gets [`MetadataLayout::Fabric2`].
+    pub fn for_channel<'a>(
+        configured: MetadataLayout,
+        mut capabilities: impl Iterator<Item = &'a String>,
+    ) -> MetadataLayout {
+        if capabilities.any(|c| c == ORDERER_V2_CAPABILITY) {
+            MetadataLayout::Fabric2
+        } else {
+            configured
+        }
+    }
+}
+
+/// Writes the metadata slots an orderer of `layout`'s generation writes before
+/// signing (LAST_CONFIG; ORDERER too in the 1.4 layout) and returns the SIGNATURES
+/// value to sign, the same in both layouts.
+pub fn write_metadata(
+    block: &mut Block,
+    last_config: u64,
+    consenter: Option<&KafkaMetadata>,
+    layout: MetadataLayout,
+) -> Bytes {
+    match layout {
+        MetadataLayout::Fabric14 => write_orderer_metadata(block, last_config, consenter),
+        MetadataLayout::Fabric2 => {
+            set_last_config(block, last_config);
+            signatures_value(last_config, consenter)
+        }
+    }
 }
 
 /// Writes one channel's blocks.
@@ -94,21 +148,22 @@ impl BlockWriter {
         self.builder.build(envelopes)
     }
 
-    /// Adds metadata and the signature to `block` and hands it to the ledger.
-    /// `sequence` is the channel's config sequence now: if it moved since the last
-    /// config block, this block is the new last config block.
+    /// Adds metadata in `layout` and the signature to `block` and hands it to the
+    /// ledger. `sequence` is the channel's config sequence now: if it moved since the
+    /// last config block, this block is the new last config block.
     pub fn write_block(
         &mut self,
         mut block: Block,
         consenter: Option<&KafkaMetadata>,
         sequence: u64,
+        layout: MetadataLayout,
     ) -> Result<(), WriteError> {
         let header = block.header.clone().unwrap_or_default();
         if sequence > self.last_config_seq {
             self.last_config_block = header.number;
             self.last_config_seq = sequence;
         }
-        let value = write_orderer_metadata(&mut block, self.last_config_block, consenter);
+        let value = write_metadata(&mut block, self.last_config_block, consenter, layout);
         let sign_err = |source| WriteError::Sign {
             number: header.number,
             source,

@@ -24,6 +24,7 @@ use crate::processor::{MessageKind, Validated};
 use crate::registrar::Registrar;
 use crate::service::{Inbound, ReceivedEnvelope};
 use crate::status::ProcessError;
+use crate::throttle::{Throttle, ThrottleKey};
 
 /// Most envelopes of one stream that may wait for their acknowledgement at once.
 pub const MAX_IN_FLIGHT_PER_STREAM: usize = 1024;
@@ -223,10 +224,13 @@ fn receive_failed(status: tonic::Status) -> Pending {
     Pending::End(status)
 }
 
-/// Serves one Broadcast stream.
+/// Serves one Broadcast stream; with `throttle`, every message received counts
+/// against the key's client and organisation, and receiving waits while either has
+/// used its share of the rate.
 pub fn serve(
     registrar: Registrar,
     mut inbound: Inbound,
+    throttle: Option<(Throttle, ThrottleKey)>,
 ) -> ReceiverStream<Result<BroadcastResponse, tonic::Status>> {
     let (out_tx, out_rx) = mpsc::channel(64);
     let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT_PER_STREAM);
@@ -235,7 +239,12 @@ pub fn serve(
         let mut ended = false;
         while !ended {
             let mut envelope = match inbound.message().await {
-                Ok(Some(e)) => Some(e),
+                Ok(Some(e)) => {
+                    if let Some((t, key)) = &throttle {
+                        t.received(key).await;
+                    }
+                    Some(e)
+                }
                 Ok(None) => break,
                 Err(status) => {
                     let _ = pending_tx.send(receive_failed(status)).await;
@@ -258,7 +267,12 @@ pub fn serve(
                     break;
                 }
                 envelope = match inbound.ready_message() {
-                    Some(Ok(Some(e))) => Some(e),
+                    Some(Ok(Some(e))) => {
+                        if let Some((t, key)) = &throttle {
+                            t.received(key).await;
+                        }
+                        Some(e)
+                    }
                     Some(Ok(None)) => {
                         ended = true;
                         None

@@ -921,6 +921,7 @@ impl<L: Log> Runner<L> {
                         "block cut"
                     );
                     let sequence = self.processor.state().sequence();
+                    let layout = self.processor.block_metadata();
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(envelopes);
                     assert_eq!(
@@ -929,7 +930,7 @@ impl<L: Log> Runner<L> {
                         "the block writer and the chain disagree on the next block number"
                     );
                     writer
-                        .write_block(block, Some(&metadata), sequence)
+                        .write_block(block, Some(&metadata), sequence, layout)
                         .map_err(|e| write_exit(format!("writing block {number}"), e))?;
                 }
                 Command::WriteConfigBlock {
@@ -971,10 +972,11 @@ impl<L: Log> Runner<L> {
                         );
                     }
                     let consenter = (!type_changed).then_some(&metadata);
+                    let layout = self.processor.block_metadata();
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(vec![envelope]);
                     writer
-                        .write_block(block, consenter, sequence)
+                        .write_block(block, consenter, sequence, layout)
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                     writer
                         .wait_durable(number)

@@ -31,6 +31,7 @@ pub mod deliver;
 pub mod metrics;
 pub mod msgprocessor;
 pub mod operations;
+pub mod operations_tls;
 pub mod processor;
 pub mod registrar;
 pub mod resume;
@@ -38,6 +39,7 @@ pub mod seek;
 pub mod service;
 pub mod signer;
 pub mod status;
+pub mod throttle;
 pub mod tls;
 
 pub use chain::{
@@ -46,7 +48,7 @@ pub use chain::{
 pub use channel::ChannelState;
 pub use deliver::DeliverConfig;
 pub use metrics::Metrics;
-pub use processor::{ChainEvent, ChannelProcessor, Validated};
+pub use processor::{ChainEvent, ChannelProcessor, NodeOptions, Validated};
 pub use registrar::{Channel, LogFactory, Registrar, RegistrarError};
 pub use service::AtomicBroadcastService;
 pub use signer::{SignError, Signer};

@@ -28,6 +28,7 @@ use korder_ledger::{BlockStore, Ledgers};
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
 
+use crate::blockwriter::MetadataLayout;
 use crate::channel::ChannelState;
 use crate::msgprocessor::{
     FilterOptions, Parsed, last_update_of, parse, process_channel_creation, process_config_update,
@@ -91,11 +92,31 @@ pub enum ChainEvent {
     ChannelCreated(Box<NewChannel>),
 }
 
-/// What every channel's processor shares: the node's identity, its filter
-/// settings, its ledgers and the names of its channels.
+/// Node-wide settings every channel follows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeOptions {
+    /// How envelopes are checked.
+    pub filters: FilterOptions,
+    /// The block metadata layout of channels without the `V2_0` orderer capability
+    /// (`Korder.BlockMetadata`).
+    pub block_metadata: MetadataLayout,
+}
+
+impl From<FilterOptions> for NodeOptions {
+    fn from(filters: FilterOptions) -> Self {
+        NodeOptions {
+            filters,
+            ..NodeOptions::default()
+        }
+    }
+}
+
+/// What every channel's processor shares: the node's identity, its settings, its
+/// ledgers and the names of its channels.
 pub(crate) struct NodeShared {
     pub(crate) signer: Arc<dyn Signer>,
     pub(crate) filters: FilterOptions,
+    pub(crate) block_metadata: MetadataLayout,
     pub(crate) ledgers: Ledgers,
     /// Every channel this node has or is creating: what the channel limit counts,
     /// and the names a creation must not reuse.
@@ -103,10 +124,11 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    pub(crate) fn new(signer: Arc<dyn Signer>, filters: FilterOptions, ledgers: Ledgers) -> Self {
+    pub(crate) fn new(signer: Arc<dyn Signer>, options: NodeOptions, ledgers: Ledgers) -> Self {
         NodeShared {
             signer,
-            filters,
+            filters: options.filters,
+            block_metadata: options.block_metadata,
             ledgers,
             names: Mutex::new(BTreeSet::new()),
         }
@@ -154,6 +176,14 @@ impl ChannelProcessor {
     /// The node's signing identity.
     pub fn signer(&self) -> &Arc<dyn Signer> {
         &self.node.signer
+    }
+
+    /// The metadata layout of the channel's next block, as its config stands now.
+    pub fn block_metadata(&self) -> MetadataLayout {
+        MetadataLayout::for_channel(
+            self.node.block_metadata,
+            self.state.bundle().orderer.capabilities.iter(),
+        )
     }
 
     /// Validates an envelope a client broadcast to this channel (`raw` is its bytes

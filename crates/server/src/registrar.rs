@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 use crate::chain::{ChainHandle, ChainParams, StartError};
 use crate::channel::ChannelState;
 use crate::metrics::Metrics;
-use crate::msgprocessor::{FilterOptions, Parsed};
-use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeShared};
+use crate::msgprocessor::Parsed;
+use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeOptions, NodeShared};
 use crate::signer::Signer;
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
@@ -118,7 +118,7 @@ impl Registrar {
         signer: Arc<dyn Signer>,
         runtime: Handle,
         metrics: Arc<Metrics>,
-        filters: FilterOptions,
+        options: impl Into<NodeOptions>,
     ) -> Result<Registrar, RegistrarError> {
         let mut names = ledgers.channels()?;
         if names.is_empty() {
@@ -143,7 +143,7 @@ impl Registrar {
             logs,
             runtime,
             metrics,
-            node: Arc::new(NodeShared::new(signer, filters, ledgers)),
+            node: Arc::new(NodeShared::new(signer, options.into(), ledgers)),
             events,
             shutdown,
             loaded: watch::channel(0).0,

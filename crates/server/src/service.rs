@@ -34,6 +34,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::deliver::DeliverConfig;
 use crate::metrics::{Metrics, Series, grpc_code_name};
 use crate::registrar::Registrar;
+use crate::throttle::{Throttle, ThrottleKey};
 
 /// Largest message the server receives or sends: 100 MiB, as Fabric's orderer.
 pub const MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
@@ -182,6 +183,7 @@ pub struct AtomicBroadcastService {
     deliver: DeliverConfig,
     max_recv: usize,
     max_send: usize,
+    throttle: Option<Throttle>,
 }
 
 impl AtomicBroadcastService {
@@ -192,7 +194,15 @@ impl AtomicBroadcastService {
             deliver,
             max_recv: MAX_MESSAGE_BYTES,
             max_send: MAX_MESSAGE_BYTES,
+            throttle: None,
         }
+    }
+
+    /// Rate-limits the Broadcast streams of clients that present a TLS certificate
+    /// (`General.Throttling`); `None` leaves Broadcast unthrottled.
+    pub fn with_throttle(mut self, throttle: Option<Throttle>) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// The largest message received and sent (`General.MaxRecvMsgSize` and
@@ -317,10 +327,15 @@ impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
 
     fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
         let registrar = self.0.registrar.clone();
+        let throttle = self.0.throttle.clone().and_then(|t| {
+            let key =
+                crate::tls::peer_certificate(&request).and_then(ThrottleKey::of_certificate)?;
+            Some((t, key))
+        });
         Box::pin(async move {
             let metrics = registrar.metrics();
             let inbound = inbound(&metrics, "Broadcast", request);
-            let out = crate::broadcast::serve(registrar, inbound);
+            let out = crate::broadcast::serve(registrar, inbound, throttle);
             Ok(Response::new(Metered::new(out, metrics, "Broadcast")))
         })
     }

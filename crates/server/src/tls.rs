@@ -79,6 +79,11 @@ pub enum TlsError {
         "General.TLS.ClientAuthRequired is set but no client root certificate is known (General.TLS.ClientRootCAs and the channels' MSP TLS roots are all empty or unusable)"
     )]
     NoClientRoots,
+    /// `Operations.TLS.ClientRootCAs` holds no usable certificate, and one is needed.
+    #[error(
+        "Operations.TLS.ClientRootCAs holds no usable certificate (needed when Operations.TLS.ClientAuthRequired is true)"
+    )]
+    NoOperationsClientRoots,
     /// The client certificate verifier could not be built.
     #[error("building the client certificate verifier: {0}")]
     Verifier(String),
@@ -123,18 +128,59 @@ impl TlsSettings {
         client_auth_required: bool,
         client_root_cas: &[PathBuf],
     ) -> Result<Self, TlsError> {
-        let cert_chain = read_certs(certificate, "General.TLS.Certificate")?;
-        let key_pem = read_file(private_key, "General.TLS.PrivateKey")?;
+        let keys = [
+            "General.TLS.Certificate",
+            "General.TLS.PrivateKey",
+            "General.TLS.ClientRootCAs",
+        ];
+        let roots: &[PathBuf] = if client_auth_required {
+            client_root_cas
+        } else {
+            &[]
+        };
+        Self::load_as(keys, certificate, private_key, client_auth_required, roots)
+    }
+
+    /// The operations endpoint's material (`Operations.TLS`): as [`TlsSettings::load`],
+    /// but the `ClientRootCAs` are read in any case, as a client that presents a
+    /// certificate must chain to them even when none is required.
+    pub fn load_operations(
+        certificate: &Path,
+        private_key: &Path,
+        client_auth_required: bool,
+        client_root_cas: &[PathBuf],
+    ) -> Result<Self, TlsError> {
+        let keys = [
+            "Operations.TLS.Certificate",
+            "Operations.TLS.PrivateKey",
+            "Operations.TLS.ClientRootCAs",
+        ];
+        Self::load_as(
+            keys,
+            certificate,
+            private_key,
+            client_auth_required,
+            client_root_cas,
+        )
+    }
+
+    fn load_as(
+        [cert_key, key_key, roots_key]: [&'static str; 3],
+        certificate: &Path,
+        private_key: &Path,
+        client_auth_required: bool,
+        client_root_cas: &[PathBuf],
+    ) -> Result<Self, TlsError> {
+        let cert_chain = read_certs(certificate, cert_key)?;
+        let key_pem = read_file(private_key, key_key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
             path: private_key.to_path_buf(),
-            key: "General.TLS.PrivateKey",
+            key: key_key,
             reason: format!("no private key: {e}"),
         })?;
         let mut client_roots = Vec::new();
-        if client_auth_required {
-            for path in client_root_cas {
-                client_roots.extend(read_certs(path, "General.TLS.ClientRootCAs")?);
-            }
+        for path in client_root_cas {
+            client_roots.extend(read_certs(path, roots_key)?);
         }
         Ok(TlsSettings {
             cert_chain,
@@ -147,6 +193,44 @@ impl TlsSettings {
     /// Whether client certificates are required.
     pub fn client_auth_required(&self) -> bool {
         self.client_auth_required
+    }
+
+    /// The server configuration of the operations endpoint (HTTP/1.1), as Fabric's:
+    /// a client certificate is verified against the static client roots when given,
+    /// and required when `client_auth_required`.
+    pub fn operations_server_config(&self) -> Result<ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = if self.client_roots.is_empty() && !self.client_auth_required {
+            builder.with_no_client_auth()
+        } else {
+            let mut store = RootCertStore::empty();
+            let (added, ignored) = store.add_parsable_certificates(self.client_roots.clone());
+            if ignored > 0 {
+                tracing::warn!(
+                    ignored,
+                    "operations TLS client root certificates that cannot be used"
+                );
+            }
+            if added == 0 {
+                return Err(TlsError::NoOperationsClientRoots);
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider);
+            let verifier = if self.client_auth_required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?,
+            )
+        };
+        let mut config = builder.with_single_cert(self.cert_chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
     }
 }
 
