@@ -333,6 +333,21 @@ impl Config {
             problems.push("General.ListenPort: must be between 1 and 65535".to_string());
         }
         check_tls(&g.tls, "General.TLS", &mut problems);
+        if self.metrics.provider == MetricsProvider::Statsd {
+            let st = &self.metrics.statsd;
+            if st.stream().is_none() {
+                problems.push(format!(
+                    "Metrics.Statsd.Network: {:?} is not one of udp, udp4, udp6, tcp, tcp4, tcp6",
+                    st.network
+                ));
+            }
+            if st.address.trim().is_empty() {
+                problems.push("Metrics.Statsd.Address: must not be empty".to_string());
+            }
+            if st.write_interval.is_zero() {
+                problems.push("Metrics.Statsd.WriteInterval: must be more than 0".to_string());
+            }
+        }
         for (key, d) in [
             (
                 "General.Keepalive.ServerMinInterval",
@@ -569,9 +584,6 @@ impl Config {
                 "ChannelParticipation: not used by korder yet (no channel participation API; channels are created through the system channel)"
                     .to_string(),
             );
-        }
-        if self.metrics.provider == MetricsProvider::Statsd {
-            out.push("Metrics.Provider: statsd is not implemented; metrics are off".to_string());
         }
         if self.debug.broadcast_trace_dir.is_some() || self.debug.deliver_trace_dir.is_some() {
             out.push("Debug: request tracing is not implemented".to_string());

@@ -200,7 +200,7 @@ pub enum MetricsProvider {
     Disabled,
     /// Prometheus text format on the operations server's `/metrics`.
     Prometheus,
-    /// StatsD push; accepted, not implemented by korder (metrics are then off).
+    /// StatsD: pushed to `Metrics.Statsd.Address` every `WriteInterval`.
     Statsd,
 }
 
@@ -233,7 +233,7 @@ pub struct Metrics {
     pub statsd: Statsd,
 }
 
-/// `Metrics.Statsd`: accepted, not used.
+/// `Metrics.Statsd`: where the `statsd` provider sends metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statsd {
     /// `Network`: `udp` or `tcp` (default `udp`).
@@ -244,6 +244,18 @@ pub struct Statsd {
     pub write_interval: Duration,
     /// `Prefix`.
     pub prefix: String,
+}
+
+impl Statsd {
+    /// Whether `Network` names a stream (`tcp`, `tcp4`, `tcp6`: true) or datagrams
+    /// (`udp`, `udp4`, `udp6`: false); `None` for anything else.
+    pub fn stream(&self) -> Option<bool> {
+        match self.network.as_str() {
+            "udp" | "udp4" | "udp6" => Some(false),
+            "tcp" | "tcp4" | "tcp6" => Some(true),
+            _ => None,
+        }
+    }
 }
 
 impl Metrics {

@@ -650,7 +650,10 @@ fn ignored_settings_are_listed() {
     let c = from_str("Metrics:\n  Provider: statsd\nGeneral:\n  Profile:\n    Enabled: true\n")
         .unwrap();
     let ignored = c.ignored_settings();
-    assert!(ignored.iter().any(|w| w.starts_with("Metrics.Provider")));
+    assert!(
+        !ignored.iter().any(|w| w.starts_with("Metrics")),
+        "{ignored:?}"
+    );
     assert!(
         ignored
             .iter()
@@ -673,5 +676,43 @@ fn generated_yaml_reads_like_orderer_yaml() {
         "  LogBackend: auto\n",
     ] {
         assert!(y.contains(line), "missing {line:?} in\n{y}");
+    }
+}
+
+/// `Metrics.Provider: statsd` is acted on, so its settings are checked at load:
+/// a network other than udp/tcp, an empty address or a zero interval is refused.
+#[test]
+fn statsd_settings_are_checked() {
+    let parsed = from_str(
+        "Metrics:\n  Provider: statsd\n  Statsd:\n    Network: tcp\n    Address: 127.0.0.1:9125\n    WriteInterval: 2s\n    Prefix: ord\n",
+    )
+    .unwrap();
+    assert_eq!(parsed.metrics.statsd.stream(), Some(true));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("msp")).unwrap();
+    std::fs::write(tmp.path().join("genesis.block"), b"x").unwrap();
+    let mut good = Config::default_for_dev(tmp.path());
+    good.metrics = parsed.metrics.clone();
+    good.validate().unwrap();
+    type Spoil = fn(&mut Config);
+    let bad_values: [(&str, Spoil); 3] = [
+        ("Metrics.Statsd.Network", |c| {
+            c.metrics.statsd.network = "unix".into()
+        }),
+        ("Metrics.Statsd.Address", |c| {
+            c.metrics.statsd.address = " ".into()
+        }),
+        ("Metrics.Statsd.WriteInterval", |c| {
+            c.metrics.statsd.write_interval = Duration::ZERO
+        }),
+    ];
+    for (key, spoil) in bad_values {
+        let mut c = good.clone();
+        spoil(&mut c);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+        // The same settings are not checked when StatsD is not the provider.
+        c.metrics.provider = MetricsProvider::Prometheus;
+        c.validate().unwrap();
     }
 }

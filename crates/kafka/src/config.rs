@@ -93,6 +93,8 @@ pub struct KafkaConfig {
     /// A node whose ledger holds blocks cut from the topic sets it to false: the
     /// topic was deleted, and a new, empty one is not the log it needs.
     pub create_missing_topic: bool,
+    /// Statistics of the producers and consumers (`None`: not collected).
+    pub statistics: Option<crate::StatsConfig>,
 }
 
 impl KafkaConfig {
@@ -109,6 +111,7 @@ impl KafkaConfig {
             producer_linger: Duration::from_millis(1),
             client_id: "korder".to_owned(),
             create_missing_topic: true,
+            statistics: None,
         }
     }
 
@@ -283,7 +286,17 @@ impl KafkaConfig {
             ("queue.buffering.max.messages", "100000".to_owned()),
             ("queue.buffering.max.kbytes", "1048576".to_owned()),
         ]);
+        self.statistics_interval(&mut p);
         p
+    }
+
+    /// `statistics.interval.ms` for a producer or consumer when statistics are on.
+    fn statistics_interval(&self, p: &mut [(&'static str, String)]) {
+        if let Some(s) = &self.statistics
+            && let Some(entry) = p.iter_mut().find(|(k, _)| *k == "statistics.interval.ms")
+        {
+            entry.1 = ms(s.interval.max(Duration::from_millis(100)));
+        }
     }
 
     /// Consumer: assigned one partition at an explicit offset, no group membership,
@@ -318,6 +331,7 @@ impl KafkaConfig {
             ("fetch.queue.backoff.ms", "10".to_owned()),
             ("check.crcs", "true".to_owned()),
         ]);
+        self.statistics_interval(&mut p);
         p
     }
 

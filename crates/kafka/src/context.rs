@@ -82,6 +82,8 @@ pub(crate) struct TracingContext {
     pub(crate) last_error: Arc<Mutex<Option<String>>>,
     /// Counts this client among the live ones until it is destroyed.
     pub(crate) _live: Arc<LiveClient>,
+    /// Where this client's statistics go, when collected.
+    pub(crate) stats: Option<crate::StatsConfig>,
 }
 
 impl TracingContext {
@@ -92,7 +94,14 @@ impl TracingContext {
             out_of_range: None,
             last_error: Arc::default(),
             _live: LiveClient::new(),
+            stats: None,
         }
+    }
+
+    /// Reports statistics as `config` asks.
+    pub(crate) fn with_stats(mut self, config: &crate::KafkaConfig) -> Self {
+        self.stats = config.statistics.clone();
+        self
     }
 
     /// The last connection-level error reported by the client, if any.
@@ -153,6 +162,12 @@ impl ClientContext for TracingContext {
             RDKafkaLogLevel::Debug => {
                 tracing::debug!(target: "korder_kafka::client", client, topic, facility, "{message}")
             }
+        }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(config) = &self.stats {
+            crate::stats::report(config, &statistics);
         }
     }
 

@@ -20,15 +20,19 @@
 //!
 //! The client's own log lines go to `tracing` under the target
 //! `korder_kafka::client`; every client's effective settings are logged when it is
-//! built.
+//! built. With [`KafkaConfig::statistics`] set, producers and consumers report
+//! librdkafka's statistics, turned into Fabric's `consensus_kafka_*` figures
+//! (see [`KafkaFigures`]).
 
 mod config;
 mod context;
 mod error;
 mod log;
+mod stats;
 
 pub use config::{DEFAULT_MAX_RECORD_BYTES, KafkaConfig, SaslPlainConfig, TlsConfig};
 pub use context::{live_clients, wait_for_clients_closed};
 pub use error::KafkaLogError;
 pub use korder_config::KafkaRetry;
 pub use log::{KafkaLog, KafkaReader, PARTITION};
+pub use stats::{BrokerFigures, KafkaFigures, StatsConfig, StatsHook, TopicFigures};

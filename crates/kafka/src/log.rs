@@ -46,7 +46,7 @@ struct Producer0 {
 
 impl Producer0 {
     fn build(config: &KafkaConfig, topic: &str) -> Result<Self, KafkaLogError> {
-        let context = TracingContext::new("producer", topic);
+        let context = TracingContext::new("producer", topic).with_stats(config);
         let client = build_client(&config.producer_properties(), context.clone(), topic)?;
         Ok(Self { client, context })
     }
@@ -197,7 +197,7 @@ impl KafkaLog {
         let (out_of_range_tx, out_of_range) = watch::channel(false);
         let context = TracingContext {
             out_of_range: Some(out_of_range_tx),
-            ..TracingContext::new("consumer", &self.topic)
+            ..TracingContext::new("consumer", &self.topic).with_stats(&self.config)
         };
         let consumer: StreamConsumer<TracingContext> = build_client(
             &self.config.consumer_properties(&group_id),

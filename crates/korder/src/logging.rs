@@ -794,6 +794,31 @@ impl<S: Subscriber> Layer<S> for FabricLayer {
     }
 }
 
+/// Where log entries are counted (`logging_entries_checked`/`_written`), once the
+/// node's metrics exist.
+static METRICS: std::sync::OnceLock<Arc<korder_server::Metrics>> = std::sync::OnceLock::new();
+
+/// Counts the log entries in `metrics` from now on (set once per process).
+pub fn count_entries_in(metrics: Arc<korder_server::Metrics>) {
+    let _ = METRICS.set(metrics);
+}
+
+/// Counts every entry that passed the level filter, by level. An entry reaching
+/// this layer was checked against the active level and is then written, so the
+/// two counters move together here (Fabric also counts entries its logger level
+/// check drops later).
+struct EntryCounter;
+
+impl<S: Subscriber> Layer<S> for EntryCounter {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if let Some(m) = METRICS.get() {
+            let level = [Level::of(event.metadata().level()).name()];
+            m.logging_entries_checked.with_label_values(&level).inc();
+            m.logging_entries_written.with_label_values(&level).inc();
+        }
+    }
+}
+
 /// The process's log level, changeable at run time.
 pub struct LogControl {
     handle: reload::Handle<EnvFilter, Registry>,
@@ -864,6 +889,7 @@ pub fn init() -> Result<Arc<LogControl>, String> {
         .with(filter)
         .with(korder_fmt)
         .with(fabric)
+        .with(EntryCounter)
         .try_init()
         .map_err(|e| e.to_string())?;
     let control = Arc::new(LogControl {

@@ -102,7 +102,64 @@ impl NodeLogs {
         c.sasl_plain.enabled = k.sasl_plain.enabled;
         c.sasl_plain.user = k.sasl_plain.user.clone();
         c.sasl_plain.password = k.sasl_plain.password.clone();
+        if self.config.metrics.provider != korder_config::MetricsProvider::Disabled {
+            c.statistics = Some(kafka_statistics(self.metrics.clone()));
+        }
         Ok(c)
+    }
+}
+
+/// How often the Kafka clients report the statistics behind `consensus_kafka_*`.
+const KAFKA_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The Kafka clients' statistics, recorded as Fabric's `consensus_kafka_*` gauges.
+fn kafka_statistics(metrics: Arc<Metrics>) -> korder_kafka::StatsConfig {
+    let hook = move |f: &korder_kafka::KafkaFigures| {
+        let m = &metrics;
+        for (id, b) in &f.brokers {
+            let id = [id.to_string()];
+            let id = [id[0].as_str()];
+            m.kafka_incoming_byte_rate
+                .with_label_values(&id)
+                .set_f64(b.incoming_byte_rate);
+            m.kafka_outgoing_byte_rate
+                .with_label_values(&id)
+                .set_f64(b.outgoing_byte_rate);
+            m.kafka_request_rate
+                .with_label_values(&id)
+                .set_f64(b.request_rate);
+            m.kafka_response_rate
+                .with_label_values(&id)
+                .set_f64(b.response_rate);
+            m.kafka_request_size
+                .with_label_values(&id)
+                .set_f64(b.request_size);
+            m.kafka_response_size
+                .with_label_values(&id)
+                .set_f64(b.response_size);
+            m.kafka_request_latency
+                .with_label_values(&id)
+                .set_f64(b.request_latency_ms);
+        }
+        for (topic, t) in &f.topics {
+            let topic = [topic.as_str()];
+            m.kafka_record_send_rate
+                .with_label_values(&topic)
+                .set_f64(t.record_send_rate);
+            m.kafka_batch_size
+                .with_label_values(&topic)
+                .set_f64(t.batch_size);
+            m.kafka_records_per_request
+                .with_label_values(&topic)
+                .set_f64(t.records_per_request);
+            m.kafka_compression_ratio
+                .with_label_values(&topic)
+                .set_f64(t.compression_ratio);
+        }
+    };
+    korder_kafka::StatsConfig {
+        interval: KAFKA_STATISTICS_INTERVAL,
+        hook: Arc::new(hook),
     }
 }
 
@@ -329,7 +386,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let metrics = Arc::new(
+        Metrics::with_provider(&metrics_provider(&config)).context("registering metrics")?,
+    );
+    crate::logging::count_entries_in(metrics.clone());
+    let statsd = start_statsd(&config, &metrics).await?;
     let logs = Arc::new(NodeLogs {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -377,12 +438,71 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         began,
     )
     .await;
+    if let Some((stop, sender)) = statsd {
+        // One last flush with what the shutdown recorded.
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(STATSD_FINAL_FLUSH_LIMIT, sender).await;
+    }
     if served.is_err() {
         // The chains must not outlive the runtime they read their logs through.
         let r = registrar.clone();
         let _ = tokio::task::spawn_blocking(move || r.halt_all()).await;
     }
     served
+}
+
+/// How long the last StatsD flush may take at shutdown.
+const STATSD_FINAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `Metrics.Provider` as the metrics registry takes it.
+fn metrics_provider(config: &Config) -> korder_server::metrics::Provider {
+    use korder_config::MetricsProvider as P;
+    use korder_server::metrics::Provider;
+    match config.metrics.provider {
+        P::Disabled => Provider::Disabled,
+        P::Prometheus => Provider::Prometheus,
+        P::Statsd => Provider::Statsd {
+            prefix: config.metrics.statsd.prefix.clone(),
+        },
+    }
+}
+
+/// With the StatsD provider: checks the server (the address resolves; over TCP, it
+/// accepts a connection), then flushes every `WriteInterval` until told to stop.
+async fn start_statsd(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<
+    Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
+    use korder_server::metrics::statsd::Network;
+    let Some(buffer) = metrics.statsd() else {
+        return Ok(None);
+    };
+    let st = &config.metrics.statsd;
+    let network = if st.stream() == Some(true) {
+        Network::Tcp
+    } else {
+        Network::Udp
+    };
+    let sender =
+        korder_server::metrics::StatsdSender::connect(network, &st.address, st.write_interval)
+            .await
+            .with_context(|| {
+                format!(
+                    "reaching the StatsD server {} over {} (Metrics.Statsd.Address, Network)",
+                    st.address, st.network
+                )
+            })?;
+    tracing::info!(address = %sender.address(), network = %st.network, write_interval = ?st.write_interval, prefix = %st.prefix, "sending metrics to StatsD");
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sender.run(buffer, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Ok(Some((stop, task)))
 }
 
 /// Pending connections the gRPC listener queues.
@@ -533,7 +653,8 @@ async fn run_server(
             max_connections: config.korder.max_connections as usize,
             max_per_address: config.korder.max_connections_per_address as usize,
         },
-    );
+    )
+    .with_metrics(metrics.clone());
     let router = server.add_service(service.into_server());
     let shutdown = stopped();
     let mut server = tokio::spawn(async move {

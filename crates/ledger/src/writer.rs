@@ -45,6 +45,15 @@ pub struct PipelinedWriter {
 impl PipelinedWriter {
     /// Starts the writer thread for `store`.
     pub fn new(store: BlockStore) -> Result<Self, LedgerError> {
+        Self::observed(store, |_| {})
+    }
+
+    /// Starts the writer thread for `store`; `commit_time` learns how long each
+    /// block's append (write, index and fsync) took.
+    pub fn observed(
+        store: BlockStore,
+        commit_time: impl Fn(std::time::Duration) + Send + 'static,
+    ) -> Result<Self, LedgerError> {
         let (tx, rx) = mpsc::sync_channel::<Block>(0);
         let shared = Arc::new(Shared::default());
         let thread_store = store.clone();
@@ -53,7 +62,10 @@ impl PipelinedWriter {
             .name(format!("ledger-writer-{}", store.channel()))
             .spawn(move || {
                 for block in rx {
-                    if let Err(e) = thread_store.append(&block) {
+                    let began = std::time::Instant::now();
+                    let appended = thread_store.append(&block);
+                    commit_time(began.elapsed());
+                    if let Err(e) = appended {
                         let number = block.header.as_ref().map_or(0, |h| h.number);
                         tracing::error!(channel = %thread_store.channel(), block = number, error = %e, "block append failed; the writer stops");
                         *thread_shared

@@ -105,6 +105,17 @@ impl BlockWriter {
         signer: Arc<SigningIdentity>,
         sequence: u64,
     ) -> Result<Self, WriteError> {
+        Self::observed(store, signer, sequence, |_| {})
+    }
+
+    /// As [`BlockWriter::new`]; `commit_time` learns how long each block took to
+    /// reach storage.
+    pub fn observed(
+        store: BlockStore,
+        signer: Arc<SigningIdentity>,
+        sequence: u64,
+        commit_time: impl Fn(std::time::Duration) + Send + 'static,
+    ) -> Result<Self, WriteError> {
         let (builder, last_config_block) = match store.last_block_number() {
             Some(n) => {
                 let last = store.block(n)?;
@@ -120,7 +131,7 @@ impl BlockWriter {
         };
         Ok(BlockWriter {
             builder,
-            writer: PipelinedWriter::new(store)?,
+            writer: PipelinedWriter::observed(store, commit_time)?,
             signer,
             last_config_block,
             last_config_seq: sequence,

@@ -356,7 +356,11 @@ fn start<L: Log>(
         params.processor.signer(),
         params.processor.state().sequence(),
         checked,
+        &params.metrics,
     )?;
+    params
+        .metrics
+        .report_channel(&channel, params.store.height());
     let (status, _) = watch::channel(ChainStatus {
         errored: true,
         ..Default::default()
@@ -411,6 +415,7 @@ fn build(
     signer: &Arc<SigningIdentity>,
     sequence: u64,
     checked: bool,
+    metrics: &Metrics,
 ) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {
     let channel = channel.to_string();
     let height = store.height();
@@ -449,7 +454,9 @@ fn build(
             "the last block carries no consenter metadata (it changed the consensus type): reading the log from its oldest record"
         );
     }
-    let writer = BlockWriter::new(store.clone(), signer.clone(), sequence)
+    let commit_time = metrics.ledger_commit_time.with_label_values(&[&channel]);
+    let observe = move |d: std::time::Duration| commit_time.observe(d.as_secs_f64());
+    let writer = BlockWriter::observed(store.clone(), signer.clone(), sequence, observe)
         .map_err(|source| StartError::Writer { channel, source })?;
     Ok((chain, writer, resume))
 }
@@ -660,6 +667,7 @@ impl<L: Log> Runner<L> {
             self.processor.signer(),
             self.processor.state().sequence(),
             self.checked,
+            &self.metrics,
         ) {
             Ok((chain, writer, resume)) => {
                 self.chain = chain;

@@ -131,6 +131,7 @@ impl Table {
 pub struct Connections {
     limits: ConnectionLimits,
     table: Arc<Mutex<Table>>,
+    metrics: Option<Arc<crate::Metrics>>,
 }
 
 /// Why a new connection was not admitted.
@@ -153,7 +154,14 @@ impl Connections {
         Connections {
             limits,
             table: Arc::new(Mutex::new(Table::default())),
+            metrics: None,
         }
+    }
+
+    /// Counts admitted and closed connections in `grpc_comm_conn_opened`/`_closed`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The limits.
@@ -203,6 +211,9 @@ impl Connections {
         );
         *table.per_address.entry(address).or_insert(0) += 1;
         drop(table);
+        if let Some(m) = &self.metrics {
+            m.grpc_conn_opened.inc();
+        }
         Ok(Guarded {
             stream,
             state,
@@ -212,6 +223,7 @@ impl Connections {
             id,
             table: Arc::clone(&self.table),
             remote,
+            metrics: self.metrics.clone(),
         })
     }
 }
@@ -244,6 +256,7 @@ pub struct Guarded<S> {
     id: u64,
     table: Arc<Mutex<Table>>,
     remote: SocketAddr,
+    metrics: Option<Arc<crate::Metrics>>,
 }
 
 impl<S> std::fmt::Debug for Guarded<S> {
@@ -300,6 +313,9 @@ impl<S> Guarded<S> {
 impl<S> Drop for Guarded<S> {
     fn drop(&mut self) {
         self.table.lock_unpoisoned().remove(self.id);
+        if let Some(m) = &self.metrics {
+            m.grpc_conn_closed.inc();
+        }
     }
 }
 

@@ -123,7 +123,7 @@ async fn handle(
     let metrics = registrar.metrics();
     metrics
         .deliver_requests_received
-        .with_label_values(&[ch.channel_id.as_str(), "false"])
+        .with_label_values(&[ch.channel_id.as_str(), "false", "block"])
         .inc();
     let status = serve_request(&channel, &ch, &envelope, &payload, config, out, &metrics).await;
     if let Some(s) = status {
@@ -134,7 +134,7 @@ async fn handle(
         };
         metrics
             .deliver_requests_completed
-            .with_label_values(&[ch.channel_id.as_str(), "false", success])
+            .with_label_values(&[ch.channel_id.as_str(), "false", "block", success])
             .inc();
     }
     status
@@ -218,7 +218,7 @@ async fn serve_request(
         }
         metrics
             .deliver_blocks_sent
-            .with_label_values(&[ch.channel_id.as_str(), "false"])
+            .with_label_values(&[ch.channel_id.as_str(), "false", "block"])
             .inc();
         if number == stop_num {
             return Some(Status::Success);

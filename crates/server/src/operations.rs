@@ -43,8 +43,13 @@ struct Ops {
 pub fn router(registrar: Registrar, metrics: Arc<Metrics>) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
         .route("/version", get(version));
+    // As in Fabric, `/metrics` exists only with the Prometheus provider.
+    let router = if metrics.is_prometheus() {
+        router.route("/metrics", get(metrics_text))
+    } else {
+        router
+    };
     let router = match LOG_SPEC.get() {
         Some(control) => router.merge(logspec_router(control.clone())),
         None => router,

@@ -16,7 +16,10 @@
 //! Answers already due for earlier messages of the stream are sent first.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use korder_proto::Message;
@@ -29,6 +32,7 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::deliver::DeliverConfig;
+use crate::metrics::{Metrics, Series, grpc_code_name};
 use crate::registrar::Registrar;
 use crate::throttle::{Throttle, ThrottleKey};
 
@@ -116,7 +120,7 @@ impl Decoder for EnvelopeDecoder {
 }
 
 /// The inbound messages of a Broadcast or Deliver stream.
-pub struct Inbound(Streaming<ReceivedEnvelope>);
+pub struct Inbound(Streaming<ReceivedEnvelope>, Series);
 
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,7 +133,15 @@ impl Inbound {
     /// cancelled it), `Err` with the status that must end the stream when the next
     /// message cannot be received.
     pub async fn message(&mut self) -> Result<Option<ReceivedEnvelope>, Status> {
-        self.0.message().await.map_err(receive_error)
+        let m = self.0.message().await.map_err(receive_error);
+        self.count(&m);
+        m
+    }
+
+    fn count(&self, m: &Result<Option<ReceivedEnvelope>, Status>) {
+        if let Ok(Some(_)) = m {
+            self.1.inc();
+        }
     }
 
     /// The next message if it is already there, without waiting: one poll of the
@@ -138,12 +150,16 @@ impl Inbound {
     /// next [`Inbound::message`] waits for it properly.
     pub fn ready_message(&mut self) -> Option<Result<Option<ReceivedEnvelope>, Status>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match futures::Stream::poll_next(std::pin::Pin::new(&mut self.0), &mut cx) {
+        let m = match futures::Stream::poll_next(std::pin::Pin::new(&mut self.0), &mut cx) {
             Poll::Pending => None,
             Poll::Ready(Some(Ok(m))) => Some(Ok(Some(m))),
             Poll::Ready(Some(Err(status))) => Some(Err(receive_error(status))),
             Poll::Ready(None) => Some(Ok(None)),
+        };
+        if let Some(m) = &m {
+            self.count(m);
         }
+        m
     }
 }
 
@@ -215,11 +231,98 @@ impl NamedService for AtomicBroadcastServer {
     const NAME: &'static str = SERVICE_NAME;
 }
 
+/// Fabric's gRPC server metrics of one stream: counted as received when it
+/// opens, its messages counted both ways, and counted as completed, with its
+/// status code and duration, when it ends (`Canceled` when the client leaves first).
+pub struct Metered<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    began: Instant,
+    code: Code,
+    done: bool,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, metrics: Arc<Metrics>, method: &'static str) -> Self {
+        metrics
+            .grpc_stream_received
+            .with_label_values(&[SERVICE_NAME, method])
+            .inc();
+        Metered {
+            inner,
+            metrics,
+            method,
+            began: Instant::now(),
+            code: Code::Ok,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let labels = [SERVICE_NAME, self.method, grpc_code_name(code)];
+        self.metrics
+            .grpc_stream_completed
+            .with_label_values(&labels)
+            .inc();
+        self.metrics
+            .grpc_stream_duration
+            .with_label_values(&labels)
+            .observe(self.began.elapsed().as_secs_f64());
+    }
+}
+
+impl<S> Drop for Metered<S> {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+impl<T, S> futures::Stream for Metered<S>
+where
+    S: futures::Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = Pin::new(&mut self.inner).poll_next(cx);
+        match &item {
+            Poll::Ready(Some(Ok(_))) => self
+                .metrics
+                .grpc_stream_messages_sent
+                .with_label_values(&[SERVICE_NAME, self.method])
+                .inc(),
+            Poll::Ready(Some(Err(status))) => self.code = status.code(),
+            Poll::Ready(None) => {
+                let code = self.code;
+                self.finish(code);
+            }
+            Poll::Pending => {}
+        }
+        item
+    }
+}
+
+/// The inbound side of a stream, its messages counted under `method`.
+fn inbound(
+    metrics: &Metrics,
+    method: &str,
+    request: Request<Streaming<ReceivedEnvelope>>,
+) -> Inbound {
+    let received = metrics
+        .grpc_stream_messages_received
+        .with_label_values(&[SERVICE_NAME, method]);
+    Inbound(request.into_inner(), received)
+}
+
 struct BroadcastMethod(std::sync::Arc<AtomicBroadcastService>);
 
 impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
     type Response = BroadcastResponse;
-    type ResponseStream = ReceiverStream<Result<BroadcastResponse, Status>>;
+    type ResponseStream = Metered<ReceiverStream<Result<BroadcastResponse, Status>>>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
@@ -230,11 +333,10 @@ impl StreamingService<ReceivedEnvelope> for BroadcastMethod {
             Some((t, key))
         });
         Box::pin(async move {
-            Ok(Response::new(crate::broadcast::serve(
-                registrar,
-                Inbound(request.into_inner()),
-                throttle,
-            )))
+            let metrics = registrar.metrics();
+            let inbound = inbound(&metrics, "Broadcast", request);
+            let out = crate::broadcast::serve(registrar, inbound, throttle);
+            Ok(Response::new(Metered::new(out, metrics, "Broadcast")))
         })
     }
 }
@@ -243,7 +345,7 @@ struct DeliverMethod(std::sync::Arc<AtomicBroadcastService>);
 
 impl StreamingService<ReceivedEnvelope> for DeliverMethod {
     type Response = DeliverResponse;
-    type ResponseStream = ReceiverStream<Result<DeliverResponse, Status>>;
+    type ResponseStream = Metered<ReceiverStream<Result<DeliverResponse, Status>>>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<ReceivedEnvelope>>) -> Self::Future {
@@ -251,12 +353,10 @@ impl StreamingService<ReceivedEnvelope> for DeliverMethod {
         let config = self.0.deliver;
         Box::pin(async move {
             let binding = crate::tls::TlsBinding::of_request(&request);
-            Ok(Response::new(crate::deliver::serve(
-                registrar,
-                config,
-                binding,
-                Inbound(request.into_inner()),
-            )))
+            let metrics = registrar.metrics();
+            let inbound = inbound(&metrics, "Deliver", request);
+            let out = crate::deliver::serve(registrar, config, binding, inbound);
+            Ok(Response::new(Metered::new(out, metrics, "Deliver")))
         })
     }
 }
