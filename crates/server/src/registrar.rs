@@ -215,7 +215,7 @@ impl Registrar {
             }
             *sys = Some(name.clone());
         }
-        if let Err(reason) = check_block_signer(&bundle, &*self.inner.node.signer) {
+        if let Err(reason) = check_block_signer(&bundle, &self.inner.node.signer) {
             tracing::warn!(
                 channel = %name,
                 reason,
