@@ -112,6 +112,19 @@ async fn https_get(
         .map_err(|_| "timed out".to_string())?
 }
 
+/// Waits until /healthz answers 200 over TLS (the channels have started: before
+/// that it is 503, as in Fabric); the last answer when the wait runs out.
+async fn wait_healthy(ops: &str, ca: &str, client: Option<&IssuedCert>) -> Result<u16, String> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let answer = https_get(ops, "/healthz", ca, client).await;
+        if answer == Ok(200) || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A network whose operations endpoint serves TLS from a fresh PKI: the node, the
 /// PKI and a client certificate the PKI issued.
 fn start(client_auth_required: bool) -> (Net, DevPki, IssuedCert, String) {
@@ -133,7 +146,7 @@ fn start(client_auth_required: bool) -> (Net, DevPki, IssuedCert, String) {
 async fn operations_endpoint_serves_tls() {
     let (mut net, pki, client, ops) = start(false);
     let ca = pki.tls_ca_cert_pem().to_string();
-    assert_eq!(https_get(&ops, "/healthz", &ca, None).await, Ok(200));
+    assert_eq!(wait_healthy(&ops, &ca, None).await, Ok(200));
     assert_eq!(https_get(&ops, "/version", &ca, None).await, Ok(200));
     assert_eq!(https_get(&ops, "/metrics", &ca, None).await, Ok(401));
     assert_eq!(
@@ -166,10 +179,7 @@ async fn client_certificate_required() {
     let ca = pki.tls_ca_cert_pem().to_string();
     let refused = https_get(&ops, "/healthz", &ca, None).await;
     assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(
-        https_get(&ops, "/healthz", &ca, Some(&client)).await,
-        Ok(200)
-    );
+    assert_eq!(wait_healthy(&ops, &ca, Some(&client)).await, Ok(200));
     assert_eq!(
         http_get(&ops, "/healthz"),
         None,

@@ -407,97 +407,140 @@ fn crash_at_every_fault_point() {
         sim.ops()
     };
     assert!(total > 20, "only {total} fault points");
-    let (mut in_flight_kept, mut in_flight_lost, mut tails_cut) = (0, 0, 0);
-    for k in 0..total {
-        let fixed = CrashMode::FIXED
-            .into_iter()
-            .filter(|m| *m != CrashMode::GarbageTail);
-        let modes = fixed.chain((0..6).map(|seed| CrashMode::Seeded(k * 1000 + seed)));
-        for (i, mode) in modes.enumerate() {
-            let sim = SimStorage::new();
-            sim.crash_at(k);
-            let mut acked = 0u64;
-            if let Ok(s) = open_sim(&sim, o()) {
-                for b in &blocks {
-                    if s.append(b).is_err() {
-                        break;
+    // The fault points are independent: spread them over the cores, each worker
+    // taking the next unclaimed one.
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tallies: Vec<[u64; 3]> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut tally = [0u64; 3];
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= total {
+                            return tally;
+                        }
+                        let t = crash_at_fault_point(k, total, &blocks, &o);
+                        for (sum, v) in tally.iter_mut().zip(t) {
+                            *sum += v;
+                        }
                     }
-                    acked += 1;
-                }
-            }
-            assert!(sim.has_crashed() || k >= total, "k={k}");
-            let mut rng = SimRng::new(!(k * 1000 + i as u64));
-            let disk = sim.crash_image(mode);
-            let files_before: Vec<_> = list_block_files(&disk, CH)
-                .unwrap_or_default()
-                .iter()
-                .map(|f| disk.file_bytes(&file_path(CH, *f)).map_or(0, |c| c.len()))
-                .collect();
-            let s = open_sim(&disk, o())
-                .unwrap_or_else(|e| panic!("k={k} {mode:?}: reopen failed: {e}"));
-            let h = s.height();
-            let files_after: Vec<_> = files_before
-                .iter()
-                .enumerate()
-                .map(|(f, _)| {
-                    disk.file_bytes(&file_path(CH, f as u32))
-                        .map_or(0, |c| c.len())
                 })
-                .collect();
-            if files_after != files_before {
-                tails_cut += 1;
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let [in_flight_kept, in_flight_lost, tails_cut] =
+        tallies.iter().fold([0u64; 3], |mut acc, t| {
+            for (a, v) in acc.iter_mut().zip(t) {
+                *a += v;
             }
-            if h > acked {
-                in_flight_kept += 1;
-            } else if (acked as usize) < blocks.len() {
-                in_flight_lost += 1;
-            }
-            assert!(
-                h >= acked,
-                "k={k} {mode:?}: height {h} < acknowledged {acked}"
-            );
-            assert!(
-                h <= acked + 1,
-                "k={k} {mode:?}: height {h} > acknowledged {acked} + in flight"
-            );
-            for (i, b) in blocks.iter().take(h as usize).enumerate() {
-                assert_eq!(
-                    &s.block(BlockNumber::new(i as u64)).unwrap(),
-                    b,
-                    "k={k} {mode:?} block {i}"
-                );
-            }
-            drop(s);
-            let r = verify(&sim_ledgers(&disk, o()).unwrap(), CH, &mut |_| {}, None).unwrap();
-            assert!(r.is_ok(), "k={k} {mode:?}: {r:?}");
-            assert_eq!(r.blocks_ok, h);
-            assert_eq!(r.torn_tail, None);
-            assert_eq!(
-                r.index,
-                IndexStatus::Consistent {
-                    last_indexed: BlockNumber::last_of(h)
-                },
-                "k={k} {mode:?}"
-            );
-            // Crash again right after recovery: the height stays, and appending continues.
-            let again = disk.crash_image(CrashMode::Seeded(rng.next_u64()));
-            let s = open_sim(&again, o()).unwrap();
-            assert_eq!(
-                s.height(),
-                h,
-                "k={k} {mode:?}: height went down after a second crash"
-            );
-            for b in &blocks[h as usize..] {
-                s.append(b).unwrap();
-            }
-            assert_eq!(s.height(), blocks.len() as u64);
-        }
-    }
+            acc
+        });
     // The simulation reached the interesting outcomes.
     assert!(
         in_flight_kept > 0 && in_flight_lost > 0 && tails_cut > 0,
         "{in_flight_kept} {in_flight_lost} {tails_cut}"
     );
+}
+
+/// One fault point of [`crash_at_every_fault_point`] under every crash outcome: how
+/// many outcomes kept the block in flight, lost it, and cut a torn tail.
+fn crash_at_fault_point(
+    k: u64,
+    total: u64,
+    blocks: &[Block],
+    o: &impl Fn() -> StoreOptions,
+) -> [u64; 3] {
+    let (mut in_flight_kept, mut in_flight_lost, mut tails_cut) = (0, 0, 0);
+    let fixed = CrashMode::FIXED
+        .into_iter()
+        .filter(|m| *m != CrashMode::GarbageTail);
+    let modes = fixed.chain((0..6).map(|seed| CrashMode::Seeded(k * 1000 + seed)));
+    for (i, mode) in modes.enumerate() {
+        let sim = SimStorage::new();
+        sim.crash_at(k);
+        let mut acked = 0u64;
+        if let Ok(s) = open_sim(&sim, o()) {
+            for b in blocks {
+                if s.append(b).is_err() {
+                    break;
+                }
+                acked += 1;
+            }
+        }
+        assert!(sim.has_crashed() || k >= total, "k={k}");
+        let mut rng = SimRng::new(!(k * 1000 + i as u64));
+        let disk = sim.crash_image(mode);
+        let files_before: Vec<_> = list_block_files(&disk, CH)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| disk.file_bytes(&file_path(CH, *f)).map_or(0, |c| c.len()))
+            .collect();
+        let s =
+            open_sim(&disk, o()).unwrap_or_else(|e| panic!("k={k} {mode:?}: reopen failed: {e}"));
+        let h = s.height();
+        let files_after: Vec<_> = files_before
+            .iter()
+            .enumerate()
+            .map(|(f, _)| {
+                disk.file_bytes(&file_path(CH, f as u32))
+                    .map_or(0, |c| c.len())
+            })
+            .collect();
+        if files_after != files_before {
+            tails_cut += 1;
+        }
+        if h > acked {
+            in_flight_kept += 1;
+        } else if (acked as usize) < blocks.len() {
+            in_flight_lost += 1;
+        }
+        assert!(
+            h >= acked,
+            "k={k} {mode:?}: height {h} < acknowledged {acked}"
+        );
+        assert!(
+            h <= acked + 1,
+            "k={k} {mode:?}: height {h} > acknowledged {acked} + in flight"
+        );
+        for (i, b) in blocks.iter().take(h as usize).enumerate() {
+            assert_eq!(
+                &s.block(BlockNumber::new(i as u64)).unwrap(),
+                b,
+                "k={k} {mode:?} block {i}"
+            );
+        }
+        drop(s);
+        let r = verify(&sim_ledgers(&disk, o()).unwrap(), CH, &mut |_| {}, None).unwrap();
+        assert!(r.is_ok(), "k={k} {mode:?}: {r:?}");
+        assert_eq!(r.blocks_ok, h);
+        assert_eq!(r.torn_tail, None);
+        assert_eq!(
+            r.index,
+            IndexStatus::Consistent {
+                last_indexed: BlockNumber::last_of(h)
+            },
+            "k={k} {mode:?}"
+        );
+        // Crash again right after recovery: the height stays, and appending continues.
+        let again = disk.crash_image(CrashMode::Seeded(rng.next_u64()));
+        let s = open_sim(&again, o()).unwrap();
+        assert_eq!(
+            s.height(),
+            h,
+            "k={k} {mode:?}: height went down after a second crash"
+        );
+        for b in &blocks[h as usize..] {
+            s.append(b).unwrap();
+        }
+        assert_eq!(s.height(), blocks.len() as u64);
+    }
+    [in_flight_kept, in_flight_lost, tails_cut]
 }
 
 /// A blocking iterator waits for the next block and a closer wakes it with None.
