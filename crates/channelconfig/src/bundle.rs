@@ -21,6 +21,7 @@ use korder_proto::orderer::{
 
 use crate::policies::{MspManager, PolicyError, PolicyManager, SignedData};
 use korder_msp::MspVersion;
+use korder_types::ids::ConfigSeq;
 
 /// Name of the root group.
 pub const CHANNEL_GROUP: &str = "Channel";
@@ -111,7 +112,7 @@ pub struct OrgValues {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bundle {
     pub channel_id: String,
-    pub sequence: u64,
+    pub sequence: ConfigSeq,
     /// The config tree itself, kept for policy evaluation and config-update validation.
     pub config: Config,
     pub orderer: OrdererValues,
@@ -248,7 +249,7 @@ impl Bundle {
         let derived = derive(root, &channel_capabilities)?;
         Ok(Bundle {
             channel_id: channel_id.to_string(),
-            sequence: config.sequence,
+            sequence: ConfigSeq::new(config.sequence),
             config,
             orderer,
             channel_capabilities,

@@ -479,7 +479,7 @@ fn propose_tree(current: &Bundle, envelope: &Envelope) -> Result<Config, ConfigT
     let overlay = authorize(current, &un).map_err(ConfigTxError::Authorize)?;
     let group = rebuild(&overlay).map_err(ConfigTxError::Rebuild)?;
     Ok(Config {
-        sequence: current.sequence + 1,
+        sequence: current.sequence.next().get(),
         channel_group: Some(group),
     })
 }
@@ -527,7 +527,7 @@ pub fn validate_config_envelope(
         .config
         .as_ref()
         .ok_or_else(|| ConfigTxError::Commit("ConfigEnvelope is missing its config".into()))?;
-    if config.sequence != current.sequence + 1 {
+    if config.sequence != current.sequence.next().get() {
         return Err(ConfigTxError::Commit(format!(
             "config currently at sequence {}, cannot validate config at sequence {}",
             current.sequence, config.sequence

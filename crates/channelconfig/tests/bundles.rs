@@ -32,7 +32,7 @@ fn bundle_of(name: &str) -> Result<Bundle, ConfigError> {
 fn server_genesis_is_a_solo_system_channel() {
     let b = bundle_of("common-server-genesis.block").unwrap();
     assert!(b.is_system_channel());
-    assert_eq!(b.sequence, 0);
+    assert_eq!(b.sequence.get(), 0);
     assert_eq!(b.orderer.consensus_type, "solo");
     assert_eq!(b.orderer.batch_timeout, Duration::from_secs(2));
     assert_eq!(b.orderer.batch_size.max_message_count, 10);
@@ -58,7 +58,11 @@ fn every_testdata_genesis_loads() {
     }
     let app = bundle_of("common-cluster-mychannel.block").unwrap();
     assert!(!app.is_system_channel());
-    assert_eq!(app.sequence, 1, "a created channel starts at sequence 1");
+    assert_eq!(
+        app.sequence.get(),
+        1,
+        "a created channel starts at sequence 1"
+    );
     assert!(!app.application_orgs.is_empty());
 }
 

@@ -89,7 +89,7 @@ fn batch_size_update_by_orderer_admin_is_accepted() {
         let ce = propose(&bundle, &update, &[&net.orderer_org.admin]).unwrap();
         assert_eq!(ce.config.as_ref().unwrap().sequence, 1);
         let next = validate_config_envelope(&bundle, &ce).unwrap();
-        assert_eq!(next.sequence, 1);
+        assert_eq!(next.sequence.get(), 1);
         assert_eq!(next.orderer.batch_size.max_message_count, 42);
         assert_eq!(
             bundle.orderer.batch_size.max_message_count, 500,
@@ -548,7 +548,7 @@ fn channel_creation_with_member_admin_is_accepted() {
     assert_eq!(app.groups.len(), 2);
     let created = check_channel_creation(&net.system, &ce).unwrap();
     assert_eq!(created.channel_id, "newchannel");
-    assert_eq!(created.sequence, 1);
+    assert_eq!(created.sequence.get(), 1);
     assert_eq!(created.consortium.as_deref(), Some(CONSORTIUM));
     assert_eq!(created.application_orgs.len(), 2);
     assert!(!created.is_system_channel());

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use korder_channelconfig::Bundle;
 use korder_channelconfig::bundle::ORDERER_GROUP;
 use korder_channelconfig::policies::SignedData;
+use korder_consensus::ConfigSeq;
 use korder_consensus::support::MsgClass;
 use korder_msp::mspdir::MspDir;
 use korder_msp::signer::SigningIdentity;
@@ -282,7 +283,7 @@ fn build(input: &Structured, bundle: &Bundle, signer: &SigningIdentity) -> Envel
             last_update,
         } => {
             let mut config = bundle.config.clone();
-            config.sequence = bundle.sequence + u64::from(*sequence % 3);
+            config.sequence = bundle.sequence.get() + u64::from(*sequence % 3);
             ConfigEnvelope {
                 config: Some(config),
                 last_update: last_update
@@ -443,7 +444,7 @@ fn revalidate_normal(
     bytes: &Bytes,
     bundle: &Bundle,
     opts: &FilterOptions,
-) -> Result<u64, ProcessError> {
+) -> Result<ConfigSeq, ProcessError> {
     let envelope = Envelope::decode(bytes.as_ref())
         .map_err(|e| ProcessError::bad(format!("envelope does not decode: {e}")))?;
     let parsed = parse(envelope)?;

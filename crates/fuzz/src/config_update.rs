@@ -229,13 +229,13 @@ fn check(current: &Bundle, envelope: &Envelope) {
         .expect("an accepted update carries a config");
     assert_eq!(
         config.sequence,
-        current.sequence + 1,
+        current.sequence.next().get(),
         "an accepted update must carry the next sequence"
     );
     let bundle = validate_config_envelope(current, &next).unwrap_or_else(|e| {
         panic!("the proposer accepted an update that the block writer refuses: {e}")
     });
-    assert_eq!(bundle.sequence, config.sequence);
+    assert_eq!(bundle.sequence.get(), config.sequence);
     assert_eq!(
         &bundle.config, config,
         "the re-check rebuilt another config"

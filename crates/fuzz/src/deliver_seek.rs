@@ -3,13 +3,14 @@
 //! several heights.
 
 use arbitrary::{Arbitrary, Unstructured};
+use korder_ledger::BlockNumber;
 use korder_proto::Message;
 use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
 use korder_proto::orderer::{
     SeekInfo, SeekNewest, SeekNextCommit, SeekOldest, SeekPosition, SeekSpecified, seek_info,
     seek_position,
 };
-use korder_server::seek::{SeekRange, resolve};
+use korder_server::seek::{SeekRange, Stop, resolve};
 
 /// A seek position as the fuzzer builds it.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -109,13 +110,18 @@ fn check(seek: &SeekInfo, height: u64) {
     );
     match answer {
         Ok(r) => {
-            assert!(r.start <= r.stop, "range {r:?} starts after its stop");
+            if let Stop::After(stop) = r.stop {
+                assert!(r.start <= stop, "range {r:?} starts after its stop");
+            }
             assert!(
-                r.start <= height,
+                r.start.get() <= height,
                 "range {r:?} starts above height {height}"
             );
             if r.fail_if_not_ready {
-                assert!(r.start < height, "FAIL_IF_NOT_READY would wait: {r:?}");
+                assert!(
+                    r.start.get() < height,
+                    "FAIL_IF_NOT_READY would wait: {r:?}"
+                );
             }
         }
         Err(s) => assert!(
@@ -166,13 +172,17 @@ fn model(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
         None => 0,
     };
     // Fabric serves a stop below the start as a stream that never reaches it.
-    let to = if to < from { u64::MAX } else { to };
+    let to = if to < from {
+        Stop::Never
+    } else {
+        Stop::After(BlockNumber::new(to))
+    };
     let fail = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
     if fail && from == height {
         return Err(Status::NotFound);
     }
     Ok(SeekRange {
-        start: from,
+        start: BlockNumber::new(from),
         stop: to,
         fail_if_not_ready: fail,
     })

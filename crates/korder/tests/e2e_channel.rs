@@ -280,7 +280,7 @@ async fn update_batch_size_then_blocks_are_cut_by_count() {
     let b1 = blocks(&address, &client, "newchan", 1, 1).await;
     let config = config_of(&b1[0]);
     assert_eq!(config.orderer.batch_size.max_message_count, 3);
-    assert_eq!(config.sequence, config_of(&all[0]).sequence + 1);
+    assert_eq!(config.sequence, config_of(&all[0]).sequence.next());
 
     let ids: Vec<String> = (0..9).map(|i| format!("count-{i}")).collect();
     let statuses = broadcast_all(&address, envelopes(&client, "newchan", &ids)).await;

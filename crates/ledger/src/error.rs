@@ -28,7 +28,7 @@ pub enum LedgerError {
     Corrupt {
         file: String,
         offset: u64,
-        block: Option<u64>,
+        block: Option<BlockNumber>,
         reason: String,
     },
     /// `append` was given a block whose number is not the ledger's height.
@@ -66,7 +66,7 @@ pub enum LedgerError {
     WriterFailed(Arc<LedgerError>),
 }
 
-fn block_suffix(block: Option<u64>) -> String {
+fn block_suffix(block: Option<BlockNumber>) -> String {
     block.map_or_else(String::new, |n| format!(" (block {n})"))
 }
 

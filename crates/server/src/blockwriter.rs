@@ -8,6 +8,7 @@
 //! waits until block N is durable.
 
 use korder_ledger::BlockNumber;
+use korder_types::ids::ConfigSeq;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -94,7 +95,7 @@ pub struct BlockWriter {
     writer: PipelinedWriter,
     signer: Arc<SigningIdentity>,
     last_config_block: BlockNumber,
-    last_config_seq: u64,
+    last_config_seq: ConfigSeq,
 }
 
 impl BlockWriter {
@@ -103,7 +104,7 @@ impl BlockWriter {
     pub fn new(
         store: BlockStore,
         signer: Arc<SigningIdentity>,
-        sequence: u64,
+        sequence: ConfigSeq,
     ) -> Result<Self, WriteError> {
         Self::observed(store, signer, sequence, |_| {})
     }
@@ -113,7 +114,7 @@ impl BlockWriter {
     pub fn observed(
         store: BlockStore,
         signer: Arc<SigningIdentity>,
-        sequence: u64,
+        sequence: ConfigSeq,
         commit_time: impl Fn(std::time::Duration) + Send + 'static,
     ) -> Result<Self, WriteError> {
         let (builder, last_config_block) = match store.last_block_number() {
@@ -155,7 +156,7 @@ impl BlockWriter {
         &mut self,
         mut block: Block,
         consenter: Option<&KafkaMetadata>,
-        sequence: u64,
+        sequence: ConfigSeq,
         layout: MetadataLayout,
     ) -> Result<(), WriteError> {
         let header = block.header.clone().unwrap_or_default();

@@ -413,7 +413,7 @@ fn build(
     channel: &str,
     store: &BlockStore,
     signer: &Arc<SigningIdentity>,
-    sequence: u64,
+    sequence: ConfigSeq,
     checked: bool,
     metrics: &Metrics,
 ) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {
@@ -492,7 +492,7 @@ struct Support<'a> {
 
 impl ConsenterSupport for Support<'_> {
     fn sequence(&self) -> ConfigSeq {
-        ConfigSeq::new(self.bundle.sequence)
+        self.bundle.sequence
     }
 
     fn batch_size(&self) -> Option<korder_proto::orderer::BatchSize> {

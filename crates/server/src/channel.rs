@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use korder_channelconfig::Bundle;
 use tokio::sync::watch;
 
+use korder_types::ids::ConfigSeq;
 use korder_types::sync::RwLockExt;
 
 /// The current config of one channel, readable from any thread.
@@ -16,7 +17,7 @@ use korder_types::sync::RwLockExt;
 pub struct ChannelState {
     id: String,
     bundle: RwLock<Arc<Bundle>>,
-    sequence: watch::Sender<u64>,
+    sequence: watch::Sender<ConfigSeq>,
 }
 
 impl ChannelState {
@@ -41,7 +42,7 @@ impl ChannelState {
     }
 
     /// The current config sequence.
-    pub fn sequence(&self) -> u64 {
+    pub fn sequence(&self) -> ConfigSeq {
         self.bundle().sequence
     }
 
@@ -54,7 +55,7 @@ impl ChannelState {
     }
 
     /// Watches the config sequence.
-    pub fn watch_sequence(&self) -> watch::Receiver<u64> {
+    pub fn watch_sequence(&self) -> watch::Receiver<ConfigSeq> {
         self.sequence.subscribe()
     }
 }

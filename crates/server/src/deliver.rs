@@ -2,7 +2,6 @@
 //! status; after SUCCESS the stream takes another request, after any other status
 //! it ends.
 
-use korder_ledger::BlockNumber;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use korder_channelconfig::policies::{CHANNEL_READERS, ORDERER_READERS, SignedData};
@@ -10,6 +9,7 @@ use korder_msp::Identity;
 use korder_proto::Message;
 use korder_proto::common::{ChannelHeader, Envelope, Payload, SignatureHeader, Status};
 use korder_proto::orderer::{DeliverResponse, SeekInfo, deliver_response, seek_info};
+use korder_types::ids::ConfigSeq;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -186,13 +186,11 @@ async fn serve_request(
         Ok(range) => range,
         Err(status) => return Some(status),
     };
-    let (start_num, stop_num) = (range.start, range.stop);
-    let fail_if_not_ready = range.fail_if_not_ready;
-    let mut iter = store.iter_from(BlockNumber::new(start_num));
+    let mut iter = store.iter_from(range.start);
     let closer = iter.closer();
-    let mut number = start_num;
+    let mut number = range.start;
     loop {
-        if fail_if_not_ready && number >= store.height() {
+        if range.fail_if_not_ready && number.get() >= store.height() {
             return Some(Status::NotFound);
         }
         let next = tokio::select! {
@@ -220,10 +218,10 @@ async fn serve_request(
             .deliver_blocks_sent
             .with_label_values(&[ch.channel_id.as_str(), "false", "block"])
             .inc();
-        if number == stop_num {
+        if range.stop.is_last(number) {
             return Some(Status::Success);
         }
-        number += 1;
+        number = number.next();
     }
 }
 
@@ -232,14 +230,14 @@ struct Session {
     signed: Vec<SignedData>,
     expires_at: Option<SystemTime>,
     /// The config sequence the Readers policy last accepted the request at.
-    checked_at: Option<u64>,
+    checked_at: Option<ConfigSeq>,
 }
 
 impl Session {
     fn allowed(
         &mut self,
         state: &crate::channel::ChannelState,
-        sequence: &mut tokio::sync::watch::Receiver<u64>,
+        sequence: &mut tokio::sync::watch::Receiver<ConfigSeq>,
     ) -> bool {
         if self.expires_at.is_some_and(|t| SystemTime::now() > t) {
             return false;

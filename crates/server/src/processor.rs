@@ -221,7 +221,6 @@ impl ChannelProcessor {
             &self.state.bundle(),
             &self.node.filters,
         )
-        .map(ConfigSeq::new)
     }
 
     /// A client's CONFIG_UPDATE against this channel's current config: an update of
@@ -235,13 +234,12 @@ impl ChannelProcessor {
         let bundle = self.state.bundle();
         let signer = self.node.signer.as_ref();
         let filters = &self.node.filters;
-        let (envelope, seq) = if update.channel_header.channel_id == bundle.channel_id {
-            process_config_update(&update.envelope, &bundle, signer, filters)?
+        if update.channel_header.channel_id == bundle.channel_id {
+            process_config_update(&update.envelope, &bundle, signer, filters)
         } else {
             let channels = self.node.channel_count();
-            process_channel_creation(&update.envelope, &bundle, channels, signer, filters)?
-        };
-        Ok((envelope, ConfigSeq::new(seq)))
+            process_channel_creation(&update.envelope, &bundle, channels, signer, filters)
+        }
     }
 
     /// Re-runs the filters on a normal envelope read back from the log (validated
@@ -285,7 +283,7 @@ impl ChannelProcessor {
         }
         let bundle =
             validate_config_envelope(&self.state.bundle(), &config).map_err(|e| e.to_string())?;
-        let sequence = ConfigSeq::new(bundle.sequence);
+        let sequence = bundle.sequence;
         self.state.swap(bundle);
         Ok(ConfigApplied::Updated { sequence })
     }

@@ -17,24 +17,40 @@
 
 use korder_proto::common::Status;
 use korder_proto::orderer::{SeekInfo, SeekPosition, seek_info, seek_position};
+use korder_types::ids::BlockNumber;
 
-/// The blocks a request is served: `start..=stop`.
+/// The blocks a request is served: from `start` to `stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeekRange {
     /// First block to send.
-    pub start: u64,
-    /// Last block to send; the request ends with SUCCESS after it. `u64::MAX` when
-    /// the stop is never reached (the stream goes on as long as the client stays).
-    pub stop: u64,
+    pub start: BlockNumber,
+    /// Where the request ends with SUCCESS.
+    pub stop: Stop,
     /// FAIL_IF_NOT_READY: NOT_FOUND instead of waiting when a block is not there yet.
     pub fail_if_not_ready: bool,
+}
+
+/// The end of a Deliver request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After sending this block (never below the start).
+    After(BlockNumber),
+    /// Never: the stream goes on as long as the client stays.
+    Never,
+}
+
+impl Stop {
+    /// Whether `sent` is the last block of the request.
+    pub fn is_last(self, sent: BlockNumber) -> bool {
+        self == Stop::After(sent)
+    }
 }
 
 /// Resolves `seek` against a ledger of `height` blocks; the error is the status
 /// that ends the request (BAD_REQUEST or NOT_FOUND).
 ///
 /// Never `start > stop` (a stop below the start that Fabric serves as an endless
-/// stream is `u64::MAX`); `start <= height`; with FAIL_IF_NOT_READY, `start < height`
+/// stream is [`Stop::Never`]); `start <= height`; with FAIL_IF_NOT_READY, `start < height`
 /// (otherwise NOT_FOUND at once, as the first step of the delivery loop would answer).
 pub fn resolve(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
     let (Some(start), Some(stop)) = (seek.start.as_ref(), seek.stop.as_ref()) else {
@@ -52,18 +68,18 @@ pub fn resolve(seek: &SeekInfo, height: u64) -> Result<SeekRange, Status> {
         Some(seek_position::Type::NextCommit(_)) => height,
         None => 0,
     };
-    let stop_num = if stop_num < start_num {
-        u64::MAX
+    let stop = if stop_num < start_num {
+        Stop::Never
     } else {
-        stop_num
+        Stop::After(BlockNumber::new(stop_num))
     };
     let fail_if_not_ready = seek.behavior == seek_info::SeekBehavior::FailIfNotReady as i32;
     if fail_if_not_ready && start_num >= height {
         return Err(Status::NotFound);
     }
     Ok(SeekRange {
-        start: start_num,
-        stop: stop_num,
+        start: BlockNumber::new(start_num),
+        stop,
         fail_if_not_ready,
     })
 }
@@ -115,8 +131,15 @@ mod tests {
     }
     fn range(start: u64, stop: u64) -> Result<SeekRange, Status> {
         Ok(SeekRange {
-            start,
-            stop,
+            start: BlockNumber::new(start),
+            stop: Stop::After(BlockNumber::new(stop)),
+            fail_if_not_ready: false,
+        })
+    }
+    fn endless(start: u64) -> Result<SeekRange, Status> {
+        Ok(SeekRange {
+            start: BlockNumber::new(start),
+            stop: Stop::Never,
             fail_if_not_ready: false,
         })
     }
@@ -160,13 +183,10 @@ mod tests {
     /// stream (stop never reached); an untyped stop is block 0.
     #[test]
     fn stops_below_the_start_are_never_reached() {
-        assert_eq!(resolve(&seek(at(5), untyped()), 10), range(5, u64::MAX));
+        assert_eq!(resolve(&seek(at(5), untyped()), 10), endless(5));
         assert_eq!(resolve(&seek(oldest(), untyped()), 10), range(0, 0));
-        assert_eq!(
-            resolve(&seek(next_commit(), newest()), 10),
-            range(10, u64::MAX)
-        );
-        assert_eq!(resolve(&seek(at(10), newest()), 10), range(10, u64::MAX));
+        assert_eq!(resolve(&seek(next_commit(), newest()), 10), endless(10));
+        assert_eq!(resolve(&seek(at(10), newest()), 10), endless(10));
     }
 
     /// FAIL_IF_NOT_READY answers NOT_FOUND for a start at the height, and serves a
@@ -180,8 +200,8 @@ mod tests {
         assert_eq!(
             resolve(&s, 10),
             Ok(SeekRange {
-                start: 9,
-                stop: 10,
+                start: BlockNumber::new(9),
+                stop: Stop::After(BlockNumber::new(10)),
                 fail_if_not_ready: true
             })
         );

@@ -42,6 +42,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connections::{Connections, Guarded, Proof};
 use crate::registrar::Registrar;
+use korder_types::ids::ConfigSeq;
 use korder_types::sync::MutexExt;
 
 /// Handshaken connections queued for the gRPC server.
@@ -265,14 +266,14 @@ fn read_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'stat
 pub trait ChannelRoots: Send + Sync + 'static {
     /// A value that changes whenever the roots may have changed (the channel ids
     /// and their config sequences). Called on every handshake: keep it cheap.
-    fn version(&self) -> Vec<(String, u64)>;
+    fn version(&self) -> Vec<(String, ConfigSeq)>;
     /// The TLS root and intermediate certificates (DER) of every organisation MSP
     /// of every channel.
     fn tls_roots(&self) -> Vec<CertificateDer<'static>>;
 }
 
 impl ChannelRoots for Registrar {
-    fn version(&self) -> Vec<(String, u64)> {
+    fn version(&self) -> Vec<(String, ConfigSeq)> {
         self.channel_ids()
             .into_iter()
             .filter_map(|id| {
@@ -340,7 +341,7 @@ pub fn bundle_tls_roots(bundle: &Bundle) -> Vec<CertificateDer<'static>> {
     out
 }
 
-type Cached = (Vec<(String, u64)>, Arc<ServerConfig>);
+type Cached = (Vec<(String, ConfigSeq)>, Arc<ServerConfig>);
 
 struct AcceptorInner {
     settings: TlsSettings,
@@ -782,8 +783,8 @@ mod tests {
     }
 
     impl ChannelRoots for FakeChannels {
-        fn version(&self) -> Vec<(String, u64)> {
-            vec![("ch".into(), self.state.lock_unpoisoned().0)]
+        fn version(&self) -> Vec<(String, ConfigSeq)> {
+            vec![("ch".into(), ConfigSeq::new(self.state.lock_unpoisoned().0))]
         }
         fn tls_roots(&self) -> Vec<CertificateDer<'static>> {
             self.state.lock_unpoisoned().1.clone()

@@ -379,7 +379,7 @@ async fn config_update_is_applied() {
         .broadcast(vec![batch_size_update(&node.net, APP, 1)])
         .await;
     assert_eq!(statuses(&responses), vec![Status::Success], "{responses:?}");
-    sequence.wait_for(|s| *s == 1).await.unwrap();
+    sequence.wait_for(|s| s.get() == 1).await.unwrap();
     assert_eq!(
         channel.state.bundle().orderer.batch_size.max_message_count,
         1
@@ -493,7 +493,7 @@ async fn stale_records_are_revalidated() {
     );
     assert_eq!(contents[2], vec![t.envelope]);
     let bundle = channel.state.bundle();
-    assert_eq!(bundle.sequence, 2);
+    assert_eq!(bundle.sequence.get(), 2);
     assert_eq!(bundle.orderer.batch_size.max_message_count, 1);
     let s = node.wait_status(APP, |s| s.ingress_open).await;
     assert!(s.started && !s.errored);

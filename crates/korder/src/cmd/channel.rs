@@ -999,7 +999,7 @@ mod tests {
         let good = envelope_for(&client, "mychannel", &update, &[orderer_admin]);
         let ce = propose_config_update(&d.app, &good).unwrap();
         let config = ce.config.unwrap();
-        assert_eq!(config.sequence, d.app.sequence + 1);
+        assert_eq!(config.sequence, d.app.sequence.next().get());
         let group = config.channel_group.unwrap();
         assert_eq!(batch_size_of(&group).max_message_count, 3);
         let timeout = BatchTimeout::decode(

@@ -105,10 +105,10 @@ impl BlockStore {
     }
 
     /// Location of block `number` (which must be below the height).
-    fn locate(&self, number: u64) -> Result<Location, LedgerError> {
+    fn locate(&self, number: BlockNumber) -> Result<Location, LedgerError> {
         self.inner
             .index
-            .get(number)
+            .get(number.get())
             .map_err(LedgerError::index(&self.inner.index_path))?
             .ok_or_else(|| LedgerError::Corrupt {
                 file: self.inner.index_path.clone(),
@@ -120,7 +120,11 @@ impl BlockStore {
 
     /// Reads the record at `*cursor` (moving to the next file at the end of one),
     /// checks it is block `expected`, and advances the cursor past it.
-    fn read_next(&self, cursor: &mut (u32, u64), expected: u64) -> Result<Block, LedgerError> {
+    fn read_next(
+        &self,
+        cursor: &mut (u32, u64),
+        expected: BlockNumber,
+    ) -> Result<Block, LedgerError> {
         let last_suffix = self.inner.last_suffix.load(Ordering::Acquire);
         loop {
             let p = file_path(&self.inner.channel, cursor.0);
@@ -132,7 +136,7 @@ impl BlockStore {
                 }
                 Step::Record(block, rec_len) => {
                     let number = block.header.as_ref().map_or(0, |h| h.number);
-                    if number != expected {
+                    if number != expected.get() {
                         return Err(LedgerError::Corrupt {
                             file: p,
                             offset: cursor.1,
@@ -169,7 +173,6 @@ impl BlockStore {
         if number.get() >= height {
             return Err(LedgerError::NotFound { number, height });
         }
-        let number = number.get();
         let loc = self.locate(number)?;
         self.read_next(&mut (loc.suffix, loc.offset), number)
     }
@@ -179,7 +182,7 @@ impl BlockStore {
     pub fn iter_from(&self, start: BlockNumber) -> BlockIterator {
         BlockIterator {
             store: self.clone(),
-            next: start.get(),
+            next: start,
             cursor: None,
             closed: Arc::new(AtomicBool::new(false)),
         }
@@ -191,7 +194,7 @@ impl BlockStore {
 #[derive(Debug)]
 pub struct BlockIterator {
     store: BlockStore,
-    next: u64,
+    next: BlockNumber,
     cursor: Option<(u32, u64)>,
     closed: Arc<AtomicBool>,
 }
@@ -214,7 +217,7 @@ impl IteratorCloser {
 impl BlockIterator {
     /// Number of the block the next call returns.
     pub fn next_number(&self) -> BlockNumber {
-        BlockNumber::new(self.next)
+        self.next
     }
 
     /// A handle that closes this iterator.
@@ -245,14 +248,14 @@ impl BlockIterator {
         let mut c = cursor;
         let block = self.store.read_next(&mut c, self.next)?;
         self.cursor = Some(c);
-        self.next += 1;
+        self.next = self.next.next();
         Ok(block)
     }
 
     /// The next block if it exists now; `None` if it has not been written yet or the
     /// iterator is closed.
     pub fn try_next(&mut self) -> Result<Option<Block>, LedgerError> {
-        if self.is_closed() || self.next >= self.store.height() {
+        if self.is_closed() || self.next.get() >= self.store.height() {
             return Ok(None);
         }
         self.read().map(Some)
@@ -261,7 +264,7 @@ impl BlockIterator {
     /// The next block, blocking the thread until it exists. `None` once the iterator
     /// or the store is closed.
     pub fn next_blocking(&mut self) -> Result<Option<Block>, LedgerError> {
-        match wait_blocking(&self.store.inner, self.next + 1, Some(&self.closed)) {
+        match wait_blocking(&self.store.inner, self.next.height(), Some(&self.closed)) {
             Ok(_) if !self.is_closed() => self.read().map(Some),
             Ok(_) | Err(LedgerError::Closed) => Ok(None),
             Err(e) => Err(e),
@@ -271,7 +274,7 @@ impl BlockIterator {
     /// The next block, waiting asynchronously until it exists. `None` once the
     /// iterator or the store is closed. The read itself is a short blocking file read.
     pub async fn next_async(&mut self) -> Result<Option<Block>, LedgerError> {
-        match wait_async(&self.store.inner, self.next + 1, Some(&self.closed)).await {
+        match wait_async(&self.store.inner, self.next.height(), Some(&self.closed)).await {
             Ok(_) if !self.is_closed() => self.read().map(Some),
             Ok(_) | Err(LedgerError::Closed) => Ok(None),
             Err(e) => Err(e),

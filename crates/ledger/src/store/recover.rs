@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use korder_proto::common::{Block, BlockHeader};
 use korder_storage::{Storage, StorageFile};
+use korder_types::ids::BlockNumber;
 use tokio::sync::watch;
 
 use super::read::{Step, read_step};
@@ -163,7 +164,7 @@ impl BlockStore {
         // Every block is read and checked, not only those past the index checkpoint:
         // a flipped bit anywhere in the block files is found at open.
         let first_suffix = 0;
-        let mut expected = 0;
+        let mut expected = BlockNumber::GENESIS;
         let mut prev: Option<BlockHeader> = None;
         let mut pending: Vec<(u64, Location)> = Vec::new();
         let mut last_file = None;
@@ -226,7 +227,7 @@ impl BlockStore {
                                 .map_err(LedgerError::index(ix_path))?;
                             pending.clear();
                         }
-                        expected = header.number + 1;
+                        expected = BlockNumber::new(header.number).next();
                         prev = Some(header);
                         off += rec_len;
                     }
@@ -242,7 +243,9 @@ impl BlockStore {
             .map_err(LedgerError::index(ix_path))?;
         let file = last_file.expect("the scan always visits the last block file");
         let last_hash = prev.as_ref().map(header_hash);
-        let height = if prev.is_some() { expected } else { 0 };
+        let height = prev
+            .as_ref()
+            .map_or(0, |h| BlockNumber::new(h.number).height());
         Ok((
             Tip {
                 height,
@@ -273,7 +276,7 @@ fn check_data_hash(
         return Err(LedgerError::Corrupt {
             file: path.to_owned(),
             offset,
-            block: Some(header.number),
+            block: Some(BlockNumber::new(header.number)),
             reason: "the block's data does not match the data hash in its header".into(),
         });
     }
@@ -289,7 +292,7 @@ fn whole_block_after(
     path: &str,
     len: u64,
     offset: u64,
-    expected: u64,
+    expected: BlockNumber,
     prev: Option<&BlockHeader>,
 ) -> Result<Option<String>, LedgerError> {
     let mut rest = vec![0u8; (len - offset) as usize];
@@ -315,11 +318,11 @@ fn whole_block_after(
 fn check_link(
     path: &str,
     offset: u64,
-    expected: u64,
+    expected: BlockNumber,
     prev: Option<&BlockHeader>,
     header: &BlockHeader,
 ) -> Result<(), LedgerError> {
-    if header.number != expected {
+    if header.number != expected.get() {
         return Err(LedgerError::Corrupt {
             file: path.to_owned(),
             offset,

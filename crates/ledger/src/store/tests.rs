@@ -290,7 +290,7 @@ fn garbage_tail_is_corruption() {
         } => {
             assert_eq!(file, &file0());
             assert_eq!(*offset, good.len() as u64);
-            assert_eq!(*block, Some(2));
+            assert_eq!(*block, Some(BlockNumber::new(2)));
         }
         other => panic!("unexpected {other}"),
     }
@@ -340,7 +340,7 @@ fn deleted_index_is_rebuilt() {
     sim.remove(&index_path(CH)).unwrap();
     let e = l.open(CH).unwrap_err();
     assert!(
-        matches!(&e, LedgerError::Corrupt { block: Some(1), offset, .. } if *offset == off1 as u64),
+        matches!(&e, LedgerError::Corrupt { block: Some(b), offset, .. } if *b == BlockNumber::new(1) && *offset == off1 as u64),
         "{e}"
     );
     let r = verify(&l, CH, &mut |_| {}, None).unwrap();
@@ -764,7 +764,11 @@ fn a_flipped_bit_is_refused_or_harmless() {
             }) => {
                 assert_eq!(file, file0());
                 assert_eq!(offset, starts[record] as u64, "flip at {pos}");
-                assert_eq!(block, Some(record as u64), "flip at {pos}");
+                assert_eq!(
+                    block,
+                    Some(BlockNumber::new(record as u64)),
+                    "flip at {pos}"
+                );
                 refused += 1;
             }
             Err(other) => panic!("flip at {pos}: unexpected {other}"),

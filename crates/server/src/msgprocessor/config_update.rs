@@ -14,6 +14,7 @@ use korder_channelconfig::{Bundle, config_from_envelope};
 use korder_msp::signer::{SignError, SigningIdentity};
 use korder_proto::Message;
 use korder_proto::common::{Envelope, HeaderType};
+use korder_types::ids::ConfigSeq;
 
 use super::filters::{FilterOptions, standard_filters};
 use super::migration::maintenance_filter;
@@ -32,7 +33,7 @@ pub fn process_config_update(
     bundle: &Bundle,
     signer: &SigningIdentity,
     opts: &FilterOptions,
-) -> Result<(Envelope, u64), ProcessError> {
+) -> Result<(Envelope, ConfigSeq), ProcessError> {
     let seq = bundle.sequence;
     let id = &bundle.channel_id;
     standard_filters(envelope, bundle, opts)
@@ -72,7 +73,7 @@ pub fn process_channel_creation(
     channels: u64,
     signer: &SigningIdentity,
     opts: &FilterOptions,
-) -> Result<(Envelope, u64), ProcessError> {
+) -> Result<(Envelope, ConfigSeq), ProcessError> {
     let seq = system.sequence;
     let config =
         new_channel_config(system, envelope).map_err(|e| ProcessError::bad(e.to_string()))?;

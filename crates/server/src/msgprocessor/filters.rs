@@ -6,6 +6,7 @@ use korder_channelconfig::Bundle;
 use korder_channelconfig::policies::{CHANNEL_WRITERS, ORDERER_WRITERS, SignedData};
 use korder_msp::Identity;
 use korder_proto::common::Envelope;
+use korder_types::ids::ConfigSeq;
 
 use crate::status::ProcessError;
 
@@ -76,7 +77,7 @@ pub fn process_normal(
     channel_id: &str,
     bundle: &Bundle,
     opts: &FilterOptions,
-) -> Result<u64, ProcessError> {
+) -> Result<ConfigSeq, ProcessError> {
     let seq = bundle.sequence;
     if bundle.is_system_channel() && channel_id != bundle.channel_id {
         return Err(ProcessError::ChannelNotFound);
