@@ -441,6 +441,13 @@ impl Config {
                 Korder::MAX_IN_FLIGHT_BLOCKS
             ));
         }
+        if !k.early_cut.is_zero() && k.early_cut < Korder::MIN_EARLY_CUT {
+            problems.push(format!(
+                "Korder.EarlyCut: {:?} is shorter than {:?} (0s turns it off)",
+                k.early_cut,
+                Korder::MIN_EARLY_CUT
+            ));
+        }
         if k.shutdown_grace_period > Korder::MAX_SHUTDOWN_GRACE_PERIOD {
             problems.push(format!(
                 "Korder.ShutdownGracePeriod: {:?} is longer than {:?}",
@@ -648,6 +655,7 @@ impl Config {
             format!("embedded_log={}", self.embedded_log_dir().display()),
             format!("segment_bytes={}", self.korder.embedded_log_segment_bytes),
             format!("max_in_flight_blocks={}", self.korder.max_in_flight_blocks),
+            format!("early_cut={}", d(self.korder.early_cut)),
             format!(
                 "shutdown_grace_period={}",
                 d(self.korder.shutdown_grace_period)

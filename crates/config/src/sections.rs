@@ -429,6 +429,12 @@ pub struct Korder {
     /// (default 1024).
     pub max_concurrent_streams: u32,
 
+    /// `EarlyCut`: the early-cut horizon (default `0s`, off). A pending batch that,
+    /// at a check made every `EarlyCut / 20`, is filling too slowly to be full
+    /// `EarlyCut` after its first envelope is cut at once (by a TIMETOCUT through
+    /// the log, so every node cuts the same block); any batch is cut by then.
+    pub early_cut: Duration,
+
     /// `ShutdownGracePeriod`: how long SIGTERM/SIGINT waits for open streams to end
     /// and the blocks in flight to be written before the process exits anyway
     /// (default 3s).
@@ -453,6 +459,9 @@ impl Korder {
 
     /// Default `ShutdownGracePeriod`.
     pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(3);
+    /// Shortest `EarlyCut` accepted (other than 0s, off): checks at least 1 ms apart.
+    pub const MIN_EARLY_CUT: Duration = Duration::from_millis(20);
+
     /// Largest `ShutdownGracePeriod` accepted.
     pub const MAX_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(600);
 
@@ -486,6 +495,7 @@ impl Korder {
         let max_concurrent_streams =
             limit("MaxConcurrentStreams", Self::DEFAULT_MAX_CONCURRENT_STREAMS)?;
 
+        let early_cut = s.duration_or("EarlyCut", Duration::ZERO)?;
         let shutdown_grace_period =
             s.duration_or("ShutdownGracePeriod", Self::DEFAULT_SHUTDOWN_GRACE_PERIOD)?;
         Ok(Korder {
@@ -497,6 +507,7 @@ impl Korder {
             max_connections,
             max_connections_per_address,
             max_concurrent_streams,
+            early_cut,
 
             shutdown_grace_period,
         })
@@ -523,6 +534,7 @@ impl Korder {
                 "MaxConcurrentStreams",
                 Node::uint(self.max_concurrent_streams),
             ),
+            ("EarlyCut", Node::duration(self.early_cut)),
             (
                 "ShutdownGracePeriod",
                 Node::duration(self.shutdown_grace_period),

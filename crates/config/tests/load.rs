@@ -165,6 +165,18 @@ fn defaults_for_an_empty_file() {
     assert_eq!(c.korder.max_connections, 4096);
     assert_eq!(c.korder.max_connections_per_address, 1024);
     assert_eq!(c.korder.max_concurrent_streams, 1024);
+    assert_eq!(
+        c.korder.early_cut,
+        Duration::ZERO,
+        "early cut is off by default"
+    );
+}
+
+/// `Korder.EarlyCut` is read as a duration.
+#[test]
+fn early_cut_is_read() {
+    let c = from_str("Korder:\n  EarlyCut: 100ms\n").unwrap();
+    assert_eq!(c.korder.early_cut, Duration::from_millis(100));
 }
 
 /// The connection limits are read from `General.ConnectionTimeout` and the
@@ -552,6 +564,7 @@ fn validate_reports_problems_by_key() {
     bad.operations.listen_address = "nowhere".into();
     bad.korder.max_in_flight_blocks = 0;
     bad.korder.embedded_log_segment_bytes = 10;
+    bad.korder.early_cut = Duration::from_millis(5);
     bad.general.ledger_type = "ram".into();
     bad.general.genesis_file = tmp.path().join("absent.block");
     let Err(ConfigError::Invalid { problems }) = bad.validate() else {
@@ -570,6 +583,7 @@ fn validate_reports_problems_by_key() {
         "Operations.ListenAddress",
         "Korder.MaxInFlightBlocks",
         "Korder.EmbeddedLog.SegmentBytes",
+        "Korder.EarlyCut",
         "General.LedgerType",
         "General.BootstrapFile",
     ] {

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use korder_log::ReadFrom;
 use korder_proto::Message;
 use korder_proto::common::{ChannelHeader, Payload};
-use korder_proto::orderer::KafkaMetadata;
 use korder_proto::orderer::kafka_message_regular::Class;
+use korder_proto::orderer::{BatchSize, KafkaMetadata};
 
 use crate::blockcutter::{BlockCutter, Fill, SizedEnvelope};
 use crate::records::{Record, RegularRecord, decode_record, regular_record, time_to_cut_record};
@@ -246,6 +246,10 @@ pub struct Chain {
     ingress_open: bool,
     timer: Option<TimerId>,
     timers_started: u64,
+    /// The node's early-cut horizon, if it cuts early (see [`Chain::with_early_cut`]).
+    early_cut: Option<Duration>,
+    /// The pending batch's early-cut checks, while the running timer is one of them.
+    checks: Option<EarlyCutChecks>,
     cutter: BlockCutter,
     counters: Counters,
     stopped: Option<ChainError>,
@@ -313,6 +317,8 @@ impl Chain {
             ingress_open,
             timer: None,
             timers_started: 0,
+            early_cut: None,
+            checks: None,
             cutter: BlockCutter::new(),
             counters: Counters::default(),
             stopped: None,
@@ -320,6 +326,20 @@ impl Chain {
             started_pending: false,
             last_error: None,
         })
+    }
+
+    /// This chain with the early-cut policy: a batch that, at one of the checks made
+    /// every `horizon / 20` after its first envelope, is filling too slowly to be full
+    /// `horizon` after it began, is cut at once, through a TIMETOCUT like the batch
+    /// timer's. A batch still pending at `horizon` is cut then. Without it (`None`,
+    /// the default) only the channel's BatchTimeout cuts a batch that does not fill.
+    ///
+    /// "Full" is MaxMessageCount envelopes or PreferredMaxBytes. The setting is the
+    /// node's own: it decides only when this node posts a TIMETOCUT, never how a
+    /// record is handled, so nodes with and without it cut the same blocks.
+    pub fn with_early_cut(mut self, horizon: Option<Duration>) -> Chain {
+        self.early_cut = horizon.filter(|h| !h.is_zero());
+        self
     }
 
     /// Where the runtime starts reading the log: `persisted + 1`, or the oldest
@@ -440,11 +460,28 @@ impl Chain {
 
     /// The batch timer `id` fired: ask every node, through the log, to cut block L+1.
     /// Nothing is cut locally. A stale `id` (a timer already stopped) is ignored.
+    ///
+    /// With the early-cut policy the timer is a check: the batch is cut (TIMETOCUT)
+    /// if it fills too slowly, or the timer starts again for the next check.
     pub fn on_timer_fired(&mut self, id: TimerId) -> Vec<Command> {
         if self.stopped.is_some() || self.timer != Some(id) {
             return Vec::new();
         }
         self.timer = None;
+        if let Some(checks) = self.checks.take() {
+            let done = checks.done + 1;
+            let slow = checks.slow(
+                done,
+                self.cutter.pending_count() as u64,
+                self.cutter.pending_bytes(),
+            );
+            if !slow && done < checks.limit {
+                let mut out = Vec::new();
+                self.start_timer(checks.period, &mut out);
+                self.checks = Some(EarlyCutChecks { done, ..checks });
+                return out;
+            }
+        }
         let block = self.last_cut.next();
         vec![Command::Append {
             record: time_to_cut_record(block),
@@ -711,7 +748,7 @@ impl Chain {
 
         match (self.timer.is_some(), ordered.pending) {
             (true, false) => self.stop_timer(out),
-            (false, true) => self.start_timer(support.batch_timeout(), out),
+            (false, true) => self.start_batch_timer(support.batch_timeout(), &limits, out),
             // An overflow cut that leaves a new pending batch keeps the running timer.
             _ => {}
         }
@@ -792,7 +829,28 @@ impl Chain {
         });
     }
 
+    /// Starts the timer of a new pending batch: the BatchTimeout, or the first
+    /// early-cut check.
+    fn start_batch_timer(
+        &mut self,
+        batch_timeout: Duration,
+        limits: &BatchSize,
+        out: &mut Vec<Command>,
+    ) {
+        match self
+            .early_cut
+            .and_then(|h| EarlyCutChecks::new(h, batch_timeout, limits))
+        {
+            Some(checks) => {
+                self.start_timer(checks.period, out);
+                self.checks = Some(checks);
+            }
+            None => self.start_timer(batch_timeout, out),
+        }
+    }
+
     fn start_timer(&mut self, timeout: Duration, out: &mut Vec<Command>) {
+        self.checks = None;
         self.timers_started += 1;
         let id = TimerId(self.timers_started);
         self.timer = Some(id);
@@ -800,6 +858,7 @@ impl Chain {
     }
 
     fn stop_timer(&mut self, out: &mut Vec<Command>) {
+        self.checks = None;
         if let Some(id) = self.timer.take() {
             out.push(Command::StopTimer { id });
         }
@@ -824,4 +883,59 @@ fn channel_header_type(envelope: &Bytes) -> Result<i32, String> {
     let channel_header =
         ChannelHeader::decode(header.channel_header).map_err(|e| format!("channel header: {e}"))?;
     Ok(channel_header.r#type)
+}
+
+/// Early-cut checks per horizon: a check every `horizon / CHECKS_PER_HORIZON`.
+const CHECKS_PER_HORIZON: u32 = 20;
+
+/// The shortest time between two early-cut checks.
+const MIN_CHECK_PERIOD: Duration = Duration::from_millis(1);
+
+/// The early-cut checks of one pending batch.
+#[derive(Clone, Copy, Debug)]
+struct EarlyCutChecks {
+    /// Time between two checks.
+    period: Duration,
+    /// Checks made so far.
+    done: u32,
+    /// The check at which the batch is cut whatever its fill: the horizon, or the
+    /// BatchTimeout if that comes first.
+    limit: u32,
+    /// Checks in one horizon (the projection's scale).
+    per_horizon: u64,
+    max_count: u64,
+    preferred_bytes: u64,
+}
+
+impl EarlyCutChecks {
+    /// The checks for a batch starting now; `None` when the BatchTimeout comes before
+    /// the first check (the timeout alone then cuts).
+    fn new(horizon: Duration, batch_timeout: Duration, limits: &BatchSize) -> Option<Self> {
+        let period = (horizon / CHECKS_PER_HORIZON).max(MIN_CHECK_PERIOD);
+        if batch_timeout <= period {
+            return None;
+        }
+        let per_horizon = (horizon.as_nanos() / period.as_nanos()).max(1);
+        let until_timeout = batch_timeout.as_nanos().div_ceil(period.as_nanos());
+        let limit = per_horizon.min(until_timeout);
+        Some(EarlyCutChecks {
+            period,
+            done: 0,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            per_horizon: u64::try_from(per_horizon).unwrap_or(u64::MAX),
+            max_count: u64::from(limits.max_message_count),
+            preferred_bytes: u64::from(limits.preferred_max_bytes),
+        })
+    }
+
+    /// Whether a batch of `count` envelopes and `bytes` bytes, `done` checks after it
+    /// began, fills too slowly to be full at the horizon: at its rate so far, both its
+    /// count and its bytes reach less than their limit in one horizon. In integers:
+    /// `count / max_count < done / per_horizon`, and the same for bytes.
+    fn slow(&self, done: u32, count: u64, bytes: u64) -> bool {
+        let done = u128::from(done);
+        let scale = u128::from(self.per_horizon);
+        u128::from(count) * scale < done * u128::from(self.max_count)
+            && u128::from(bytes) * scale < done * u128::from(self.preferred_bytes)
+    }
 }

@@ -136,8 +136,14 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-fn run_cluster(actions: &[Action], resubmission: bool) -> Cluster {
+/// The early-cut horizon of the cluster node that has the policy.
+const EARLY_CUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn run_cluster(actions: &[Action], resubmission: bool, early_cut_node: Option<usize>) -> Cluster {
     let mut c = Cluster::new(3, FakeSupport::new(limits(3, 150), resubmission));
+    if let Some(n) = early_cut_node {
+        c.nodes[n].chain = c.nodes[n].chain.clone().with_early_cut(Some(EARLY_CUT));
+    }
     for (i, a) in actions.iter().enumerate() {
         match a {
             Action::Broadcast {
@@ -216,14 +222,15 @@ proptest! {
     }
 
     /// Scenario 86 (MEM), randomised: three nodes sharing one log, with random
-    /// interleavings, timers and config changes, write identical blocks; restarts from
-    /// any block rebuild them.
+    /// interleavings, timers and config changes, write identical blocks, also when one
+    /// of them cuts early; restarts from any block rebuild them.
     #[test]
     fn cluster_nodes_agree_and_restarts_rebuild(
         actions in prop::collection::vec(action(), 1..60),
         resubmission in any::<bool>(),
+        early_cut_node in prop::option::of(0usize..3),
     ) {
-        let c = run_cluster(&actions, resubmission);
+        let c = run_cluster(&actions, resubmission, early_cut_node);
         for node in &c.nodes {
             prop_assert!(node.stopped.is_none(), "{:?}", node.stopped);
             prop_assert_eq!(&node.blocks, &c.nodes[0].blocks);

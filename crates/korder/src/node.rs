@@ -405,6 +405,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             BlockMetadata::Fabric2 => MetadataLayout::Fabric2,
             BlockMetadata::Fabric14 => MetadataLayout::Fabric14,
         },
+        early_cut: Some(config.korder.early_cut).filter(|d| !d.is_zero()),
     };
     let registrar = tokio::task::spawn_blocking(move || {
         Registrar::start(

@@ -554,6 +554,52 @@ async fn time_to_cut_through_kafka() {
     korder(&["ledger", "verify", c.data_dir().to_str().unwrap()]);
 }
 
+/// A node with the early-cut policy and one without share a topic whose
+/// BatchTimeout is an hour: envelopes trickled through the node without it are
+/// still cut at once (the other node posts the TIMETOCUT), a load over both fills
+/// blocks, and the two chains are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn early_cut_node_and_plain_node_cut_identical_chains() {
+    let brokers = kafka1();
+    let mut c = Cluster::init("early", 2, &brokers, &batch_args("1h"));
+    c.start_ready_with_env(1, &[("ORDERER_KORDER_EARLYCUT", "100ms")])
+        .await;
+    c.start_ready(2).await;
+    let signer = c.client();
+    let mut acked = HashSet::new();
+    for i in 0..5 {
+        let id = unique_name("trickle");
+        let env = envelope(
+            &signer,
+            &c.channel,
+            HeaderType::EndorserTransaction,
+            &id,
+            Bytes::from_static(b"one"),
+        );
+        let statuses = try_broadcast_all(&c.address(2), vec![env]).await;
+        assert_eq!(
+            statuses.first().map(|s| s.0),
+            Some(Status::Success as i32),
+            "round {i}: {statuses:?}"
+        );
+        acked.insert(id.clone());
+        wait_converged(&c, &signer, &[1, 2], |counts| counts.contains_key(&id)).await;
+    }
+    let signer = Arc::new(signer);
+    let load = Load::start(&c.addresses(), 2, &signer, &c.channel);
+    load.wait_acked(400, &c, "early cut").await;
+    acked.extend(load.finish().await);
+    let chain = wait_converged_with(&c, &signer, &[1, 2], &acked).await;
+    assert!(
+        chain[1..6]
+            .iter()
+            .all(|b| b.data.as_ref().unwrap().data.len() == 1),
+        "each trickled envelope is cut alone"
+    );
+    c.stop_all();
+    korder(&["ledger", "verify", c.data_dir().to_str().unwrap()]);
+}
+
 /// Short Kafka retry settings as ORDERER_* overrides; `total` is ShortTotal.
 fn retry_env(short_total: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![

@@ -30,7 +30,6 @@ use korder_consensus::{
 use korder_ledger::BlockStore;
 use korder_ledger::block::consenter_metadata;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
-use korder_msp::signer::SigningIdentity;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
@@ -353,8 +352,7 @@ fn start<L: Log>(
     let (chain, writer, resume) = build(
         &channel,
         &params.store,
-        params.processor.signer(),
-        params.processor.state().sequence(),
+        &params.processor,
         checked,
         &params.metrics,
     )?;
@@ -412,8 +410,7 @@ fn start<L: Log>(
 fn build(
     channel: &str,
     store: &BlockStore,
-    signer: &Arc<SigningIdentity>,
-    sequence: ConfigSeq,
+    processor: &ChannelProcessor,
     checked: bool,
     metrics: &Metrics,
 ) -> Result<(Chain, BlockWriter, ResumePoint), StartError> {
@@ -434,10 +431,12 @@ fn build(
         None => None,
     };
     let has_metadata = metadata.is_some();
-    let chain = Chain::new(metadata, height).map_err(|e| StartError::Metadata {
-        channel: channel.clone(),
-        reason: e.to_string(),
-    })?;
+    let chain = Chain::new(metadata, height)
+        .map_err(|e| StartError::Metadata {
+            channel: channel.clone(),
+            reason: e.to_string(),
+        })?
+        .with_early_cut(processor.early_cut());
     let resume = if checked {
         resume_point(last_block.as_ref(), has_metadata, &chain)
     } else {
@@ -456,8 +455,13 @@ fn build(
     }
     let commit_time = metrics.ledger_commit_time.with_label_values(&[&channel]);
     let observe = move |d: std::time::Duration| commit_time.observe(d.as_secs_f64());
-    let writer = BlockWriter::observed(store.clone(), signer.clone(), sequence, observe)
-        .map_err(|source| StartError::Writer { channel, source })?;
+    let writer = BlockWriter::observed(
+        store.clone(),
+        processor.signer().clone(),
+        processor.state().sequence(),
+        observe,
+    )
+    .map_err(|source| StartError::Writer { channel, source })?;
     Ok((chain, writer, resume))
 }
 
@@ -664,8 +668,7 @@ impl<L: Log> Runner<L> {
         match build(
             &self.shared.channel,
             &self.store,
-            self.processor.signer(),
-            self.processor.state().sequence(),
+            &self.processor,
             self.checked,
             &self.metrics,
         ) {

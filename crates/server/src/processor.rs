@@ -18,6 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use korder_channelconfig::configtx::validate_config_envelope;
@@ -100,6 +101,8 @@ pub struct NodeOptions {
     /// The block metadata layout of channels without the `V2_0` orderer capability
     /// (`Korder.BlockMetadata`).
     pub block_metadata: MetadataLayout,
+    /// The early-cut horizon (`Korder.EarlyCut`); `None` cuts by BatchTimeout only.
+    pub early_cut: Option<Duration>,
 }
 
 impl From<FilterOptions> for NodeOptions {
@@ -117,6 +120,7 @@ pub(crate) struct NodeShared {
     pub(crate) signer: Arc<SigningIdentity>,
     pub(crate) filters: FilterOptions,
     pub(crate) block_metadata: MetadataLayout,
+    pub(crate) early_cut: Option<Duration>,
     pub(crate) ledgers: Ledgers,
     /// Every channel this node has or is creating: what the channel limit counts,
     /// and the names a creation must not reuse.
@@ -133,6 +137,7 @@ impl NodeShared {
             signer,
             filters: options.filters,
             block_metadata: options.block_metadata,
+            early_cut: options.early_cut,
             ledgers,
             names: Mutex::new(BTreeSet::new()),
         }
@@ -180,6 +185,11 @@ impl ChannelProcessor {
     /// The node's signing identity.
     pub fn signer(&self) -> &Arc<SigningIdentity> {
         &self.node.signer
+    }
+
+    /// The node's early-cut horizon (`Korder.EarlyCut`), if it cuts early.
+    pub fn early_cut(&self) -> Option<Duration> {
+        self.node.early_cut
     }
 
     /// The metadata layout of the channel's next block, as its config stands now.

@@ -265,6 +265,30 @@ async fn batch_timeout_cuts_a_block() {
     node.halt().await;
 }
 
+/// With the early-cut policy a lone envelope is cut at the first check, not by the
+/// channel's BatchTimeout, here an hour: the block arrives (within a minute; without
+/// the policy it would take the hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_cut_cuts_a_lone_envelope_at_once() {
+    let options = korder_server::NodeOptions {
+        early_cut: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let net = Network::new(100, Duration::from_secs(3600));
+    let node = Node::start_with_options(net, LogTiming::LOCAL, 0, options).await;
+    let responses = node
+        .broadcast(vec![tx(&node.net.client, APP, "lonely")])
+        .await;
+    assert_eq!(statuses(&responses), vec![Status::Success]);
+    let request = seek(&node.net.client, APP, at(1), at(1), BlockUntilReady);
+    let (blocks, status) = tokio::time::timeout(Duration::from_secs(60), node.deliver(request))
+        .await
+        .expect("block 1 was not cut early");
+    assert_eq!(status, Some(Status::Success));
+    assert_eq!(envelopes_of(&blocks[0]).len(), 1);
+    node.halt().await;
+}
+
 /// A log that cannot be opened at first is retried per the policy; the chain
 /// starts once it opens, and then orders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

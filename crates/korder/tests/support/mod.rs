@@ -610,7 +610,12 @@ impl Cluster {
 
     /// Starts node `k` and waits until every chain of it runs (`/healthz` is 200).
     pub async fn start_ready(&mut self, k: usize) {
-        self.start(k);
+        self.start_ready_with_env(k, &[]).await;
+    }
+
+    /// [`Cluster::start_ready`] with extra environment variables.
+    pub async fn start_ready_with_env(&mut self, k: usize, env: &[(&str, &str)]) {
+        self.start_with_env(k, env);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (code, body) = self.healthz(k);

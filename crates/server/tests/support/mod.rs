@@ -33,9 +33,9 @@ use korder_proto::orderer::{
 };
 use korder_proto::{Message, Timestamp};
 use korder_server::chain::{BoxFuture, ChainHandle, ChainParams, LogTiming, StartError};
-use korder_server::msgprocessor::FilterOptions;
 use korder_server::{
-    AtomicBroadcastService, ChainStatus, DeliverConfig, LogFactory, Metrics, Registrar, start_chain,
+    AtomicBroadcastService, ChainStatus, DeliverConfig, LogFactory, Metrics, NodeOptions,
+    Registrar, start_chain,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -224,6 +224,16 @@ impl Node {
     /// A node of `net` whose chains use `timing` and whose first `failing_opens`
     /// log opens fail. Waits until every chain has left start-up (started or stopped).
     pub async fn start_with(net: Network, timing: LogTiming, failing_opens: usize) -> Node {
+        Node::start_with_options(net, timing, failing_opens, NodeOptions::default()).await
+    }
+
+    /// [`Node::start_with`] with these node settings.
+    pub async fn start_with_options(
+        net: Network,
+        timing: LogTiming,
+        failing_opens: usize,
+        options: NodeOptions,
+    ) -> Node {
         let ledger_dir = tempfile::tempdir().unwrap();
         let ledgers = Ledgers::open_dir(ledger_dir.path(), StoreOptions::default()).unwrap();
         ledgers
@@ -250,7 +260,7 @@ impl Node {
                 signer,
                 handle,
                 Arc::new(Metrics::new().unwrap()),
-                FilterOptions::default(),
+                options,
             )
         })
         .await
