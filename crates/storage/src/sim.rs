@@ -530,6 +530,25 @@ impl Storage for SimStorage {
             .ok_or_else(|| not_found(path))
     }
 
+    fn remove_dir(&self, dir: &str) -> io::Result<()> {
+        let mut st = self.lock();
+        st.plain_op()?;
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let prefix = format!("{dir}/");
+        let occupied = st
+            .entries
+            .keys()
+            .chain(st.dirs.iter())
+            .any(|p| p.starts_with(&prefix));
+        if occupied {
+            return Err(io::Error::other(format!("{dir}: directory not empty")));
+        }
+        st.dirs.remove(dir);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         let mut st = self.lock();
         st.plain_op()?;
@@ -546,6 +565,7 @@ impl Storage for SimStorage {
                 durable_entries.insert(p.clone(), i);
             }
         }
+        durable_dirs.retain(|d| parent(d) != dir || dirs.contains(d));
         durable_dirs.extend(dirs.iter().filter(|d| parent(d) == dir).cloned());
         Ok(())
     }
