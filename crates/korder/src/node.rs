@@ -164,6 +164,30 @@ fn kafka_statistics(metrics: Arc<Metrics>) -> korder_kafka::StatsConfig {
 }
 
 impl LogFactory for NodeLogs {
+    fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
+        let backend = self
+            .config
+            .korder
+            .log_backend
+            .resolve_channel(&bundle.channel_id, &bundle.orderer.consensus_type)
+            .map_err(|e| e.to_string())?;
+        match backend {
+            // The topic is shared with the other nodes of the channel: it stays.
+            ResolvedLog::Kafka => Ok(()),
+            ResolvedLog::Embedded => {
+                let dir = self.config.embedded_log_dir().join(&bundle.channel_id);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(channel = %bundle.channel_id, dir = %dir.display(), "embedded log removed");
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                }
+            }
+        }
+    }
+
     fn start_chain(&self, bundle: &Bundle, params: ChainParams) -> Result<ChainHandle, StartError> {
         let channel = bundle.channel_id.clone();
         let backend = self
@@ -328,9 +352,9 @@ fn genesis_block(config: &Config) -> anyhow::Result<Option<Block>> {
         Bootstrap::Provisional { profile, .. } => bail!(
             "General.GenesisMethod provisional (profile {profile}) is not supported: make a genesis block (korder init, or configtxgen) and set General.GenesisFile"
         ),
-        Bootstrap::None => bail!(
-            "the ledger is empty and General.BootstrapMethod is none: korder needs a system channel genesis block"
-        ),
+        // No channel at all: channels are joined through the channel participation
+        // API (Admin endpoint).
+        Bootstrap::None => Ok(None),
     }
 }
 
@@ -373,6 +397,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     config.operations.listen_address
                 )
             })?;
+    let admin = match &config.admin {
+        Some(a) => Some(
+            korder_server::operations::bind(&a.listen_address)
+                .await
+                .with_context(|| {
+                    format!("listening on {} (Admin.ListenAddress)", a.listen_address)
+                })?,
+        ),
+        None => None,
+    };
     let ledgers = Ledgers::open_dir(&config.file_ledger.location, StoreOptions::default())
         .with_context(|| {
             format!(
@@ -436,6 +470,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tls_settings,
         listener,
         (ops_listener, ops_addr),
+        admin,
         began,
     )
     .await;
@@ -555,6 +590,7 @@ async fn run_server(
     tls_settings: Option<korder_server::tls::TlsSettings>,
     listener: tokio::net::TcpListener,
     (ops_listener, ops_addr): (tokio::net::TcpListener, std::net::SocketAddr),
+    admin: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
     began: Instant,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
@@ -616,6 +652,16 @@ async fn run_server(
             metrics.clone(),
             stopped(),
         )),
+    };
+    let admin = match admin {
+        Some((listener, address)) => Some(serve_admin(
+            config,
+            registrar,
+            listener,
+            address,
+            stopped(),
+        )?),
+        None => None,
     };
     tracing::info!(
         address = %ops_addr,
@@ -713,11 +759,75 @@ async fn run_server(
     if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, ops).await {
         tracing::warn!(error = %e, "operations endpoint");
     }
+    if let Some(admin) = admin
+        && let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, admin).await
+    {
+        tracing::warn!(error = %e, "admin endpoint");
+    }
     if let Some(r) = served {
         r.context("the gRPC server task")?.context("serving gRPC")?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the admin endpoint (`Admin`): the channel participation API, over TLS
+/// with client certificates when `Admin.TLS.Enabled`.
+fn serve_admin(
+    config: &Config,
+    registrar: &Registrar,
+    listener: tokio::net::TcpListener,
+    address: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    use korder_server::participation;
+    // Without a ChannelParticipation section: Fabric 2.5's defaults (off, 1 MiB).
+    let settings = match &config.channel_participation {
+        Some(p) => participation::Settings {
+            enabled: p.enabled,
+            max_request_body_bytes: usize::try_from(p.max_request_body_size).unwrap_or(usize::MAX),
+        },
+        None => participation::Settings {
+            enabled: false,
+            max_request_body_bytes: participation::DEFAULT_MAX_REQUEST_BODY_BYTES,
+        },
+    };
+    let app = participation::router(registrar.clone(), settings);
+    let tls = match config.admin.as_ref().map(|a| &a.tls) {
+        Some(tls) if tls.enabled => {
+            let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key)
+            else {
+                bail!("Admin.TLS.Enabled needs Admin.TLS.Certificate and Admin.TLS.PrivateKey");
+            };
+            let settings = korder_server::tls::TlsSettings::load_operations(
+                certificate,
+                private_key,
+                tls.client_auth_required,
+                &tls.client_root_cas,
+            )
+            .context("Admin.TLS")?;
+            Some(Arc::new(settings.operations_server_config()?))
+        }
+        _ => None,
+    };
+    tracing::info!(
+        address = %address,
+        tls = tls.is_some(),
+        client_auth_required = tls.is_some(),
+        channel_participation = settings.enabled,
+        max_request_body_size = settings.max_request_body_bytes,
+        "admin endpoint: /participation/v1/channels"
+    );
+    Ok(match tls {
+        Some(tls) => tokio::spawn(korder_server::operations_tls::serve_router(
+            listener,
+            tls,
+            app,
+            participation::needs_certificate,
+            shutdown,
+        )),
+        None => tokio::spawn(participation::serve(listener, app, shutdown)),
+    })
 }
 
 /// The gRPC server's TLS settings when `General.TLS.Enabled`, read at start-up.

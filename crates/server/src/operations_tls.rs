@@ -4,6 +4,9 @@
 //! (401 otherwise). With `ClientAuthRequired` the handshake itself refuses a
 //! client without one. Plain HTTP gets no answer: the handshake fails.
 //!
+//! The admin endpoint (the channel participation API) is served the same way,
+//! with every path needing a certificate ([`serve_router`]).
+//!
 //! Handshakes run in their own tasks, each bounded by [`HANDSHAKE_TIMEOUT`], so a
 //! slow or silent client never holds up the others.
 
@@ -130,20 +133,46 @@ impl Connected<IncomingStream<'_, TlsListener>> for OpsPeer {
     }
 }
 
+/// Answers 401 to a request for a path `needs_certificate` names when the client
+/// presented no certificate, as Fabric's `RequireCert` middleware does.
 async fn require_certificate(
-    ConnectInfo(peer): ConnectInfo<OpsPeer>,
+    needs_certificate: fn(&str) -> bool,
+    peer: OpsPeer,
     request: Request,
     next: Next,
 ) -> Response {
-    if CERTIFICATE_PATHS.contains(&request.uri().path()) && !peer.client_certificate {
+    if needs_certificate(request.uri().path()) && !peer.client_certificate {
         tracing::warn!(
             remote = %peer.remote,
             path = request.uri().path(),
-            "operations endpoint: request refused, a valid client certificate is needed for this path"
+            "request refused, a valid client certificate is needed for this path"
         );
         return StatusCode::UNAUTHORIZED.into_response();
     }
     next.run(request).await
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves; a request for a
+/// path `needs_certificate` names is answered 401 unless the client presented a
+/// certificate. The operations and the admin endpoints both run on this.
+pub async fn serve_router(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    app: axum::Router,
+    needs_certificate: fn(&str) -> bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(
+        move |ConnectInfo(peer): ConnectInfo<OpsPeer>, request: Request, next: Next| {
+            require_certificate(needs_certificate, peer, request, next)
+        },
+    ));
+    axum::serve(
+        TlsListener::new(listener, config)?,
+        app.into_make_service_with_connect_info::<OpsPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves the operations endpoint over TLS on `listener` until `shutdown` resolves.
@@ -154,12 +183,12 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = crate::operations::router(registrar, metrics)
-        .layer(axum::middleware::from_fn(require_certificate));
-    axum::serve(
-        TlsListener::new(listener, config)?,
-        app.into_make_service_with_connect_info::<OpsPeer>(),
+    serve_router(
+        listener,
+        config,
+        crate::operations::router(registrar, metrics),
+        |path| CERTIFICATE_PATHS.contains(&path),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
