@@ -129,7 +129,7 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
 }
 
 fn list(api: &Api, headers: &HeaderMap) -> Response {
-    if let Err(r) = negotiate(headers) {
+    if let Some(r) = refuse_accept(headers) {
         return r;
     }
     let system = api.registrar.system_channel_id();
@@ -163,10 +163,10 @@ fn list(api: &Api, headers: &HeaderMap) -> Response {
 }
 
 fn info(api: &Api, headers: &HeaderMap, name: &str) -> Response {
-    if let Err(r) = negotiate(headers) {
+    if let Some(r) = refuse_accept(headers) {
         return r;
     }
-    if let Err(r) = check_channel_id(name) {
+    if let Some(r) = refuse_channel_id(name) {
         return r;
     }
     match api.registrar.channel_info(name) {
@@ -183,7 +183,7 @@ fn info(api: &Api, headers: &HeaderMap, name: &str) -> Response {
 }
 
 async fn join(api: &Api, request: Request) -> Response {
-    if let Err(r) = negotiate(request.headers()) {
+    if let Some(r) = refuse_accept(request.headers()) {
         return r;
     }
     let content_type = request
@@ -255,10 +255,10 @@ fn join_error(e: &ParticipationError) -> Response {
 }
 
 async fn remove(api: &Api, headers: &HeaderMap, name: &str) -> Response {
-    if let Err(r) = negotiate(headers) {
+    if let Some(r) = refuse_accept(headers) {
         return r;
     }
-    if let Err(r) = check_channel_id(name) {
+    if let Some(r) = refuse_channel_id(name) {
         return r;
     }
     match api.registrar.remove(name).await {
@@ -355,45 +355,36 @@ fn redirect(code: StatusCode, to: &'static str) -> Response {
 }
 
 /// The API answers JSON only: a request whose `Accept` admits none is 406.
-fn negotiate(headers: &HeaderMap) -> Result<(), Response> {
-    let Some(accept) = headers.get(header::ACCEPT) else {
-        return Ok(());
-    };
-    let accept = String::from_utf8_lossy(accept.as_bytes());
-    if accept.is_empty()
+fn refuse_accept(headers: &HeaderMap) -> Option<Response> {
+    let accept = String::from_utf8_lossy(headers.get(header::ACCEPT)?.as_bytes()).into_owned();
+    let admits_json = accept.is_empty()
         || accept.split(',').any(|o| {
             o.contains("application/json") || o.contains("application/*") || o.contains("*/*")
-        })
-    {
-        return Ok(());
-    }
-    Err(error(
-        StatusCode::NOT_ACCEPTABLE,
-        "response Content-Type is application/json only",
-    ))
+        });
+    (!admits_json).then(|| {
+        error(
+            StatusCode::NOT_ACCEPTABLE,
+            "response Content-Type is application/json only",
+        )
+    })
 }
 
-/// Fabric's channel name rule, with its texts.
-fn check_channel_id(name: &str) -> Result<(), Response> {
+/// Fabric's channel name rule, with its texts: 400 for a bad name.
+fn refuse_channel_id(name: &str) -> Option<Response> {
+    let max = korder_channelconfig::bundle::NAME_LEN_MAX;
     let reason = if name.is_empty() {
-        Some("channel ID illegal, cannot be empty".to_string())
-    } else if name.len() > korder_channelconfig::bundle::NAME_LEN_MAX {
-        Some(format!(
-            "channel ID illegal, cannot be longer than {}",
-            korder_channelconfig::bundle::NAME_LEN_MAX
-        ))
+        "channel ID illegal, cannot be empty".to_string()
+    } else if name.len() > max {
+        format!("channel ID illegal, cannot be longer than {max}")
     } else if korder_channelconfig::bundle::validate_channel_id(name).is_err() {
-        Some(format!("'{name}' contains illegal characters"))
+        format!("'{name}' contains illegal characters")
     } else {
-        None
+        return None;
     };
-    match reason {
-        Some(r) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid channel ID: {r}"),
-        )),
-        None => Ok(()),
-    }
+    Some(error(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid channel ID: {reason}"),
+    ))
 }
 
 /// Whether the request is routed to join: a `Content-Type` naming a multipart form.
@@ -661,23 +652,23 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         let mut h = HeaderMap::new();
-        assert!(negotiate(&h).is_ok());
+        assert!(refuse_accept(&h).is_none());
         h.insert(
             header::ACCEPT,
             HeaderValue::from_static("text/html, */*;q=0.1"),
         );
-        assert!(negotiate(&h).is_ok());
+        assert!(refuse_accept(&h).is_none());
         h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
-        let r = negotiate(&h).err().map(|r| r.status());
+        let r = refuse_accept(&h).map(|r| r.status());
         assert_eq!(r, Some(StatusCode::NOT_ACCEPTABLE));
     }
 
     /// Fabric's texts for a bad channel name.
     #[test]
     fn channel_id_texts() {
-        assert!(check_channel_id("my-channel.1").is_ok());
+        assert!(refuse_channel_id("my-channel.1").is_none());
         for bad in ["My", "a_b", &"a".repeat(250)] {
-            let r = check_channel_id(bad).err().map(|r| r.status());
+            let r = refuse_channel_id(bad).map(|r| r.status());
             assert_eq!(r, Some(StatusCode::BAD_REQUEST), "{bad}");
         }
     }
