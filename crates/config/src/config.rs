@@ -549,6 +549,14 @@ impl Config {
             }
         }
         if let Some(admin) = &self.admin
+            && !admin.tls.tls_handshake_time_shift.is_zero()
+        {
+            problems.push(format!(
+                "Admin.TLS.TLSHandshakeTimeShift: {} is not supported: {shift}",
+                format_duration(admin.tls.tls_handshake_time_shift)
+            ));
+        }
+        if let Some(admin) = &self.admin
             && admin.tls.enabled
             && !admin.tls.client_auth_required
         {

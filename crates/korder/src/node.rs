@@ -378,6 +378,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .check_not_expired(SystemTime::now())
         .context("the node's signing certificate")?;
     let tls_settings = tls_settings(&config)?;
+    let admin_tls = admin_tls(&config)?;
     let genesis = genesis_block(&config)?;
     let _locks = lock_data_dirs(&config)?;
     // Bound before any chain starts, so that a port in use stops the node here;
@@ -398,13 +399,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 )
             })?;
     let admin = match &config.admin {
-        Some(a) => Some(
-            korder_server::operations::bind(&a.listen_address)
+        Some(a) => {
+            let (listener, address) = korder_server::operations::bind(&a.listen_address)
                 .await
                 .with_context(|| {
                     format!("listening on {} (Admin.ListenAddress)", a.listen_address)
-                })?,
-        ),
+                })?;
+            Some(AdminListener {
+                listener,
+                address,
+                tls: admin_tls,
+            })
+        }
         None => None,
     };
     let ledgers = Ledgers::open_dir(&config.file_ledger.location, StoreOptions::default())
@@ -590,7 +596,7 @@ async fn run_server(
     tls_settings: Option<korder_server::tls::TlsSettings>,
     listener: tokio::net::TcpListener,
     (ops_listener, ops_addr): (tokio::net::TcpListener, std::net::SocketAddr),
-    admin: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
+    admin: Option<AdminListener>,
     began: Instant,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
@@ -653,16 +659,7 @@ async fn run_server(
             stopped(),
         )),
     };
-    let admin = match admin {
-        Some((listener, address)) => Some(serve_admin(
-            config,
-            registrar,
-            listener,
-            address,
-            stopped(),
-        )?),
-        None => None,
-    };
+    let admin = admin.map(|a| serve_admin(config, registrar, a, stopped()));
     tracing::info!(
         address = %ops_addr,
         tls = config.operations.tls.enabled,
@@ -771,15 +768,41 @@ async fn run_server(
     Ok(())
 }
 
+/// The admin endpoint's listener, bound at start-up, and its TLS configuration.
+struct AdminListener {
+    listener: tokio::net::TcpListener,
+    address: std::net::SocketAddr,
+    tls: Option<Arc<korder_server::operations_tls::ServerConfig>>,
+}
+
+/// The admin endpoint's TLS server configuration (`Admin.TLS`), when enabled.
+fn admin_tls(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<korder_server::operations_tls::ServerConfig>>> {
+    let Some(tls) = config.admin.as_ref().map(|a| &a.tls).filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
+        bail!("Admin.TLS.Enabled needs Admin.TLS.Certificate and Admin.TLS.PrivateKey");
+    };
+    let settings = korder_server::tls::TlsSettings::load_operations(
+        certificate,
+        private_key,
+        tls.client_auth_required,
+        &tls.client_root_cas,
+    )
+    .context("Admin.TLS")?;
+    Ok(Some(Arc::new(settings.operations_server_config()?)))
+}
+
 /// Serves the admin endpoint (`Admin`): the channel participation API, over TLS
 /// with client certificates when `Admin.TLS.Enabled`.
 fn serve_admin(
     config: &Config,
     registrar: &Registrar,
-    listener: tokio::net::TcpListener,
-    address: std::net::SocketAddr,
+    admin: AdminListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
     use korder_server::participation;
     // Without a ChannelParticipation section: Fabric 2.5's defaults (off, 1 MiB).
     let settings = match &config.channel_participation {
@@ -793,41 +816,24 @@ fn serve_admin(
         },
     };
     let app = participation::router(registrar.clone(), settings);
-    let tls = match config.admin.as_ref().map(|a| &a.tls) {
-        Some(tls) if tls.enabled => {
-            let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key)
-            else {
-                bail!("Admin.TLS.Enabled needs Admin.TLS.Certificate and Admin.TLS.PrivateKey");
-            };
-            let settings = korder_server::tls::TlsSettings::load_operations(
-                certificate,
-                private_key,
-                tls.client_auth_required,
-                &tls.client_root_cas,
-            )
-            .context("Admin.TLS")?;
-            Some(Arc::new(settings.operations_server_config()?))
-        }
-        _ => None,
-    };
     tracing::info!(
-        address = %address,
-        tls = tls.is_some(),
-        client_auth_required = tls.is_some(),
+        address = %admin.address,
+        tls = admin.tls.is_some(),
+        client_auth_required = admin.tls.is_some(),
         channel_participation = settings.enabled,
         max_request_body_size = settings.max_request_body_bytes,
         "admin endpoint: /participation/v1/channels"
     );
-    Ok(match tls {
+    match admin.tls {
         Some(tls) => tokio::spawn(korder_server::operations_tls::serve_router(
-            listener,
+            admin.listener,
             tls,
             app,
             participation::needs_certificate,
             shutdown,
         )),
-        None => tokio::spawn(participation::serve(listener, app, shutdown)),
-    })
+        None => tokio::spawn(participation::serve(admin.listener, app, shutdown)),
+    }
 }
 
 /// The gRPC server's TLS settings when `General.TLS.Enabled`, read at start-up.
