@@ -220,14 +220,14 @@ async fn https(
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body);
-        tls.write_all(&bytes)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        // A server that refuses a request may answer before it has read all of it:
+        // the answer is read even when the write fails.
+        let wrote = tls.write_all(&bytes).await;
         let mut raw = Vec::new();
         let read = tls.read_to_end(&mut raw).await;
         let text = String::from_utf8_lossy(&raw).into_owned();
         let Some((head, rest)) = text.split_once("\r\n\r\n") else {
-            return Err(format!("no HTTP answer: {read:?} {text:?}"));
+            return Err(format!("no HTTP answer: {wrote:?} {read:?} {text:?}"));
         };
         let mut lines = head.lines();
         let code = lines
@@ -561,5 +561,39 @@ async fn system_channel_node_refuses_joins_and_removals() {
         503,
         json!({"error": "channel participation API is disabled"}),
     );
+    node.net.stop();
+}
+
+/// A node without channels joins a system channel by its genesis block (201); it is listed as the system channel, and joins are then refused (405); a join request over MaxRequestBodySize is 400.
+#[tokio::test]
+async fn system_channel_joined_then_joins_refused() {
+    let mut node = AdminNode::init(true, true);
+    node.start();
+    let too_large = node.join(&vec![0u8; 2 << 20]).await;
+    too_large.assert_json(
+        400,
+        json!({"error": "cannot read form from request body: http: request body too large"}),
+    );
+    let system = std::fs::read(node.net.data_dir().join("genesis.block")).unwrap();
+    node.join(&system).await.assert_json(
+        201,
+        json!({
+            "name": "system-channel",
+            "url": "/participation/v1/channels/system-channel",
+            "consensusRelation": "other",
+            "status": "active",
+            "height": 1,
+        }),
+    );
+    node.call("GET", CHANNELS, &[], b"").await.assert_json(
+        200,
+        json!({
+            "systemChannel": {"name": "system-channel", "url": "/participation/v1/channels/system-channel"},
+            "channels": null,
+        }),
+    );
+    let answer = node.join(&node.genesis()).await;
+    answer.assert_json(405, json!({"error": "cannot join: system channel exists"}));
+    assert_eq!(answer.header("allow"), Some("GET"));
     node.net.stop();
 }
