@@ -826,6 +826,7 @@ fn serve_admin(
     );
     match admin.tls {
         Some(tls) => tokio::spawn(korder_server::operations_tls::serve_router(
+            "admin",
             admin.listener,
             tls,
             app,

@@ -53,8 +53,13 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     /// Accepts TCP connections on `listener` and performs the server handshake of
-    /// `config` on each.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    /// `config` on each; `endpoint` names the endpoint in the log (`operations`,
+    /// `admin`).
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        endpoint: &'static str,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE_LEN);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -63,7 +68,7 @@ impl TlsListener {
                 let (tcp, remote) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::debug!(error = %e, "operations endpoint: accept failed");
+                        tracing::debug!(endpoint, error = %e, "accept failed");
                         // Out of descriptors and the like: let them free up.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -77,10 +82,10 @@ impl TlsListener {
                             let _ = tx.send((stream, remote)).await;
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "operations endpoint: TLS handshake failed");
+                            tracing::info!(endpoint, %remote, error = %e, "TLS handshake failed");
                         }
                         Err(_) => {
-                            tracing::info!(%remote, "operations endpoint: TLS handshake timed out");
+                            tracing::info!(endpoint, %remote, "TLS handshake timed out");
                         }
                     }
                 });
@@ -145,7 +150,7 @@ async fn require_certificate(
         tracing::warn!(
             remote = %peer.remote,
             path = request.uri().path(),
-            "request refused, a valid client certificate is needed for this path"
+            "request refused: a valid client certificate is needed for this path"
         );
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -156,6 +161,7 @@ async fn require_certificate(
 /// path `needs_certificate` names is answered 401 unless the client presented a
 /// certificate. The operations and the admin endpoints both run on this.
 pub async fn serve_router(
+    endpoint: &'static str,
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: axum::Router,
@@ -168,7 +174,7 @@ pub async fn serve_router(
         },
     ));
     axum::serve(
-        TlsListener::new(listener, config)?,
+        TlsListener::new(listener, config, endpoint)?,
         app.into_make_service_with_connect_info::<OpsPeer>(),
     )
     .with_graceful_shutdown(shutdown)
@@ -184,6 +190,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     serve_router(
+        "operations",
         listener,
         config,
         crate::operations::router(registrar, metrics),
