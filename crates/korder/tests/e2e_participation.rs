@@ -22,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use serde_json::{Value, json};
-use support::{Net, broadcast_all, deliver, envelope, http_get, seek, tx_id_of};
+use support::{Net, broadcast_all, deliver, envelope, http_get, net_ops_address, seek, tx_id_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound on every wait for the node or an answer.
@@ -349,6 +349,17 @@ async fn block(net: &Net, number: u64) -> Result<Block, i32> {
     }
 }
 
+/// The value of the series `name{channel="mychannel"}` on `/metrics`.
+fn channel_gauge(net: &Net, name: &str) -> Option<f64> {
+    let ops = net_ops_address(net)?;
+    let (code, text) = http_get(&ops, "/metrics")?;
+    assert_eq!(code, 200, "{text}");
+    let series = format!("{name}{{channel=\"mychannel\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn channel_info(height: u64) -> Value {
     json!({
         "name": "mychannel",
@@ -455,6 +466,12 @@ async fn join_order_remove_and_join_again() {
     node.call("GET", &format!("{CHANNELS}/mychannel"), &[], b"")
         .await
         .assert_json(200, channel_info(2));
+    // Fabric's gauges: active (1), relation "other" (0).
+    assert_eq!(channel_gauge(&node.net, "participation_status"), Some(1.0));
+    assert_eq!(
+        channel_gauge(&node.net, "participation_consensus_relation"),
+        Some(0.0)
+    );
 
     // Removal.
     let removed = node
@@ -482,6 +499,7 @@ async fn join_order_remove_and_join_again() {
     assert!(!ledger.join("chains/mychannel").exists());
     assert!(!ledger.join("index/mychannel.redb").exists());
     assert!(!ledger.join("log/mychannel").exists());
+    assert_eq!(channel_gauge(&node.net, "participation_status"), Some(0.0));
 
     // Joined again: a fresh ledger from block 0.
     node.join(&genesis).await.assert_json(201, channel_info(1));
