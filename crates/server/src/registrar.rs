@@ -484,8 +484,12 @@ impl Registrar {
             tracing::warn!(channel = %name, "the joined channel's chain has not started yet; serving it anyway");
         }
         let info = self.info_of(&channel);
-        self.insert(channel);
+        self.insert(channel.clone());
         tracing::info!(channel = %name, "joined channel");
+        if *self.inner.shutdown.borrow() {
+            // Halted while the chain started: halt_all may not have seen it.
+            let _ = tokio::task::spawn_blocking(move || channel.chain.halt()).await;
+        }
         Ok(info)
     }
 
