@@ -615,3 +615,49 @@ async fn system_channel_joined_then_joins_refused() {
     assert_eq!(answer.header("allow"), Some("GET"));
     node.net.stop();
 }
+
+/// `korder admin channel` joins, lists, shows and removes a channel over mutual TLS, printing osnadmin's `Status:` line and the indented JSON.
+#[tokio::test]
+async fn cli_admin_channel_commands() {
+    let mut node = AdminNode::init(true, true);
+    node.start();
+    let dir = node.net.data_dir().join("osnadmin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), node.pki.tls_ca_cert_pem()).unwrap();
+    std::fs::write(dir.join("client.crt"), &node.client.cert_pem).unwrap();
+    std::fs::write(dir.join("client.key"), &node.client.key_pem).unwrap();
+    let admin = node.admin_address();
+    let path = |f: &str| dir.join(f).display().to_string();
+    let (ca, cert, key) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    // `korder admin channel ACTION -o ... --ca-file ... ARGS...`: its stdout.
+    let run = |action: &str, args: &[&str]| -> String {
+        let mut all = vec!["admin", "channel", action, "-o", &admin, "--ca-file", &ca];
+        all.extend_from_slice(&["--client-cert", &cert, "--client-key", &key]);
+        all.extend_from_slice(args);
+        String::from_utf8(support::korder(&all).stdout).unwrap()
+    };
+    let block = node.net.data_dir().join("mychannel.block");
+    let block = block.to_str().unwrap();
+    let joined = run(
+        "join",
+        &["--channelID", "mychannel", "--config-block", block],
+    );
+    assert!(
+        joined.starts_with("Status: 201\n{\n\t\"name\": \"mychannel\",\n"),
+        "{joined}"
+    );
+    let list = run("list", &[]);
+    assert_eq!(
+        list,
+        "Status: 200\n{\n\t\"systemChannel\": null,\n\t\"channels\": [\n\t\t{\n\t\t\t\"name\": \"mychannel\",\n\t\t\t\"url\": \"/participation/v1/channels/mychannel\"\n\t\t}\n\t]\n}\n"
+    );
+    let info = run("info", &["--channelID", "mychannel"]);
+    assert!(info.contains("\t\"height\": 1\n"), "{info}");
+    assert_eq!(
+        run("remove", &["--channelID", "mychannel"]),
+        "Status: 204\n"
+    );
+    let gone = run("list", &["--channelID", "mychannel", "--no-status"]);
+    assert_eq!(gone, "{\n\t\"error\": \"channel does not exist\"\n}\n");
+    node.net.stop();
+}
