@@ -784,6 +784,27 @@ mod tests {
         assert_eq!(durable.file_bytes("d/e/f").unwrap(), b"x");
     }
 
+    /// Only an empty directory is removed; once removed it is gone from listings
+    /// and from crash images, and it can be created again.
+    #[test]
+    fn remove_dir_needs_an_empty_directory() {
+        let s = SimStorage::new();
+        s.create_dir_all("d").unwrap();
+        write(&s, "d/f", b"x", true);
+        s.sync_dir("d").unwrap();
+        s.sync_dir("").unwrap();
+        assert!(s.remove_dir("d").is_err(), "not empty");
+        assert!(s.remove_dir("missing").is_err());
+        s.remove("d/f").unwrap();
+        s.remove_dir("d").unwrap();
+        s.sync_dir("").unwrap();
+        assert!(!s.is_dir("d"));
+        assert_eq!(s.list("").unwrap(), Vec::<String>::new());
+        assert!(!s.crash_image(CrashMode::DurableOnly).is_dir("d"));
+        s.create_dir_all("d").unwrap();
+        assert!(s.is_dir("d"));
+    }
+
     /// A crash fails its operation (a write lands half), then every call, reads too.
     #[test]
     fn a_crash_tears_its_write_and_stops_everything() {
