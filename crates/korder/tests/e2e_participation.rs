@@ -43,8 +43,15 @@ struct AdminNode {
 
 impl AdminNode {
     fn init(bootstrap_none: bool, enabled: bool) -> AdminNode {
+        AdminNode::init_with(bootstrap_none, enabled, &[])
+    }
+
+    /// [`AdminNode::init`] with extra `korder init` options.
+    fn init_with(bootstrap_none: bool, enabled: bool, extra: &[&str]) -> AdminNode {
         // One envelope per block: each Broadcast is cut at once.
-        let net = Net::init(&["--max-message-count", "1"]);
+        let mut args = vec!["--max-message-count", "1"];
+        args.extend_from_slice(extra);
+        let net = Net::init(&args);
         let pki = DevPki::generate("AdminMSP", "admin.test").unwrap();
         let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let dir = net.data_dir().join("admin-tls");
@@ -326,9 +333,14 @@ fn transaction_block(net: &Net, genesis: &[u8]) -> Vec<u8> {
 
 /// Broadcasts one transaction to `mychannel`; its status.
 async fn order_one(net: &Net, tx_id: &str) -> i32 {
+    order_one_on(net, "mychannel", tx_id).await
+}
+
+/// Broadcasts one transaction to `channel`; its status.
+async fn order_one_on(net: &Net, channel: &str, tx_id: &str) -> i32 {
     let tx = envelope(
         &net.client(),
-        "mychannel",
+        channel,
         HeaderType::EndorserTransaction,
         tx_id,
         Bytes::from_static(b"payload"),
@@ -340,9 +352,14 @@ async fn order_one(net: &Net, tx_id: &str) -> i32 {
 
 /// Block `number` of `mychannel` (waiting until it exists), or the Deliver status.
 async fn block(net: &Net, number: u64) -> Result<Block, i32> {
+    block_of(net, "mychannel", number).await
+}
+
+/// Block `number` of `channel` (waiting until it exists), or the Deliver status.
+async fn block_of(net: &Net, channel: &str, number: u64) -> Result<Block, i32> {
     let signer = net.client();
     let at = seek_position::Type::Specified(SeekSpecified { number });
-    let (mut blocks, status) = deliver(&net.address(), seek(&signer, "mychannel", at, at, 0)).await;
+    let (mut blocks, status) = deliver(&net.address(), seek(&signer, channel, at, at, 0)).await;
     match status {
         Some(s) if s == Status::Success as i32 && blocks.len() == 1 => Ok(blocks.remove(0)),
         other => Err(other.unwrap_or(-1)),
@@ -659,5 +676,70 @@ async fn cli_admin_channel_commands() {
     );
     let gone = run("list", &["--channelID", "mychannel", "--no-status"]);
     assert_eq!(gone, "{\n\t\"error\": \"channel does not exist\"\n}\n");
+    node.net.stop();
+}
+
+/// On Kafka: a node started with `BootstrapMethod: none` joins a kafka channel by its genesis block (which Fabric 2.5 refuses), orders on the channel's topic, removes it (the topic stays) and joins it again, rebuilding its ledger from the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_channel_join_remove_join() {
+    let brokers = std::env::var("KORDER_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "KORDER_KAFKA_BOOTSTRAP is not set: run the suite with scripts/test (it starts Kafka)"
+        )
+    });
+    let channel = support::unique_name("join-app");
+    let system = support::unique_name("join-sys");
+    let mut node = AdminNode::init_with(
+        true,
+        true,
+        &[
+            "--kafka",
+            &brokers,
+            "--channel",
+            &channel,
+            "--system-channel",
+            &system,
+        ],
+    );
+    node.start();
+    let genesis = std::fs::read(node.net.data_dir().join(format!("{channel}.block"))).unwrap();
+    let joined = node.join(&genesis).await;
+    assert_eq!(joined.code, 201, "{joined:?}\n{}", node.net.log());
+    assert_eq!(joined.json()["height"], 1);
+    assert_eq!(
+        order_one_on(&node.net, &channel, "k-1").await,
+        Status::Success as i32
+    );
+    let b1 = block_of(&node.net, &channel, 1).await.unwrap();
+    assert_eq!(tx_id_of(&b1.data.unwrap().data[0]).as_deref(), Some("k-1"));
+
+    let removed = node
+        .call("DELETE", &format!("{CHANNELS}/{channel}"), &[], b"")
+        .await;
+    assert_eq!(removed.code, 204, "{removed:?}");
+    assert_eq!(
+        order_one_on(&node.net, &channel, "k-gone").await,
+        Status::NotFound as i32
+    );
+    assert!(
+        !node
+            .net
+            .data_dir()
+            .join("ledger/chains")
+            .join(&channel)
+            .exists()
+    );
+
+    // Joined again: the ledger is rebuilt from the topic, then ordering goes on.
+    let again = node.join(&genesis).await;
+    assert_eq!(again.code, 201, "{again:?}");
+    let b1 = block_of(&node.net, &channel, 1).await.unwrap();
+    assert_eq!(tx_id_of(&b1.data.unwrap().data[0]).as_deref(), Some("k-1"));
+    assert_eq!(
+        order_one_on(&node.net, &channel, "k-2").await,
+        Status::Success as i32
+    );
+    let b2 = block_of(&node.net, &channel, 2).await.unwrap();
+    assert_eq!(tx_id_of(&b2.data.unwrap().data[0]).as_deref(), Some("k-2"));
     node.net.stop();
 }
