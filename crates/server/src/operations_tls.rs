@@ -38,7 +38,7 @@ const ACCEPTED_QUEUE_LEN: usize = 64;
 /// Paths that need a verified client certificate when TLS is on, as in Fabric.
 const CERTIFICATE_PATHS: &[&str] = &["/metrics", "/logspec"];
 
-/// TLS connections of the operations endpoint, for [`axum::serve`].
+/// TLS connections of the operations endpoint, for [`axum::serve()`].
 pub struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
