@@ -648,6 +648,30 @@ mod tests {
         assert_eq!(json_string("<a&b>"), r#""\u003ca\u0026b\u003e""#);
     }
 
+    proptest::proptest! {
+        /// Any body and boundary: the parser answers (parts or a refusal) without
+        /// panicking.
+        #[test]
+        fn any_body_is_answered(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            boundary in "[a-z-]{0,8}",
+        ) {
+            let _ = config_block_part(&body, &boundary);
+            let _ = parse_form(&body, &boundary);
+        }
+
+        /// A form of one file part holding any bytes without the delimiter gives
+        /// those bytes back exactly.
+        #[test]
+        fn file_part_round_trips(
+            content in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let content: Vec<u8> = content.into_iter().filter(|&b| b != b'X').collect();
+            let body = form(&[("config-block", Some("f"), &content)]);
+            proptest::prop_assert_eq!(config_block_part(&body, "XyZ"), Ok(content.as_slice()));
+        }
+    }
+
     /// Accept headers that admit JSON pass; others are 406.
     #[test]
     fn accept_negotiation() {
