@@ -160,3 +160,46 @@ async fn disabled_api_and_unknown_paths() {
         )
     );
 }
+
+/// A Deliver stream waiting for blocks of a channel that is removed ends with SERVICE_UNAVAILABLE; a new request is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_ends_a_waiting_deliver_stream() {
+    use korder_proto::orderer::{DeliverResponse, deliver_response, seek_info};
+    use support::{at, oldest, seek};
+    let node = Node::start_empty(1).await;
+    node.registrar
+        .join(node.net.app_genesis.clone())
+        .await
+        .unwrap();
+    let request = seek(
+        &node.net.client,
+        APP,
+        oldest(),
+        at(5),
+        seek_info::SeekBehavior::BlockUntilReady,
+    );
+    let mut client = node.client().await;
+    let mut stream = client
+        .deliver(tokio_stream::iter(vec![request.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    // Block 0 arrives: the stream is serving, and now waits for block 1.
+    let first = stream.message().await.unwrap();
+    assert!(matches!(
+        first,
+        Some(DeliverResponse {
+            r#type: Some(deliver_response::Type::Block(_))
+        })
+    ));
+    node.registrar.remove(APP).await.unwrap();
+    let last = stream.message().await.unwrap();
+    assert_eq!(
+        last.and_then(|r| r.r#type),
+        Some(deliver_response::Type::Status(
+            Status::ServiceUnavailable as i32
+        ))
+    );
+    let (blocks, status) = node.deliver(request).await;
+    assert_eq!((blocks.len(), status), (0, Some(Status::NotFound)));
+}
