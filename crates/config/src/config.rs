@@ -40,11 +40,11 @@ pub struct Config {
     pub operations: Operations,
     /// `Metrics`.
     pub metrics: Metrics,
-    /// `Admin` (Fabric 2.3 and later): read and checked, not served yet; `None` when
+    /// `Admin` (Fabric 2.3 and later): the admin endpoint, served when present; `None` when
     /// absent.
     pub admin: Option<Admin>,
-    /// `ChannelParticipation` (Fabric 2.2 and later): read and checked, not served
-    /// yet; `None` when absent.
+    /// `ChannelParticipation` (Fabric 2.2 and later): the API on the admin
+    /// endpoint; `None` when absent (the API is then off).
     pub channel_participation: Option<ChannelParticipation>,
     /// `Korder`.
     pub korder: Korder,
@@ -549,6 +549,14 @@ impl Config {
             }
         }
         if let Some(admin) = &self.admin
+            && !admin.tls.tls_handshake_time_shift.is_zero()
+        {
+            problems.push(format!(
+                "Admin.TLS.TLSHandshakeTimeShift: {} is not supported: {shift}",
+                format_duration(admin.tls.tls_handshake_time_shift)
+            ));
+        }
+        if let Some(admin) = &self.admin
             && admin.tls.enabled
             && !admin.tls.client_auth_required
         {
@@ -580,15 +588,24 @@ impl Config {
                     .to_string(),
             );
         }
-        if self.admin.is_some() {
+        if self.admin.is_none()
+            && self
+                .channel_participation
+                .as_ref()
+                .is_some_and(|p| p.enabled)
+        {
             out.push(
-                "Admin: not used by korder yet (no admin endpoint; channels are created through the system channel)"
+                "ChannelParticipation.Enabled: the API is served on the Admin endpoint, and the file has no Admin section"
                     .to_string(),
             );
         }
-        if self.channel_participation.is_some() {
+        if self
+            .channel_participation
+            .as_ref()
+            .is_some_and(|p| p.remove_storage)
+        {
             out.push(
-                "ChannelParticipation: not used by korder yet (no channel participation API; channels are created through the system channel)"
+                "ChannelParticipation.RemoveStorage: a removed channel's ledger is always deleted (as in Fabric 2.3 and later)"
                     .to_string(),
             );
         }

@@ -131,7 +131,7 @@ impl Operations {
 }
 
 /// `Admin` section (Fabric 2.3 and later): the HTTP server of the channel
-/// participation API. korder does not serve it yet; the keys are read and checked.
+/// participation API, served when the section is present.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admin {
     /// `ListenAddress` (Fabric's default `127.0.0.1:0`).
@@ -161,14 +161,15 @@ impl Admin {
 }
 
 /// `ChannelParticipation` section (Fabric 2.2 and later): joining and leaving
-/// channels through the `Admin` endpoint. korder does not serve it yet.
+/// channels through the `Admin` endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelParticipation {
     /// `Enabled` (Fabric 2.x default false; Fabric 3.x forces it on).
     pub enabled: bool,
     /// `MaxRequestBodySize` in bytes (default 1 MiB; `1 MB` style accepted).
     pub max_request_body_size: u64,
-    /// `RemoveStorage` (Fabric 2.2 only): delete a removed channel's ledger.
+    /// `RemoveStorage` (Fabric 2.2 only): delete a removed channel's ledger; korder
+    /// always deletes it, as Fabric 2.3 and later do.
     pub remove_storage: bool,
 }
 

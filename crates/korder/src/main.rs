@@ -44,6 +44,9 @@ enum Command {
     /// Create channels, change their configuration, fetch and sign config updates.
     #[command(subcommand)]
     Channel(cmd::channel::ChannelCommand),
+    /// Call an orderer's Admin endpoint: list, join and remove channels (as osnadmin).
+    #[command(subcommand)]
+    Admin(cmd::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd::client::fetch(a),
         Command::Broadcast(a) => cmd::client::broadcast(a),
         Command::Channel(c) => cmd::channel::run(c),
+        Command::Admin(c) => cmd::admin::run(c),
     };
     match result {
         Ok(code) => code,

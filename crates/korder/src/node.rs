@@ -164,6 +164,30 @@ fn kafka_statistics(metrics: Arc<Metrics>) -> korder_kafka::StatsConfig {
 }
 
 impl LogFactory for NodeLogs {
+    fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
+        let backend = self
+            .config
+            .korder
+            .log_backend
+            .resolve_channel(&bundle.channel_id, &bundle.orderer.consensus_type)
+            .map_err(|e| e.to_string())?;
+        match backend {
+            // The topic is shared with the other nodes of the channel: it stays.
+            ResolvedLog::Kafka => Ok(()),
+            ResolvedLog::Embedded => {
+                let dir = self.config.embedded_log_dir().join(&bundle.channel_id);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(channel = %bundle.channel_id, dir = %dir.display(), "embedded log removed");
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                }
+            }
+        }
+    }
+
     fn start_chain(&self, bundle: &Bundle, params: ChainParams) -> Result<ChainHandle, StartError> {
         let channel = bundle.channel_id.clone();
         let backend = self
@@ -328,9 +352,9 @@ fn genesis_block(config: &Config) -> anyhow::Result<Option<Block>> {
         Bootstrap::Provisional { profile, .. } => bail!(
             "General.GenesisMethod provisional (profile {profile}) is not supported: make a genesis block (korder init, or configtxgen) and set General.GenesisFile"
         ),
-        Bootstrap::None => bail!(
-            "the ledger is empty and General.BootstrapMethod is none: korder needs a system channel genesis block"
-        ),
+        // No channel at all: channels are joined through the channel participation
+        // API (Admin endpoint).
+        Bootstrap::None => Ok(None),
     }
 }
 
@@ -354,6 +378,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .check_not_expired(SystemTime::now())
         .context("the node's signing certificate")?;
     let tls_settings = tls_settings(&config)?;
+    let admin_tls = admin_tls(&config)?;
     let genesis = genesis_block(&config)?;
     let _locks = lock_data_dirs(&config)?;
     // Bound before any chain starts, so that a port in use stops the node here;
@@ -373,6 +398,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     config.operations.listen_address
                 )
             })?;
+    let admin = match &config.admin {
+        Some(a) => {
+            let (listener, address) = korder_server::operations::bind(&a.listen_address)
+                .await
+                .with_context(|| {
+                    format!("listening on {} (Admin.ListenAddress)", a.listen_address)
+                })?;
+            Some(AdminListener {
+                listener,
+                address,
+                tls: admin_tls,
+            })
+        }
+        None => None,
+    };
     let ledgers = Ledgers::open_dir(&config.file_ledger.location, StoreOptions::default())
         .with_context(|| {
             format!(
@@ -436,6 +476,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tls_settings,
         listener,
         (ops_listener, ops_addr),
+        admin,
         began,
     )
     .await;
@@ -555,6 +596,7 @@ async fn run_server(
     tls_settings: Option<korder_server::tls::TlsSettings>,
     listener: tokio::net::TcpListener,
     (ops_listener, ops_addr): (tokio::net::TcpListener, std::net::SocketAddr),
+    admin: Option<AdminListener>,
     began: Instant,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
@@ -617,6 +659,7 @@ async fn run_server(
             stopped(),
         )),
     };
+    let admin = admin.map(|a| serve_admin(config, registrar, a, stopped()));
     tracing::info!(
         address = %ops_addr,
         tls = config.operations.tls.enabled,
@@ -713,11 +756,85 @@ async fn run_server(
     if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, ops).await {
         tracing::warn!(error = %e, "operations endpoint");
     }
+    if let Some(admin) = admin
+        && let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, admin).await
+    {
+        tracing::warn!(error = %e, "admin endpoint");
+    }
     if let Some(r) = served {
         r.context("the gRPC server task")?.context("serving gRPC")?;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin endpoint's listener, bound at start-up, and its TLS configuration.
+struct AdminListener {
+    listener: tokio::net::TcpListener,
+    address: std::net::SocketAddr,
+    tls: Option<Arc<korder_server::operations_tls::ServerConfig>>,
+}
+
+/// The admin endpoint's TLS server configuration (`Admin.TLS`), when enabled.
+fn admin_tls(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<korder_server::operations_tls::ServerConfig>>> {
+    let Some(tls) = config.admin.as_ref().map(|a| &a.tls).filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    let (Some(certificate), Some(private_key)) = (&tls.certificate, &tls.private_key) else {
+        bail!("Admin.TLS.Enabled needs Admin.TLS.Certificate and Admin.TLS.PrivateKey");
+    };
+    let settings = korder_server::tls::TlsSettings::load_operations(
+        certificate,
+        private_key,
+        tls.client_auth_required,
+        &tls.client_root_cas,
+    )
+    .context("Admin.TLS")?;
+    Ok(Some(Arc::new(settings.operations_server_config()?)))
+}
+
+/// Serves the admin endpoint (`Admin`): the channel participation API, over TLS
+/// with client certificates when `Admin.TLS.Enabled`.
+fn serve_admin(
+    config: &Config,
+    registrar: &Registrar,
+    admin: AdminListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    use korder_server::participation;
+    // Without a ChannelParticipation section: Fabric 2.5's defaults (off, 1 MiB).
+    let settings = match &config.channel_participation {
+        Some(p) => participation::Settings {
+            enabled: p.enabled,
+            max_request_body_bytes: usize::try_from(p.max_request_body_size).unwrap_or(usize::MAX),
+        },
+        None => participation::Settings {
+            enabled: false,
+            max_request_body_bytes: participation::DEFAULT_MAX_REQUEST_BODY_BYTES,
+        },
+    };
+    let app = participation::router(registrar.clone(), settings);
+    tracing::info!(
+        address = %admin.address,
+        tls = admin.tls.is_some(),
+        client_auth_required = admin.tls.is_some(),
+        channel_participation = settings.enabled,
+        max_request_body_size = settings.max_request_body_bytes,
+        "admin endpoint: /participation/v1/channels"
+    );
+    match admin.tls {
+        Some(tls) => tokio::spawn(korder_server::operations_tls::serve_router(
+            "admin",
+            admin.listener,
+            tls,
+            app,
+            participation::needs_certificate,
+            shutdown,
+        )),
+        None => tokio::spawn(participation::serve(admin.listener, app, shutdown)),
+    }
 }
 
 /// The gRPC server's TLS settings when `General.TLS.Enabled`, read at start-up.

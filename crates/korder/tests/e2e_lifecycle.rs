@@ -429,21 +429,26 @@ fn start_refused(net: &Net, env: &[(&str, &str)]) -> std::process::Output {
     out
 }
 
-/// A configuration that cannot start (an empty ledger and `BootstrapMethod: none`)
-/// is refused before anything is created: no ledger directory, no lock file.
+/// A configuration that cannot start (an empty ledger and a genesis block file
+/// that does not exist) is refused before anything is created: no ledger
+/// directory, no lock file.
 #[test]
 fn lifecycle_invalid_config_creates_nothing() {
     let net = Net::init(&[]);
     let location = net.data_dir().join("fresh-ledger");
+    let missing = net.data_dir().join("no-such.block");
     let out = start_refused(
         &net,
         &[
             ("ORDERER_FILELEDGER_LOCATION", location.to_str().unwrap()),
-            ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "none"),
+            ("ORDERER_GENERAL_BOOTSTRAPFILE", missing.to_str().unwrap()),
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("BootstrapMethod is none"), "{stderr}");
+    assert!(
+        stderr.contains("genesis block file") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
     assert!(!location.exists(), "{} was created", location.display());
 }
 

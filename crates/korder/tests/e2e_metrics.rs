@@ -184,7 +184,6 @@ async fn prometheus_grpc_and_ledger_metrics_move() {
             r#"ledger_blockchain_height{channel="mychannel"}"#,
             r#"deliver_blocks_sent{channel="mychannel",data_type="block",filtered="false"}"#,
             r#"participation_status{channel="mychannel"}"#,
-            r#"participation_consensus_relation{channel="mychannel"}"#,
             r#"logging_entries_checked{level="info"}"#,
             r#"logging_entries_written{level="info"}"#,
         ],
@@ -196,6 +195,14 @@ async fn prometheus_grpc_and_ledger_metrics_move() {
     )
     .unwrap();
     assert_eq!(messages, 2.0, "two envelopes on the Broadcast stream");
+    // Fabric's relation of a Kafka or solo channel: "other" (0).
+    assert_eq!(
+        sample(
+            &text,
+            r#"participation_consensus_relation{channel="mychannel"}"#
+        ),
+        Some(0.0)
+    );
     let height = sample(&text, r#"ledger_blockchain_height{channel="mychannel"}"#).unwrap();
     assert_eq!(height as usize, blocks.len());
     net.stop();

@@ -68,6 +68,9 @@ impl Default for StoreOptions {
 
 pub(crate) const CHAINS_DIR: &str = "chains";
 pub(crate) const INDEX_DIR: &str = "index";
+/// Markers of channels being removed: `pendingremoval/<channel>`, written before the
+/// first file of the channel is deleted and removed after the last.
+pub(crate) const REMOVAL_DIR: &str = "pendingremoval";
 const FILE_PREFIX: &str = "blockfile_";
 
 /// `blockfile_NNNNNN`.
@@ -220,7 +223,17 @@ impl Ledgers {
                     .map_err(LedgerError::io("sync directory", "(ledger root)"))?;
             }
         }
-        Ok(Self { storage, opts })
+        let ledgers = Self { storage, opts };
+        // A removal the process did not finish (it crashed) is finished now.
+        let pending = ledgers
+            .storage
+            .list(REMOVAL_DIR)
+            .map_err(LedgerError::io("list", REMOVAL_DIR))?;
+        for channel in pending {
+            tracing::info!(channel, "finishing the removal of a channel's ledger");
+            ledgers.remove(&channel)?;
+        }
+        Ok(ledgers)
     }
 
     /// Names of the channels: the sub-directories of `chains/`.
@@ -233,6 +246,52 @@ impl Ledgers {
             .into_iter()
             .filter(|n| self.storage.is_dir(&channel_dir(n)))
             .collect())
+    }
+
+    /// Deletes `channel`'s ledger: its block files, its index and its directory. The
+    /// channel's store must be closed first (handles still open keep reading the
+    /// deleted files). A marker written before the first deletion makes the removal
+    /// finish at the next open if the process stops half way. Removing a channel
+    /// that has no ledger does nothing.
+    pub fn remove(&self, channel: &str) -> Result<(), LedgerError> {
+        let s = &*self.storage;
+        let marker = format!("{REMOVAL_DIR}/{channel}");
+        if !s.exists(&marker) {
+            s.create_dir_all(REMOVAL_DIR)
+                .map_err(LedgerError::io("create directory", REMOVAL_DIR))?;
+            s.create(&marker)
+                .map_err(LedgerError::io("create", &marker))?;
+            s.sync_dir(REMOVAL_DIR)
+                .map_err(LedgerError::io("sync directory", REMOVAL_DIR))?;
+            s.sync_dir("")
+                .map_err(LedgerError::io("sync directory", "(ledger root)"))?;
+        }
+        let ix = index_path(channel);
+        if s.exists(&ix) {
+            s.remove(&ix).map_err(LedgerError::io("remove", &ix))?;
+            s.sync_dir(INDEX_DIR)
+                .map_err(LedgerError::io("sync directory", INDEX_DIR))?;
+        }
+        let dir = channel_dir(channel);
+        if s.is_dir(&dir) {
+            let names = s.list(&dir).map_err(LedgerError::io("list", &dir))?;
+            for name in names {
+                let p = format!("{dir}/{name}");
+                s.remove(&p).map_err(LedgerError::io("remove", &p))?;
+            }
+            s.sync_dir(&dir)
+                .map_err(LedgerError::io("sync directory", &dir))?;
+            s.remove_dir(&dir)
+                .map_err(LedgerError::io("remove directory", &dir))?;
+            s.sync_dir(CHAINS_DIR)
+                .map_err(LedgerError::io("sync directory", CHAINS_DIR))?;
+        }
+        s.remove(&marker)
+            .map_err(LedgerError::io("remove", &marker))?;
+        s.sync_dir(REMOVAL_DIR)
+            .map_err(LedgerError::io("sync directory", REMOVAL_DIR))?;
+        tracing::info!(channel, "ledger removed");
+        Ok(())
     }
 
     /// Opens (creating if needed) the block store of `channel`, running recovery.

@@ -831,9 +831,18 @@ impl Metrics {
             .with_label_values(&ch)
             .set(i64::try_from(height).unwrap_or(i64::MAX));
         self.participation_status.with_label_values(&ch).set(1);
+        // Fabric's relation "other" (0): kafka and solo are not cluster consensus.
         self.participation_consensus_relation
             .with_label_values(&ch)
-            .set(1);
+            .set(0);
+    }
+
+    /// Records that `channel` was removed: its participation status becomes
+    /// inactive (0), as Fabric reports a channel the node no longer stores.
+    pub fn report_removed(&self, channel: &str) {
+        self.participation_status
+            .with_label_values(&[channel])
+            .set(0);
     }
 
     /// Whether `/metrics` has anything to serve (the provider is Prometheus).

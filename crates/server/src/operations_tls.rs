@@ -4,6 +4,9 @@
 //! (401 otherwise). With `ClientAuthRequired` the handshake itself refuses a
 //! client without one. Plain HTTP gets no answer: the handshake fails.
 //!
+//! The admin endpoint (the channel participation API) is served the same way,
+//! with every path needing a certificate ([`serve_router`]).
+//!
 //! Handshakes run in their own tasks, each bounded by [`HANDSHAKE_TIMEOUT`], so a
 //! slow or silent client never holds up the others.
 
@@ -18,7 +21,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use rustls::ServerConfig;
+pub use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -35,7 +38,7 @@ const ACCEPTED_QUEUE_LEN: usize = 64;
 /// Paths that need a verified client certificate when TLS is on, as in Fabric.
 const CERTIFICATE_PATHS: &[&str] = &["/metrics", "/logspec"];
 
-/// TLS connections of the operations endpoint, for [`axum::serve`].
+/// TLS connections of the operations endpoint, for [`axum::serve()`].
 pub struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -50,8 +53,13 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     /// Accepts TCP connections on `listener` and performs the server handshake of
-    /// `config` on each.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    /// `config` on each; `endpoint` names the endpoint in the log (`operations`,
+    /// `admin`).
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        endpoint: &'static str,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE_LEN);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -60,7 +68,7 @@ impl TlsListener {
                 let (tcp, remote) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::debug!(error = %e, "operations endpoint: accept failed");
+                        tracing::debug!(endpoint, error = %e, "accept failed");
                         // Out of descriptors and the like: let them free up.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -74,10 +82,10 @@ impl TlsListener {
                             let _ = tx.send((stream, remote)).await;
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(%remote, error = %e, "operations endpoint: TLS handshake failed");
+                            tracing::info!(endpoint, %remote, error = %e, "TLS handshake failed");
                         }
                         Err(_) => {
-                            tracing::info!(%remote, "operations endpoint: TLS handshake timed out");
+                            tracing::info!(endpoint, %remote, "TLS handshake timed out");
                         }
                     }
                 });
@@ -130,20 +138,47 @@ impl Connected<IncomingStream<'_, TlsListener>> for OpsPeer {
     }
 }
 
+/// Answers 401 to a request for a path `needs_certificate` names when the client
+/// presented no certificate, as Fabric's `RequireCert` middleware does.
 async fn require_certificate(
-    ConnectInfo(peer): ConnectInfo<OpsPeer>,
+    needs_certificate: fn(&str) -> bool,
+    peer: OpsPeer,
     request: Request,
     next: Next,
 ) -> Response {
-    if CERTIFICATE_PATHS.contains(&request.uri().path()) && !peer.client_certificate {
+    if needs_certificate(request.uri().path()) && !peer.client_certificate {
         tracing::warn!(
             remote = %peer.remote,
             path = request.uri().path(),
-            "operations endpoint: request refused, a valid client certificate is needed for this path"
+            "request refused: a valid client certificate is needed for this path"
         );
         return StatusCode::UNAUTHORIZED.into_response();
     }
     next.run(request).await
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves; a request for a
+/// path `needs_certificate` names is answered 401 unless the client presented a
+/// certificate. The operations and the admin endpoints both run on this.
+pub async fn serve_router(
+    endpoint: &'static str,
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    app: axum::Router,
+    needs_certificate: fn(&str) -> bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(
+        move |ConnectInfo(peer): ConnectInfo<OpsPeer>, request: Request, next: Next| {
+            require_certificate(needs_certificate, peer, request, next)
+        },
+    ));
+    axum::serve(
+        TlsListener::new(listener, config, endpoint)?,
+        app.into_make_service_with_connect_info::<OpsPeer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves the operations endpoint over TLS on `listener` until `shutdown` resolves.
@@ -154,12 +189,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = crate::operations::router(registrar, metrics)
-        .layer(axum::middleware::from_fn(require_certificate));
-    axum::serve(
-        TlsListener::new(listener, config)?,
-        app.into_make_service_with_connect_info::<OpsPeer>(),
+    serve_router(
+        "operations",
+        listener,
+        config,
+        crate::operations::router(registrar, metrics),
+        |path| CERTIFICATE_PATHS.contains(&path),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

@@ -148,7 +148,7 @@ impl NodeShared {
         self.names.lock_unpoisoned().insert(channel.to_string())
     }
 
-    fn release(&self, channel: &str) {
+    pub(crate) fn release(&self, channel: &str) {
         self.names.lock_unpoisoned().remove(channel);
     }
 

@@ -2,7 +2,9 @@
 //! message. Channels are loaded from the ledger at start, bootstrapped from a
 //! genesis block on a fresh node, and started at run time when a chain reports
 //! that the system channel created one ([`ChainEvent::ChannelCreated`], consumed by
-//! the registrar's event task). The registrar is never called from a chain.
+//! the registrar's event task) or when an administrator joins one by its genesis
+//! block ([`Registrar::join`], the channel participation API); [`Registrar::remove`]
+//! takes one away. The registrar is never called from a chain.
 
 use korder_ledger::BlockNumber;
 use std::collections::BTreeMap;
@@ -39,14 +41,22 @@ pub trait LogFactory: Send + Sync + 'static {
     /// Starts the chain for `params.state`'s channel (with
     /// [`crate::chain::start_chain`], choosing the log and the start-up retry policy).
     fn start_chain(&self, bundle: &Bundle, params: ChainParams) -> Result<ChainHandle, StartError>;
+
+    /// Deletes what the node keeps of `bundle`'s channel's log (the embedded log's
+    /// files; a Kafka topic is shared with other nodes and stays). Called once the
+    /// channel's chain has halted, on removal, and before a joined channel's chain
+    /// starts, so that a joined channel never reads records left by an earlier one
+    /// of the same name.
+    fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
+        let _ = bundle;
+        Ok(())
+    }
 }
 
 /// Why the registrar could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistrarError {
-    #[error("the ledger holds no channel and no genesis block was given")]
-    NoGenesis,
     #[error("genesis block: {0}")]
     BadGenesis(String),
     #[error("ledger: {0}")]
@@ -57,6 +67,104 @@ pub enum RegistrarError {
     TwoSystemChannels(String, String),
     #[error("{0}")]
     Start(#[from] StartError),
+}
+
+/// Why a join or a removal was refused. The texts of the first four are Fabric's
+/// (the channel participation API answers them after "cannot join: " or "cannot
+/// remove: ").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParticipationError {
+    /// Joins and removals of application channels are refused while the node has a
+    /// system channel.
+    #[error("system channel exists")]
+    SystemChannelExists,
+    #[error("channel already exists")]
+    ChannelAlreadyExists,
+    /// A system channel is joined only by a node that has no channel yet.
+    #[error("application channels already exist")]
+    AppChannelsAlreadyExist,
+    #[error("channel does not exist")]
+    ChannelNotExist,
+    /// The block cannot be a join block (not a config block, or a config that is
+    /// neither an application nor a system channel's).
+    #[error("{0}")]
+    InvalidJoinBlock(String),
+    /// A join by a config block after the genesis block needs the blocks before it
+    /// from other orderers, which korder does not fetch.
+    #[error(
+        "join block number {0} is not supported: korder joins a channel only by its genesis block (number 0); joining by a later config block needs catching up from other orderers, which korder does not do"
+    )]
+    JoinBlockNotGenesis(u64),
+    /// The channel's consensus type is not one korder runs.
+    #[error(
+        "consensus type {0} is not supported: korder orders channels of consensus type kafka and solo"
+    )]
+    UnsupportedConsensusType(String),
+    /// Fabric 2.5 removes only an etcdraft system channel; korder's are kafka or solo.
+    #[error("cannot remove {consensus_type} system channel: {channel}")]
+    SystemChannelRemoval {
+        consensus_type: String,
+        channel: String,
+    },
+    /// The node failed while joining or removing (storage, the chain's start).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the channel participation API reports of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub name: String,
+    /// Always `other`: kafka and solo are not cluster consensus types.
+    pub consensus_relation: &'static str,
+    /// `active` while the channel is served.
+    pub status: &'static str,
+    pub height: u64,
+}
+
+/// Fabric's consensus relation of a channel ordered by Kafka or solo.
+pub const RELATION_OTHER: &str = "other";
+/// Fabric's status of a channel the node orders.
+pub const STATUS_ACTIVE: &str = "active";
+
+/// The channel id, bundle and kind of a block offered to [`Registrar::join`], checked
+/// as Fabric checks a join block: a config block whose config has an Application
+/// group (an application channel) or a Consortiums group (a system channel).
+pub fn validate_join_block(block: &Block) -> Result<(Bundle, bool), String> {
+    if !is_config_block(block) {
+        return Err("block is not a config block".into());
+    }
+    let bundle = bundle_of_config_block(block)?;
+    let is_app = bundle
+        .config
+        .channel_group
+        .as_ref()
+        .is_some_and(|g| g.groups.contains_key("Application"));
+    if !bundle.is_system_channel() && !is_app {
+        return Err("invalid config: must have at least one of application or consortiums".into());
+    }
+    Ok((bundle, is_app))
+}
+
+/// Whether `block`'s first envelope is a CONFIG transaction.
+fn is_config_block(block: &Block) -> bool {
+    use korder_proto::Message;
+    use korder_proto::common::{ChannelHeader, Envelope, HeaderType, Payload};
+    let Some(first) = block.data.as_ref().and_then(|d| d.data.first()) else {
+        return false;
+    };
+    let header = Envelope::decode(first.as_ref())
+        .ok()
+        .and_then(|e| Payload::decode(e.payload.as_ref()).ok())
+        .and_then(|p| p.header)
+        .and_then(|h| ChannelHeader::decode(h.channel_header.as_ref()).ok());
+    header.is_some_and(|h| h.r#type == HeaderType::Config as i32)
+}
+
+/// Whether a channel of `consensus_type` can be joined: korder runs kafka and solo.
+fn joinable_consensus_type(consensus_type: &str) -> bool {
+    consensus_type.eq_ignore_ascii_case("kafka") || consensus_type.eq_ignore_ascii_case("solo")
 }
 
 /// One channel served by this node.
@@ -82,6 +190,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// Bumped whenever a channel becomes visible.
     loaded: watch::Sender<u64>,
+    /// Held by a join or a removal from start to end: one at a time.
+    participation: tokio::sync::Mutex<()>,
 }
 
 /// All channels of this node.
@@ -121,8 +231,9 @@ impl Registrar {
         options: impl Into<NodeOptions>,
     ) -> Result<Registrar, RegistrarError> {
         let mut names = ledgers.channels()?;
-        if names.is_empty() {
-            let genesis = genesis.ok_or(RegistrarError::NoGenesis)?;
+        if names.is_empty()
+            && let Some(genesis) = genesis
+        {
             let bundle = bundle_of_config_block(&genesis).map_err(RegistrarError::BadGenesis)?;
             if !bundle.is_system_channel() {
                 return Err(RegistrarError::BadGenesis(
@@ -147,6 +258,7 @@ impl Registrar {
             events,
             shutdown,
             loaded: watch::channel(0).0,
+            participation: tokio::sync::Mutex::new(()),
         });
         let registrar = Registrar { inner };
         // Every channel of the ledger is claimed before any chain starts: a system
@@ -157,7 +269,9 @@ impl Registrar {
         for name in names {
             registrar.load_channel(&name)?;
         }
-        if registrar.inner.system_channel.read_unpoisoned().is_none() {
+        if registrar.channel_count() == 0 {
+            tracing::info!("no channel: channels are joined through the channel participation API");
+        } else if registrar.inner.system_channel.read_unpoisoned().is_none() {
             tracing::warn!("no system channel: channel creation is not available");
         }
         registrar
@@ -294,16 +408,7 @@ impl Registrar {
                 return;
             }
         };
-        let mut status = channel.chain.status();
-        let mut shutdown = self.inner.shutdown.subscribe();
-        let ready = tokio::select! {
-            r = tokio::time::timeout(
-                CREATED_CHANNEL_START_LIMIT,
-                status.wait_for(|s| s.started || s.halted || s.error.is_some()),
-            ) => r.is_ok(),
-            _ = shutdown.wait_for(|s| *s) => true,
-        };
-        if !ready {
+        if !self.wait_started(&channel).await {
             tracing::warn!(channel = %name, "the created channel's chain has not started yet; serving it anyway");
         }
         self.insert(channel.clone());
@@ -312,6 +417,195 @@ impl Registrar {
             // Halted while the chain started: halt_all may not have seen it.
             let _ = tokio::task::spawn_blocking(move || channel.chain.halt()).await;
         }
+    }
+
+    /// Waits (bounded by [`CREATED_CHANNEL_START_LIMIT`], or until the registrar
+    /// halts) for `channel`'s chain to serve or to fail.
+    async fn wait_started(&self, channel: &Channel) -> bool {
+        let mut status = channel.chain.status();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = tokio::time::timeout(
+                CREATED_CHANNEL_START_LIMIT,
+                status.wait_for(|s| s.started || s.halted || s.error.is_some()),
+            ) => r.is_ok(),
+            _ = shutdown.wait_for(|s| *s) => true,
+        }
+    }
+
+    /// Joins the channel whose genesis config block is `block`, as Fabric 2.5's
+    /// channel participation does for a member of the channel: the block becomes
+    /// the channel's block 0 and its chain starts. Refused while the node has a
+    /// system channel, for a channel it has, for a system channel when it has other
+    /// channels, for a block after the genesis block and for a consensus type korder
+    /// does not run. The channel is visible once its chain serves (or after a bound).
+    pub async fn join(&self, block: Block) -> Result<ChannelInfo, ParticipationError> {
+        let (bundle, is_app) =
+            validate_join_block(&block).map_err(ParticipationError::InvalidJoinBlock)?;
+        let _one = self.inner.participation.lock().await;
+        let name = bundle.channel_id.clone();
+        if self.system_channel_id().is_some() {
+            return Err(ParticipationError::SystemChannelExists);
+        }
+        if self.channel(&name).is_some() {
+            return Err(ParticipationError::ChannelAlreadyExists);
+        }
+        if !is_app && self.channel_count() > 0 {
+            return Err(ParticipationError::AppChannelsAlreadyExist);
+        }
+        let number = block.header.as_ref().map_or(0, |h| h.number);
+        if number != 0 {
+            return Err(ParticipationError::JoinBlockNotGenesis(number));
+        }
+        let consensus_type = bundle.orderer.consensus_type.clone();
+        if !joinable_consensus_type(&consensus_type) {
+            return Err(ParticipationError::UnsupportedConsensusType(consensus_type));
+        }
+        if !self.inner.node.claim(&name) {
+            // The system channel is creating it (or a removal is under way).
+            return Err(ParticipationError::ChannelAlreadyExists);
+        }
+        let me = self.clone();
+        let started = tokio::task::spawn_blocking(move || me.start_joined(bundle, &block)).await;
+        let channel = match started {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.inner.node.release(&name);
+                return Err(e);
+            }
+            Err(e) => {
+                self.inner.node.release(&name);
+                return Err(ParticipationError::Failed(format!(
+                    "starting the channel panicked: {e}"
+                )));
+            }
+        };
+        if !self.wait_started(&channel).await {
+            tracing::warn!(channel = %name, "the joined channel's chain has not started yet; serving it anyway");
+        }
+        let info = self.info_of(&channel);
+        self.insert(channel.clone());
+        tracing::info!(channel = %name, "joined channel");
+        if *self.inner.shutdown.borrow() {
+            // Halted while the chain started: halt_all may not have seen it.
+            let _ = tokio::task::spawn_blocking(move || channel.chain.halt()).await;
+        }
+        Ok(info)
+    }
+
+    /// Writes the genesis block to a fresh ledger and starts the chain; undoes both
+    /// on failure. Blocking.
+    fn start_joined(
+        &self,
+        bundle: Bundle,
+        block: &Block,
+    ) -> Result<Arc<Channel>, ParticipationError> {
+        let name = bundle.channel_id.clone();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            ParticipationError::Failed(format!("{what} of channel {name}: {e}"))
+        };
+        let ledgers = &self.inner.node.ledgers;
+        // A ledger or a log left by an earlier channel of this name (a removal that
+        // failed half way) is not this channel's.
+        ledgers
+            .remove(&name)
+            .map_err(|e| failed("removing an old ledger", &e))?;
+        self.inner
+            .logs
+            .remove_log(&bundle)
+            .map_err(|e| failed("removing an old log", &e))?;
+        let undo = |store: Option<&BlockStore>| {
+            if let Some(s) = store {
+                s.close();
+            }
+            if let Err(e) = ledgers.remove(&name) {
+                tracing::warn!(channel = %name, error = %e, "cannot remove the ledger of a failed join");
+            }
+        };
+        let store = ledgers
+            .open(&name)
+            .map_err(|e| failed("creating the ledger", &e))?;
+        if let Err(e) = store.append(block) {
+            undo(Some(&store));
+            return Err(failed("writing the genesis block", &e));
+        }
+        match self.start_channel(bundle, store.clone()) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                undo(Some(&store));
+                Err(failed("starting the chain", &e))
+            }
+        }
+    }
+
+    /// Removes `name`: Broadcast and Deliver see NOT_FOUND at once, then its chain
+    /// halts, its ledger and (on the embedded log) its log are deleted, as Fabric
+    /// 2.5 deletes a removed channel's ledger. The name can be joined again. Refused
+    /// for an application channel while the node has a system channel, and for the
+    /// system channel itself (Fabric 2.5 removes only an etcdraft system channel).
+    pub async fn remove(&self, name: &str) -> Result<(), ParticipationError> {
+        let _one = self.inner.participation.lock().await;
+        if let Some(system) = self.system_channel_id() {
+            if system != name {
+                return Err(ParticipationError::SystemChannelExists);
+            }
+            let consensus_type = self
+                .channel(&system)
+                .map(|c| c.state.bundle().orderer.consensus_type.clone())
+                .unwrap_or_default();
+            return Err(ParticipationError::SystemChannelRemoval {
+                consensus_type,
+                channel: system,
+            });
+        }
+        let Some(channel) = self.inner.channels.write_unpoisoned().remove(name) else {
+            return Err(ParticipationError::ChannelNotExist);
+        };
+        tracing::info!(channel = %name, "removing channel");
+        let metrics = self.inner.metrics.clone();
+        let ledgers = self.inner.node.ledgers.clone();
+        let logs = self.inner.logs.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            channel.chain.halt();
+            channel.store.close();
+            let bundle = channel.state.bundle();
+            metrics.report_removed(&bundle.channel_id);
+            ledgers
+                .remove(&bundle.channel_id)
+                .map_err(|e| format!("removing the ledger: {e}"))?;
+            logs.remove_log(&bundle)
+                .map_err(|e| format!("removing the log: {e}"))
+        })
+        .await
+        .map_err(|e| format!("removal panicked: {e}"))
+        .and_then(|r| r);
+        // The name is free again even when deleting failed: a later join removes
+        // what is left before it writes the new ledger.
+        self.inner.node.release(name);
+        match removed {
+            Ok(()) => {
+                tracing::info!(channel = %name, "removed channel");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(channel = %name, error = %e, "removing the channel's data failed");
+                Err(ParticipationError::Failed(e))
+            }
+        }
+    }
+
+    fn info_of(&self, channel: &Channel) -> ChannelInfo {
+        ChannelInfo {
+            name: channel.state.id().to_string(),
+            consensus_relation: RELATION_OTHER,
+            status: STATUS_ACTIVE,
+            height: channel.store.height(),
+        }
+    }
+
+    /// What the channel participation API reports of `name`.
+    pub fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
+        self.channel(name).map(|c| self.info_of(&c))
     }
 
     /// The node's metrics.

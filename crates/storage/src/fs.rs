@@ -111,6 +111,10 @@ impl Storage for FsStorage {
         fs::remove_file(self.path(path))
     }
 
+    fn remove_dir(&self, dir: &str) -> io::Result<()> {
+        fs::remove_dir(self.path(dir))
+    }
+
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         File::open(self.path(dir))?.sync_all()
     }

@@ -43,6 +43,9 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// Removes the file `path` (durable after [`Storage::sync_dir`]). Handles already
     /// open keep working on the removed file.
     fn remove(&self, path: &str) -> io::Result<()>;
+    /// Removes the empty directory `dir` (durable after [`Storage::sync_dir`] of its
+    /// parent).
+    fn remove_dir(&self, dir: &str) -> io::Result<()>;
     /// Makes the entries of `dir` (files created or removed) durable.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
     /// How to name `path` in messages.

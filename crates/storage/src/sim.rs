@@ -530,6 +530,25 @@ impl Storage for SimStorage {
             .ok_or_else(|| not_found(path))
     }
 
+    fn remove_dir(&self, dir: &str) -> io::Result<()> {
+        let mut st = self.lock();
+        st.plain_op()?;
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let prefix = format!("{dir}/");
+        let occupied = st
+            .entries
+            .keys()
+            .chain(st.dirs.iter())
+            .any(|p| p.starts_with(&prefix));
+        if occupied {
+            return Err(io::Error::other(format!("{dir}: directory not empty")));
+        }
+        st.dirs.remove(dir);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         let mut st = self.lock();
         st.plain_op()?;
@@ -546,6 +565,7 @@ impl Storage for SimStorage {
                 durable_entries.insert(p.clone(), i);
             }
         }
+        durable_dirs.retain(|d| parent(d) != dir || dirs.contains(d));
         durable_dirs.extend(dirs.iter().filter(|d| parent(d) == dir).cloned());
         Ok(())
     }
@@ -762,6 +782,27 @@ mod tests {
         let durable = s.crash_image(CrashMode::DurableOnly);
         assert!(durable.is_dir("d/e"));
         assert_eq!(durable.file_bytes("d/e/f").unwrap(), b"x");
+    }
+
+    /// Only an empty directory is removed; once removed it is gone from listings
+    /// and from crash images, and it can be created again.
+    #[test]
+    fn remove_dir_needs_an_empty_directory() {
+        let s = SimStorage::new();
+        s.create_dir_all("d").unwrap();
+        write(&s, "d/f", b"x", true);
+        s.sync_dir("d").unwrap();
+        s.sync_dir("").unwrap();
+        assert!(s.remove_dir("d").is_err(), "not empty");
+        assert!(s.remove_dir("missing").is_err());
+        s.remove("d/f").unwrap();
+        s.remove_dir("d").unwrap();
+        s.sync_dir("").unwrap();
+        assert!(!s.is_dir("d"));
+        assert_eq!(s.list("").unwrap(), Vec::<String>::new());
+        assert!(!s.crash_image(CrashMode::DurableOnly).is_dir("d"));
+        s.create_dir_all("d").unwrap();
+        assert!(s.is_dir("d"));
     }
 
     /// A crash fails its operation (a write lands half), then every call, reads too.

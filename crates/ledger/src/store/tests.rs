@@ -784,3 +784,69 @@ fn a_flipped_bit_is_refused_or_harmless() {
     }
     assert!(refused > good.len() / 2, "{refused} of {}", good.len());
 }
+
+/// A removed channel's ledger is gone (files, index, directory) while another
+/// channel's stays, and the name can be used again for a new ledger.
+#[test]
+fn remove_deletes_one_channel() {
+    let sim = SimStorage::new();
+    let ledgers = sim_ledgers(&sim, StoreOptions::default()).unwrap();
+    let blocks = chain(5, 40);
+    for name in [CH, "other"] {
+        let s = ledgers.open(name).unwrap();
+        for b in &blocks {
+            s.append(b).unwrap();
+        }
+        s.close();
+    }
+    ledgers.remove(CH).unwrap();
+    assert_eq!(ledgers.channels().unwrap(), vec!["other".to_string()]);
+    assert!(
+        sim.file_names().iter().all(|f| !f.contains(CH)),
+        "{:?}",
+        sim.file_names()
+    );
+    assert_eq!(ledgers.open("other").unwrap().height(), 5);
+    let again = ledgers.open(CH).unwrap();
+    assert_eq!(again.height(), 0);
+    again.append(&blocks[0]).unwrap();
+    assert_eq!(again.height(), 1);
+}
+
+/// A crash at any point of a removal leaves the channel either whole or gone once
+/// the ledgers are opened again; the other channel is never touched.
+#[test]
+fn remove_survives_a_crash_at_every_step() {
+    let blocks = chain(4, 30);
+    let mut n = 0;
+    loop {
+        let sim = SimStorage::new();
+        let ledgers = sim_ledgers(&sim, StoreOptions::default()).unwrap();
+        for name in [CH, "other"] {
+            let s = ledgers.open(name).unwrap();
+            for b in &blocks {
+                s.append(b).unwrap();
+            }
+            s.close();
+        }
+        sim.crash_at(sim.ops() + n);
+        let finished = ledgers.remove(CH).is_ok() && !sim.has_crashed();
+        let image = sim.crash_image(CrashMode::DurableOnly);
+        let reopened = sim_ledgers(&image, StoreOptions::default()).unwrap();
+        let names = reopened.channels().unwrap();
+        if names.contains(&CH.to_string()) {
+            assert_eq!(reopened.open(CH).unwrap().height(), 4, "crash at step {n}");
+        }
+        assert_eq!(
+            reopened.open("other").unwrap().height(),
+            4,
+            "crash at step {n}"
+        );
+        if finished {
+            assert!(!names.contains(&CH.to_string()));
+            break;
+        }
+        n += 1;
+        assert!(n < 1000, "the removal never finishes");
+    }
+}

@@ -99,6 +99,11 @@ impl LogFactory for Factory {
         let timing = *self.0.timing.lock().unwrap();
         start_chain(opener, params, timing)
     }
+
+    fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
+        self.0.logs.lock().unwrap().remove(&bundle.channel_id);
+        Ok(())
+    }
 }
 
 /// The dev network's identities and genesis blocks.
@@ -242,6 +247,34 @@ impl Node {
             .append(&net.system_genesis)
             .unwrap();
         ledgers.open(APP).unwrap().append(&net.app_genesis).unwrap();
+        Node::launch(net, ledger_dir, ledgers, timing, failing_opens, options).await
+    }
+
+    /// A node of a network cutting blocks of `max_message_count` envelopes, with no
+    /// channel at all (as `BootstrapMethod: none` starts one).
+    pub async fn start_empty(max_message_count: u32) -> Node {
+        let net = Network::new(max_message_count, Duration::from_secs(2));
+        let ledger_dir = tempfile::tempdir().unwrap();
+        let ledgers = Ledgers::open_dir(ledger_dir.path(), StoreOptions::default()).unwrap();
+        Node::launch(
+            net,
+            ledger_dir,
+            ledgers,
+            LogTiming::LOCAL,
+            0,
+            NodeOptions::default(),
+        )
+        .await
+    }
+
+    async fn launch(
+        net: Network,
+        ledger_dir: tempfile::TempDir,
+        ledgers: Ledgers,
+        timing: LogTiming,
+        failing_opens: usize,
+        options: NodeOptions,
+    ) -> Node {
         let logs = Arc::new(MemLogs {
             logs: Mutex::new(HashMap::new()),
             failing_opens: AtomicUsize::new(failing_opens),
