@@ -106,6 +106,9 @@ impl OrdererValues {
 pub struct OrgValues {
     pub name: String,
     pub msp: Option<MspConfig>,
+    /// The organisation's `Endpoints` value (orderer organisations, channel
+    /// capability V1_4_2 and later); empty when it has none.
+    pub endpoints: Vec<String>,
 }
 
 /// A channel's configuration, decoded.
@@ -301,6 +304,26 @@ impl Bundle {
             .config
             .ok_or_else(|| ConfigError::Malformed("config envelope has no config".into()))?;
         Bundle::new(&channel_id, config)
+    }
+
+    /// The addresses of the channel's ordering service, where another node reads
+    /// its blocks: every orderer organisation's `Endpoints` when at least one
+    /// organisation has some (the global `OrdererAddresses` are then ignored), else
+    /// the global `OrdererAddresses`. In config order, without duplicates.
+    pub fn orderer_endpoints(&self) -> Vec<String> {
+        let per_org = self.orderer_orgs.iter().flat_map(|o| &o.endpoints);
+        let chosen: Vec<&String> = if self.orderer_orgs.iter().any(|o| !o.endpoints.is_empty()) {
+            per_org.collect()
+        } else {
+            self.orderer_addresses.iter().collect()
+        };
+        let mut out: Vec<String> = Vec::with_capacity(chosen.len());
+        for address in chosen {
+            if !out.contains(address) {
+                out.push(address.clone());
+            }
+        }
+        out
     }
 
     /// Whether this is the system channel (its config has a Consortiums group).
@@ -531,10 +554,14 @@ fn orgs(
             )));
         }
         let mut msp = None;
+        let mut endpoints = Vec::new();
         for (key, value) in &org.values {
             let vpath = format!("{path}/{name}/{key}");
             match key.as_str() {
                 "MSP" => msp = Some(decode::<MspConfig>(&vpath, &value.value)?),
+                "Endpoints" if extra_values.contains(&"Endpoints") => {
+                    endpoints = decode::<OrdererAddresses>(&vpath, &value.value)?.addresses;
+                }
                 k if extra_values.contains(&k) => {}
                 _ => {
                     return Err(ConfigError::UnexpectedKey {
@@ -547,6 +574,7 @@ fn orgs(
         out.push(OrgValues {
             name: name.clone(),
             msp,
+            endpoints,
         });
     }
     Ok(out)

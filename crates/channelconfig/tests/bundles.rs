@@ -220,3 +220,31 @@ fn garbage_envelope_is_an_error() {
         Err(ConfigError::Malformed(_))
     ));
 }
+
+/// The orderer endpoints are the organisations' `Endpoints` when any org has some,
+/// else the global `OrdererAddresses`; duplicates are listed once.
+#[test]
+fn orderer_endpoints_prefer_the_organisations() {
+    let mut p = ChannelProfile::sample("solo");
+    p.orderer_addresses = vec!["global:7050".into()];
+    let mut a = org("OrdererA");
+    a.endpoints = vec!["a0:7050".into(), "a1:7050".into()];
+    let mut b = org("OrdererB");
+    b.endpoints = vec!["a1:7050".into(), "b0:7050".into()];
+    let mut c = org("OrdererC");
+    c.endpoints.clear();
+    p.orderer_orgs = vec![a, b, c];
+    let env = genesis_envelope("ch", p.channel_group(), &common::stamp());
+    let bundle = Bundle::from_config_envelope(&env).unwrap();
+    assert_eq!(
+        bundle.orderer_endpoints(),
+        ["a0:7050", "a1:7050", "b0:7050"]
+    );
+
+    for o in &mut p.orderer_orgs {
+        o.endpoints.clear();
+    }
+    let env = genesis_envelope("ch", p.channel_group(), &common::stamp());
+    let bundle = Bundle::from_config_envelope(&env).unwrap();
+    assert_eq!(bundle.orderer_endpoints(), ["global:7050"]);
+}
