@@ -24,6 +24,7 @@
 
 pub mod blockwriter;
 pub mod broadcast;
+pub mod catchup;
 pub mod chain;
 pub mod channel;
 pub mod connections;

@@ -509,6 +509,30 @@ pub static DEFS: &[Def] = &[
             "Segment files of a channel's embedded log."
         )
     },
+    Def {
+        fabric: false,
+        ..def!(
+            "korder",
+            "catchup",
+            "blocks_pulled",
+            Counter,
+            CH,
+            FQ_CH,
+            "Blocks pulled from other orderers, verified and handed to the ledger."
+        )
+    },
+    Def {
+        fabric: false,
+        ..def!(
+            "korder",
+            "catchup",
+            "blocks_refused",
+            Counter,
+            CH,
+            FQ_CH,
+            "Blocks pulled from other orderers that failed verification and were dropped."
+        )
+    },
 ];
 
 /// Where recordings go (`Metrics.Provider`).
@@ -704,6 +728,8 @@ pub struct Metrics {
     pub participation_consensus_relation: Metric,
     pub embedded_log_bytes: Metric,
     pub embedded_log_segments: Metric,
+    pub catchup_blocks_pulled: Metric,
+    pub catchup_blocks_refused: Metric,
 }
 
 impl Metrics {
@@ -769,6 +795,8 @@ impl Metrics {
             participation_consensus_relation: next(),
             embedded_log_bytes: next(),
             embedded_log_segments: next(),
+            catchup_blocks_pulled: next(),
+            catchup_blocks_refused: next(),
         };
         assert!(all.next().is_none(), "a declared metric has no field");
         m.fabric_version
@@ -778,7 +806,7 @@ impl Metrics {
     }
 
     /// Every metric, in [`DEFS`] order.
-    pub fn all(&self) -> [&Metric; 40] {
+    pub fn all(&self) -> [&Metric; 42] {
         [
             &self.broadcast_validate_duration,
             &self.broadcast_enqueue_duration,
@@ -820,6 +848,8 @@ impl Metrics {
             &self.participation_consensus_relation,
             &self.embedded_log_bytes,
             &self.embedded_log_segments,
+            &self.catchup_blocks_pulled,
+            &self.catchup_blocks_refused,
         ]
     }
 

@@ -196,6 +196,17 @@ impl TlsSettings {
         self.client_auth_required
     }
 
+    /// The node's certificate chain (`General.TLS.Certificate`), which it also
+    /// presents as a client to other orderers.
+    pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {
+        &self.cert_chain
+    }
+
+    /// A copy of the node's private key (`General.TLS.PrivateKey`).
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
     /// The server configuration of the operations endpoint (HTTP/1.1), as Fabric's:
     /// a client certificate is verified against the static client roots when given,
     /// and required when `client_auth_required`.
@@ -317,6 +328,24 @@ pub fn bundle_tls_roots(bundle: &Bundle) -> Vec<CertificateDer<'static>> {
             }
         }
     }
+    msp_tls_roots(&msps)
+}
+
+/// The TLS root and intermediate certificates (DER) of a channel's orderer
+/// organisations only: what a node trusts when it connects to the channel's other
+/// orderers as a client.
+pub fn orderer_tls_roots(bundle: &Bundle) -> Vec<CertificateDer<'static>> {
+    let msps: Vec<MspConfig> = bundle
+        .orderer_orgs
+        .iter()
+        .filter_map(|o| o.msp.clone())
+        .collect();
+    msp_tls_roots(&msps)
+}
+
+/// The TLS roots and intermediates of X.509 MSPs (idemix MSPs have none;
+/// undecodable entries are skipped, the bundle already validated them).
+fn msp_tls_roots(msps: &[MspConfig]) -> Vec<CertificateDer<'static>> {
     let mut out = Vec::new();
     for msp in msps {
         // Type 0 is a Fabric (X.509) MSP; others carry no TLS certificates.
