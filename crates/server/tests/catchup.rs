@@ -23,7 +23,7 @@ use korder_proto::orderer::{
     BroadcastResponse, DeliverResponse, SeekInfo, deliver_response, seek_position,
 };
 use korder_server::catchup::{
-    BlockPuller, BlockVerifier, EndpointFailure, PullEnd, PullError, PullerConfig,
+    BlockPuller, BlockVerifier, ClientTls, EndpointFailure, PullEnd, PullError, PullerConfig,
 };
 use korder_server::registrar::bundle_of_config_block;
 use korder_server::{AtomicBroadcastService, DeliverConfig, Metrics};
@@ -218,6 +218,87 @@ async fn catchup_continues_after_the_last_block() {
         .unwrap();
     assert_eq!(report.blocks, 4);
     assert_eq!(stored(&store), encoded(&blocks));
+}
+
+/// Over TLS with client certificates required, the puller presents the node's TLS
+/// certificate (its hash in the seek request passes the binding check) and trusts
+/// the orderer org's TLS CA from the channel config; a puller trusting another CA
+/// is refused at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catchup_pulls_over_mutual_tls() {
+    use korder_server::connections::{ConnectionLimits, Connections};
+    use korder_server::tls::{TlsAcceptor, TlsSettings, orderer_tls_roots};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (node, blocks) = node_with_blocks().await;
+    let ca = &node.net.orderer_ca;
+    let server = ca
+        .issue_tls(
+            "orderer0",
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert, &server.cert_pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    let settings = TlsSettings::load(&cert, &key, true, &[]).unwrap();
+    let acceptor = TlsAcceptor::new(settings, Arc::new(node.registrar.clone())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = AtomicBroadcastService::new(node.registrar.clone(), DeliverConfig::default());
+    let incoming = korder_server::tls::incoming(
+        listener,
+        acceptor,
+        Connections::new(ConnectionLimits::default()),
+    );
+    tokio::spawn(
+        Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(incoming),
+    );
+
+    // The client side: the node's TLS certificate as client certificate.
+    let client = ca
+        .issue_tls("orderer1", &["localhost".to_string()])
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).unwrap()];
+    let client_key = || PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
+    let bundle = bundle_of_config_block(&node.net.app_genesis).unwrap();
+    let roots = orderer_tls_roots(&bundle);
+    assert!(!roots.is_empty());
+    let tls = ClientTls::new(roots, chain.clone(), client_key()).unwrap();
+    let mut config = PullerConfig::new(APP, vec![addr.clone()], orderer_signer(&node));
+    config.tls = Some(Arc::new(tls));
+    let (_dir, store) = empty_ledger();
+    let mut verifier = BlockVerifier::join(&node.net.app_genesis).unwrap();
+    BlockPuller::new(config.clone())
+        .pull(&mut verifier, PullEnd::EndpointHeight, append_to(&store))
+        .await
+        .unwrap();
+    assert_eq!(stored(&store), encoded(&blocks));
+
+    // Trusting only another CA's TLS root: the server's certificate is refused.
+    let other = korder_msp::devpki::DevPki::generate("OtherMSP", "other.example.com").unwrap();
+    let other_root = CertificateDer::from_pem_slice(other.tls_ca_cert_pem().as_bytes()).unwrap();
+    config.tls = Some(Arc::new(
+        ClientTls::new(vec![other_root], chain, client_key()).unwrap(),
+    ));
+    let (_dir, store) = empty_ledger();
+    let mut verifier = BlockVerifier::join(&node.net.app_genesis).unwrap();
+    let err = BlockPuller::new(config)
+        .pull(&mut verifier, PullEnd::EndpointHeight, append_to(&store))
+        .await
+        .unwrap_err();
+    let PullError::AllEndpointsFailed { failures, .. } = &err else {
+        panic!("unexpected error: {err}");
+    };
+    assert!(
+        matches!(failures[0].1, EndpointFailure::Connect(_)),
+        "{err}"
+    );
+    assert_eq!(store.height(), 0);
 }
 
 /// How a forged endpoint lies.

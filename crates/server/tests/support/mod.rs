@@ -117,6 +117,8 @@ pub struct Network {
     pub stranger: SigningIdentity,
     /// The client organisation's CA (Org1MSP), to issue more identities.
     pub client_ca: DevPki,
+    /// The orderer organisation's CA (OrdererMSP), to issue TLS certificates.
+    pub orderer_ca: DevPki,
     pub system_genesis: Block,
     pub app_genesis: Block,
 }
@@ -199,6 +201,7 @@ impl Network {
             client_admin,
             stranger,
             client_ca: client_pki,
+            orderer_ca: orderer_pki,
             system_genesis,
             app_genesis,
         }
