@@ -301,6 +301,57 @@ async fn catchup_pulls_over_mutual_tls() {
     assert_eq!(store.height(), 0);
 }
 
+/// Every block of `channel` in the Fabric v2.5.16 orderer ledger of the fixtures.
+fn fabric_blocks(channel: &str) -> Vec<Block> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/fabric-v2.5.16/orderer-ledger");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ledger");
+    copy_tree(&fixture, &root);
+    let store = Ledgers::open_dir(&root, StoreOptions::default())
+        .unwrap()
+        .open(channel)
+        .unwrap();
+    (0..store.height())
+        .map(|n| store.block(BlockNumber::new(n)).unwrap())
+        .collect()
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The chains a Fabric v2.5.16 orderer wrote (its signatures, its config blocks)
+/// pass the verifier from block 0, and a joined chain ends at its last config block.
+#[test]
+fn catchup_verifier_accepts_fabric_chains() {
+    for channel in ["system-channel", "mychannel"] {
+        let blocks = fabric_blocks(channel);
+        assert!(blocks.len() > 1, "{channel}");
+        let last_config = blocks
+            .iter()
+            .rev()
+            .find(|b| korder_server::catchup::config_envelope(b).is_some())
+            .unwrap();
+        let mut verifier = BlockVerifier::join(last_config).unwrap();
+        for b in &blocks {
+            verifier
+                .verify(b)
+                .unwrap_or_else(|e| panic!("{channel}: {e}"));
+        }
+        assert!(verifier.pending_end().is_none(), "{channel}");
+    }
+}
+
 /// How a forged endpoint lies.
 #[derive(Clone, Copy, Debug)]
 enum Forgery {
