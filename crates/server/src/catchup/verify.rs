@@ -10,7 +10,9 @@
 //!   `N` must be the trusted block itself, byte for byte in its header.
 //!
 //! Each next block must have: the next number; as `previous_hash` the header hash of
-//! the block before it; a `data_hash` over its data; signatures in the SIGNATURES
+//! the block before it; a `data_hash` over its data; unless it is a config block,
+//! at least one transaction, each an envelope with a payload and a signature;
+//! signatures in the SIGNATURES
 //! slot that satisfy `/Channel/Orderer/BlockValidation` of the bundle in force
 //! (block 0 carries none and is exempt); a LAST_CONFIG index naming the newest
 //! config block. A config block (one CONFIG envelope) must decode to a bundle of
@@ -65,6 +67,16 @@ pub enum VerifyError {
         number: BlockNumber,
         #[source]
         source: BlockError,
+    },
+    /// A block past block 0 without data.
+    #[error("block {number} holds no transaction")]
+    Empty { number: BlockNumber },
+    /// A data entry of a block that is not a config block is not a signed envelope.
+    #[error("block {number}: transaction {index} is malformed: {reason}")]
+    MalformedTransaction {
+        number: BlockNumber,
+        index: usize,
+        reason: String,
     },
     /// The signatures do not satisfy the BlockValidation policy.
     #[error(
@@ -168,6 +180,31 @@ pub fn config_envelope(block: &Block) -> Option<&Bytes> {
     (header.r#type == HeaderType::Config as i32).then_some(only)
 }
 
+/// Every data entry of a block that is not a config block must be an envelope with a
+/// payload and a signature, and there must be at least one.
+fn check_transactions(block: &Block, number: BlockNumber) -> Result<(), VerifyError> {
+    let entries = block.data.as_ref().map_or(&[][..], |d| d.data.as_slice());
+    if entries.is_empty() {
+        return Err(VerifyError::Empty { number });
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        let malformed = |reason: String| VerifyError::MalformedTransaction {
+            number,
+            index,
+            reason,
+        };
+        let envelope = Envelope::decode(entry.as_ref())
+            .map_err(|e| malformed(format!("not an envelope: {e}")))?;
+        if envelope.payload.is_empty() {
+            return Err(malformed("it has no payload".into()));
+        }
+        if envelope.signature.is_empty() {
+            return Err(malformed("it has no signature".into()));
+        }
+    }
+    Ok(())
+}
+
 impl BlockVerifier {
     /// A verifier continuing after `last`, the node's last block, under `bundle`,
     /// the config in force at it (the channel's current bundle).
@@ -256,7 +293,10 @@ impl BlockVerifier {
         let config = match config_envelope(block) {
             Some(envelope) => Some(Arc::new(self.check_config(number, envelope)?)),
             None if number == BlockNumber::GENESIS => return Err(VerifyError::GenesisNotConfig),
-            None => None,
+            None => {
+                check_transactions(block, number)?;
+                None
+            }
         };
         if number != BlockNumber::GENESIS {
             self.check_signatures(block, number)?;

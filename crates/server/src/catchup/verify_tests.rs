@@ -112,8 +112,13 @@ fn after(f: &Fixture, prev: &Block, entries: Vec<Bytes>, last_config: u64) -> Bl
     )
 }
 
+/// One transaction: an envelope with a payload and a signature.
 fn tx(n: u8) -> Vec<Bytes> {
-    vec![Bytes::from(vec![n; 8])]
+    let envelope = Envelope {
+        payload: Bytes::from(vec![n; 8]),
+        signature: Bytes::from(vec![n; 4]),
+    };
+    vec![envelope.encode_to_vec().into()]
 }
 
 /// Blocks 0 (genesis), 1 (a transaction), 2 (config at sequence 1), 3 (a transaction).
@@ -267,6 +272,39 @@ fn an_unsigned_block_is_refused() {
     refused(&mut v, &unsigned, &blocks[2], |e| {
         matches!(e, VerifyError::Signatures { .. })
     });
+}
+
+/// A block without transactions, or with one that is not a signed envelope, is
+/// refused even when hashed and signed properly.
+#[test]
+fn malformed_transactions_are_refused() {
+    let f = fixture();
+    let blocks = chain(&f);
+    let mut v = trusting(&f, &blocks, 1);
+    let empty = after(&f, &blocks[1], Vec::new(), 0);
+    refused(
+        &mut v,
+        &empty,
+        &blocks[2],
+        |e| matches!(e, VerifyError::Empty { number } if number.get() == 2),
+    );
+    let unsigned = Envelope {
+        payload: Bytes::from_static(b"payload"),
+        signature: Bytes::new(),
+    };
+    for entry in [
+        Bytes::from_static(&[0xff, 0xff, 0xff]),
+        unsigned.encode_to_vec().into(),
+    ] {
+        let mut v = trusting(&f, &blocks, 1);
+        let mut entries = tx(2);
+        entries.push(entry);
+        let bad = after(&f, &blocks[1], entries, 0);
+        refused(&mut v, &bad, &blocks[2], |e| {
+            matches!(e, VerifyError::MalformedTransaction { number, index: 1, .. }
+                if number.get() == 2)
+        });
+    }
 }
 
 /// A config block whose sequence is not the next one is refused.
