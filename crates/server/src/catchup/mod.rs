@@ -102,6 +102,19 @@ impl ClientTls {
             cert_hash,
         })
     }
+
+    /// The node's client TLS towards `bundle`'s orderers: its `General.TLS`
+    /// certificate and key, and the TLS CAs of the channel's orderer organisations.
+    pub fn for_channel(
+        bundle: &korder_channelconfig::Bundle,
+        node_tls: &crate::tls::TlsSettings,
+    ) -> Result<ClientTls, ClientTlsError> {
+        ClientTls::new(
+            crate::tls::orderer_tls_roots(bundle),
+            node_tls.certificate_chain().to_vec(),
+            node_tls.private_key(),
+        )
+    }
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -160,8 +173,22 @@ impl std::fmt::Debug for PullerConfig {
 }
 
 impl PullerConfig {
-    /// Settings with Fabric's puller defaults: 10 s to connect, 10 s of silence at
-    /// most, a progress line every 100 blocks, plain TCP, no metrics.
+    /// [`PullerConfig::new`] for `bundle`'s channel and its orderer endpoints
+    /// ([`korder_channelconfig::Bundle::orderer_endpoints`]).
+    pub fn for_channel(
+        bundle: &korder_channelconfig::Bundle,
+        signer: Arc<SigningIdentity>,
+    ) -> PullerConfig {
+        PullerConfig::new(
+            bundle.channel_id.clone(),
+            bundle.orderer_endpoints(),
+            signer,
+        )
+    }
+
+    /// Settings with the defaults of Fabric's `General.Cluster` (`DialTimeout` and
+    /// `ReplicationPullTimeout`, 5 s each), a progress line every 100 blocks, plain
+    /// TCP, no metrics.
     pub fn new(
         channel: impl Into<String>,
         endpoints: Vec<String>,
@@ -173,8 +200,8 @@ impl PullerConfig {
             own_endpoint: None,
             signer,
             tls: None,
-            connect_timeout: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
             progress_every_blocks: 100,
             metrics: None,
         }
