@@ -319,6 +319,11 @@ impl BlockPuller {
     /// each with `verifier` and then handing it to `sink`, in order. On a failure the
     /// endpoint is dropped and the next one continues from the same block; the
     /// verifier always holds the last block handed out.
+    ///
+    /// The sink runs on the blocking pool, one block at a time. Dropping the
+    /// returned future may leave one verified block handed to the sink but not yet
+    /// recorded in `verifier`: after a cancelled pull, build the verifier again from
+    /// the ledger's last block ([`BlockVerifier::after`]).
     pub async fn pull<S, E>(
         &self,
         verifier: &mut BlockVerifier,
