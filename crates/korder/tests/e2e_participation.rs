@@ -41,6 +41,63 @@ struct AdminNode {
     starts: usize,
 }
 
+/// The names the test certificates are issued for.
+fn hosts() -> Vec<String> {
+    vec!["localhost".to_string(), "127.0.0.1".to_string()]
+}
+
+/// Adds to the orderer.yaml at `config` an Admin endpoint on a free port, on TLS
+/// with a server certificate of `pki` written to `tls_dir` and client certificates
+/// of `pki` required, and the channel participation API `enabled` or not. With
+/// `empty_ledger`, that ledger directory is removed and `BootstrapMethod` is `none`.
+fn enable_admin(
+    config: &std::path::Path,
+    tls_dir: &std::path::Path,
+    pki: &DevPki,
+    enabled: bool,
+    empty_ledger: Option<&std::path::Path>,
+) {
+    pki.write_tls_dir(tls_dir, &pki.issue_tls("orderer-admin", &hosts()).unwrap())
+        .unwrap();
+    let mut yaml = std::fs::read_to_string(config).unwrap();
+    assert!(!yaml.contains("\nAdmin:"), "init writes no Admin section");
+    yaml.push_str(&format!(
+        "Admin:\n  ListenAddress: 127.0.0.1:0\n  TLS:\n    Enabled: true\n    Certificate: {:?}\n    PrivateKey: {:?}\n    RootCAs: []\n    ClientAuthRequired: true\n    ClientRootCAs: [{:?}]\nChannelParticipation:\n  Enabled: {enabled}\n  MaxRequestBodySize: 1 MB\n",
+        tls_dir.join("server.crt").display().to_string(),
+        tls_dir.join("server.key").display().to_string(),
+        tls_dir.join("ca.crt").display().to_string(),
+    ));
+    if let Some(ledger) = empty_ledger {
+        assert!(yaml.contains("  BootstrapMethod: file\n"));
+        yaml = yaml.replace("  BootstrapMethod: file\n", "  BootstrapMethod: none\n");
+        std::fs::remove_dir_all(ledger).unwrap();
+    }
+    std::fs::write(config, yaml).unwrap();
+}
+
+/// The admin address announced in `log` by the `starts`-th start of a node.
+fn announced_admin_address(log: &dyn Fn() -> String, starts: usize) -> String {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let text = log();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("admin endpoint"))
+            .collect();
+        if lines.len() >= starts
+            && let Some(line) = lines.last()
+        {
+            let rest = line.split("address=").nth(1).unwrap();
+            return rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no admin endpoint in the log:\n{text}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 impl AdminNode {
     fn init(bootstrap_none: bool, enabled: bool) -> AdminNode {
         AdminNode::init_with(bootstrap_none, enabled, &[])
@@ -53,26 +110,15 @@ impl AdminNode {
         args.extend_from_slice(extra);
         let net = Net::init(&args);
         let pki = DevPki::generate("AdminMSP", "admin.test").unwrap();
-        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let dir = net.data_dir().join("admin-tls");
-        pki.write_tls_dir(&dir, &pki.issue_tls("orderer-admin", &hosts).unwrap())
-            .unwrap();
-        let client = pki.issue_tls("osnadmin", &hosts).unwrap();
-        let path = net.data_dir().join("orderer.yaml");
-        let mut yaml = std::fs::read_to_string(&path).unwrap();
-        assert!(!yaml.contains("\nAdmin:"), "init writes no Admin section");
-        yaml.push_str(&format!(
-            "Admin:\n  ListenAddress: 127.0.0.1:0\n  TLS:\n    Enabled: true\n    Certificate: {:?}\n    PrivateKey: {:?}\n    RootCAs: []\n    ClientAuthRequired: true\n    ClientRootCAs: [{:?}]\nChannelParticipation:\n  Enabled: {enabled}\n  MaxRequestBodySize: 1 MB\n",
-            dir.join("server.crt").display().to_string(),
-            dir.join("server.key").display().to_string(),
-            dir.join("ca.crt").display().to_string(),
-        ));
-        if bootstrap_none {
-            assert!(yaml.contains("  BootstrapMethod: file\n"));
-            yaml = yaml.replace("  BootstrapMethod: file\n", "  BootstrapMethod: none\n");
-            std::fs::remove_dir_all(net.data_dir().join("ledger")).unwrap();
-        }
-        std::fs::write(&path, yaml).unwrap();
+        let client = pki.issue_tls("osnadmin", &hosts()).unwrap();
+        let ledger = bootstrap_none.then(|| net.data_dir().join("ledger"));
+        enable_admin(
+            &net.data_dir().join("orderer.yaml"),
+            &net.data_dir().join("admin-tls"),
+            &pki,
+            enabled,
+            ledger.as_deref(),
+        );
         AdminNode {
             net,
             pki,
@@ -88,25 +134,7 @@ impl AdminNode {
 
     /// The admin address the node announced in its log (the last start's).
     fn admin_address(&self) -> String {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        loop {
-            let log = self.net.log();
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("admin endpoint"))
-                .collect();
-            if lines.len() >= self.starts
-                && let Some(line) = lines.last()
-            {
-                let rest = line.split("address=").nth(1).unwrap();
-                return rest.split_whitespace().next().unwrap().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no admin endpoint in the log:\n{log}"
-            );
-            std::thread::yield_now();
-        }
+        announced_admin_address(&|| self.net.log(), self.starts)
     }
 
     /// `method path` with the client certificate.
@@ -742,4 +770,124 @@ async fn kafka_channel_join_remove_join() {
     let b2 = block_of(&node.net, &channel, 2).await.unwrap();
     assert_eq!(tx_id_of(&b2.data.unwrap().data[0]).as_deref(), Some("k-2"));
     node.net.stop();
+}
+
+/// Three Kafka nodes started with `BootstrapMethod: none` (no channel, no system
+/// channel) join one kafka channel by its genesis block over their Admin endpoints;
+/// with Broadcast spread over all three, they cut identical chains that hold every
+/// acknowledged envelope exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_kafka_nodes_joined_by_genesis_agree() {
+    let brokers = std::env::var("KORDER_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "KORDER_KAFKA_BOOTSTRAP is not set: run the suite with scripts/test (it starts Kafka)"
+        )
+    });
+    let mut c = support::Cluster::init(
+        "join3",
+        3,
+        &brokers,
+        &["--max-message-count", "10", "--batch-timeout", "200ms"],
+    );
+    let pki = DevPki::generate("AdminMSP", "admin.test").unwrap();
+    let client = pki.issue_tls("osnadmin", &hosts()).unwrap();
+    for k in 1..=3 {
+        let node_dir = c.config(k).parent().unwrap().to_path_buf();
+        enable_admin(
+            &c.config(k),
+            &node_dir.join("admin-tls"),
+            &pki,
+            true,
+            Some(&node_dir.join("ledger")),
+        );
+        c.start(k);
+    }
+    let genesis = std::fs::read(c.data_dir().join(format!("{}.block", c.channel))).unwrap();
+    let (content_type, body) = join_form(&genesis);
+    for k in 1..=3 {
+        let address = announced_admin_address(&|| c.log(k), 1);
+        let listed = https(
+            &address,
+            pki.tls_ca_cert_pem(),
+            Some(&client),
+            "GET",
+            CHANNELS,
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            listed.json(),
+            json!({"systemChannel": null, "channels": null}),
+            "node{k} starts without channels"
+        );
+        let joined = https(
+            &address,
+            pki.tls_ca_cert_pem(),
+            Some(&client),
+            "POST",
+            CHANNELS,
+            &[("Content-Type", content_type.as_str())],
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(joined.code, 201, "node{k}: {joined:?}\n{}", c.logs_tail(20));
+    }
+
+    let signer = c.client();
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let k = i % 3 + 1;
+        let id = support::unique_name("join3");
+        let tx = envelope(
+            &signer,
+            &c.channel,
+            HeaderType::EndorserTransaction,
+            &id,
+            Bytes::from_static(b"payload"),
+        );
+        let statuses = support::try_broadcast_all(&c.address(k), vec![tx]).await;
+        assert_eq!(
+            statuses.first().map(|s| s.0),
+            Some(Status::Success as i32),
+            "node{k}: {statuses:?}\n{}",
+            c.logs_tail(20)
+        );
+        acked.push(id);
+    }
+
+    let deadline = Instant::now() + WAIT_LIMIT * 2;
+    let chains = loop {
+        let mut chains = Vec::new();
+        for k in 1..=3 {
+            let blocks = support::try_all_blocks(&c.address(k), &signer, &c.channel)
+                .await
+                .unwrap_or_default();
+            chains.push(blocks);
+        }
+        let complete = chains.iter().all(|blocks| {
+            let counts = support::tx_counts(blocks);
+            acked.iter().all(|id| counts.contains_key(id))
+        }) && chains.iter().all(|b| b.len() == chains[0].len());
+        if complete {
+            break chains;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three chains did not converge: heights {:?}\n{}",
+            chains.iter().map(Vec::len).collect::<Vec<_>>(),
+            c.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for k in 2..=3 {
+        support::assert_same_chain(&chains[0], &chains[k - 1], &format!("node1 and node{k}"));
+    }
+    let counts = support::tx_counts(&chains[0]);
+    for id in &acked {
+        assert_eq!(counts.get(id), Some(&1), "{id} not ordered exactly once");
+    }
+    c.stop_all();
 }
