@@ -29,7 +29,8 @@ use korder_server::chain::{
 use korder_server::msgprocessor::FilterOptions;
 use korder_server::throttle::Throttle;
 use korder_server::{
-    AtomicBroadcastService, DeliverConfig, LogFactory, Metrics, NodeOptions, Registrar,
+    AtomicBroadcastService, CatchUpSettings, DeliverConfig, LogFactory, Metrics, NodeOptions,
+    Registrar,
 };
 use tokio::runtime::Handle;
 
@@ -164,6 +165,16 @@ fn kafka_statistics(metrics: Arc<Metrics>) -> korder_kafka::StatsConfig {
 }
 
 impl LogFactory for NodeLogs {
+    fn shared_log(&self, bundle: &Bundle) -> Result<bool, String> {
+        let backend = self
+            .config
+            .korder
+            .log_backend
+            .resolve_channel(&bundle.channel_id, &bundle.orderer.consensus_type)
+            .map_err(|e| e.to_string())?;
+        Ok(backend == ResolvedLog::Kafka)
+    }
+
     fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
         let backend = self
             .config
@@ -446,6 +457,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             BlockMetadata::Fabric14 => MetadataLayout::Fabric14,
         },
         early_cut: Some(config.korder.early_cut).filter(|d| !d.is_zero()),
+        catch_up: CatchUpSettings {
+            own_endpoint: Some(format!(
+                "{}:{}",
+                config.general.listen_address, config.general.listen_port
+            )),
+            tls: self::tls_settings(&config)?.map(Arc::new),
+        },
     };
     let registrar = tokio::task::spawn_blocking(move || {
         Registrar::start(

@@ -49,7 +49,7 @@ pub use chain::{
 pub use channel::ChannelState;
 pub use deliver::DeliverConfig;
 pub use metrics::Metrics;
-pub use processor::{ChainEvent, ChannelProcessor, NodeOptions, Validated};
+pub use processor::{CatchUpSettings, ChainEvent, ChannelProcessor, NodeOptions, Validated};
 pub use registrar::{Channel, LogFactory, ParticipationError, Registrar, RegistrarError};
 pub use service::AtomicBroadcastService;
 pub use status::{ConsenterError, ProcessError};

@@ -12,9 +12,10 @@
 //!
 //! Paths, JSON bodies, status codes, headers (`Content-Type`, `Cache-Control`,
 //! `Location`, `Allow` on 405) and error texts (`{"error":"…"}`) are Fabric's. With
-//! `ChannelParticipation.Enabled: false` every call is 503. korder joins only by a
-//! genesis block: a later config block is 501 (Fabric would catch up from other
-//! orderers as a follower).
+//! `ChannelParticipation.Enabled: false` every call is 503. A join by a later config
+//! block of a channel on a shared log (Kafka) answers 201 with status `onboarding`
+//! while the blocks before it are pulled from other orderers (see the registrar's
+//! onboarding); on a node's own log it is refused (400).
 
 use std::sync::Arc;
 
@@ -135,7 +136,7 @@ fn list(api: &Api, headers: &HeaderMap) -> Response {
     let system = api.registrar.system_channel_id();
     let channels: Vec<String> = api
         .registrar
-        .channel_ids()
+        .participation_ids()
         .into_iter()
         .filter(|c| Some(c) != system.as_ref())
         .collect();
@@ -236,8 +237,7 @@ async fn join(api: &Api, request: Request) -> Response {
     }
 }
 
-/// Fabric's status for each join refusal; korder's own refusals: a block after the
-/// genesis block is 501 (not implemented), a failure of the node 500.
+/// Fabric's status for each join refusal; a failure of the node is 500.
 fn join_error(e: &ParticipationError) -> Response {
     let text = format!("cannot join: {e}");
     match e {
@@ -248,7 +248,6 @@ fn join_error(e: &ParticipationError) -> Response {
         ParticipationError::SystemChannelExists => not_allowed(&text, "GET"),
         ParticipationError::ChannelAlreadyExists => not_allowed(&text, "GET, DELETE"),
         ParticipationError::AppChannelsAlreadyExist => error(StatusCode::FORBIDDEN, &text),
-        ParticipationError::JoinBlockNotGenesis(_) => error(StatusCode::NOT_IMPLEMENTED, &text),
         ParticipationError::Failed(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &text),
         _ => error(StatusCode::BAD_REQUEST, &text),
     }

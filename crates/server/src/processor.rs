@@ -93,8 +93,19 @@ pub enum ChainEvent {
     ChannelCreated(Box<NewChannel>),
 }
 
+/// How the node reaches the channel's other orderers to catch up from them.
+#[derive(Clone, Debug, Default)]
+pub struct CatchUpSettings {
+    /// The node's own Broadcast/Deliver address as the channel configs list it
+    /// (`host:port`), skipped when pulling.
+    pub own_endpoint: Option<String>,
+    /// The node's `General.TLS` material, presented as its client certificate;
+    /// `None` pulls over plain TCP.
+    pub tls: Option<Arc<crate::tls::TlsSettings>>,
+}
+
 /// Node-wide settings every channel follows.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeOptions {
     /// How envelopes are checked.
     pub filters: FilterOptions,
@@ -103,6 +114,8 @@ pub struct NodeOptions {
     pub block_metadata: MetadataLayout,
     /// The early-cut horizon (`Korder.EarlyCut`); `None` cuts by BatchTimeout only.
     pub early_cut: Option<Duration>,
+    /// How to pull blocks from other orderers (joins by a later config block).
+    pub catch_up: CatchUpSettings,
 }
 
 impl From<FilterOptions> for NodeOptions {
@@ -121,6 +134,7 @@ pub(crate) struct NodeShared {
     pub(crate) filters: FilterOptions,
     pub(crate) block_metadata: MetadataLayout,
     pub(crate) early_cut: Option<Duration>,
+    pub(crate) catch_up: CatchUpSettings,
     pub(crate) ledgers: Ledgers,
     /// Every channel this node has or is creating: what the channel limit counts,
     /// and the names a creation must not reuse.
@@ -138,6 +152,7 @@ impl NodeShared {
             filters: options.filters,
             block_metadata: options.block_metadata,
             early_cut: options.early_cut,
+            catch_up: options.catch_up,
             ledgers,
             names: Mutex::new(BTreeSet::new()),
         }

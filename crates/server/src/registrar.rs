@@ -28,6 +28,9 @@ use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 use korder_types::sync::RwLockExt;
 
+mod onboarding;
+pub use onboarding::STATUS_ONBOARDING;
+
 /// How long a created channel stays hidden while its chain starts; after that it
 /// is served anyway.
 const CREATED_CHANNEL_START_LIMIT: Duration = Duration::from_secs(30);
@@ -50,6 +53,15 @@ pub trait LogFactory: Send + Sync + 'static {
     fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
         let _ = bundle;
         Ok(())
+    }
+
+    /// Whether `bundle`'s channel's log is shared with the channel's other orderers
+    /// (a Kafka topic): only such a channel can be joined by a config block after
+    /// its genesis block, continuing from the offsets that block records. A log of
+    /// the node's own (the embedded log) holds nothing another node ordered.
+    fn shared_log(&self, bundle: &Bundle) -> Result<bool, String> {
+        let _ = bundle;
+        Ok(false)
     }
 }
 
@@ -90,12 +102,6 @@ pub enum ParticipationError {
     /// neither an application nor a system channel's).
     #[error("{0}")]
     InvalidJoinBlock(String),
-    /// A join by a config block after the genesis block needs the blocks before it
-    /// from other orderers, which korder does not fetch.
-    #[error(
-        "join block number {0} is not supported: korder joins a channel only by its genesis block (number 0); joining by a later config block needs catching up from other orderers, which korder does not do"
-    )]
-    JoinBlockNotGenesis(u64),
     /// The channel's consensus type is not one korder runs.
     #[error(
         "consensus type {0} is not supported: korder orders channels of consensus type kafka and solo"
@@ -192,6 +198,8 @@ struct Inner {
     loaded: watch::Sender<u64>,
     /// Held by a join or a removal from start to end: one at a time.
     participation: tokio::sync::Mutex<()>,
+    /// Channels joined by a later config block, still pulling their blocks.
+    onboarding: std::sync::Mutex<BTreeMap<String, onboarding::Onboarding>>,
 }
 
 /// All channels of this node.
@@ -259,6 +267,7 @@ impl Registrar {
             shutdown,
             loaded: watch::channel(0).0,
             participation: tokio::sync::Mutex::new(()),
+            onboarding: std::sync::Mutex::new(BTreeMap::new()),
         });
         let registrar = Registrar { inner };
         // Every channel of the ledger is claimed before any chain starts: a system
@@ -447,15 +456,17 @@ impl Registrar {
         if self.system_channel_id().is_some() {
             return Err(ParticipationError::SystemChannelExists);
         }
-        if self.channel(&name).is_some() {
+        if self.channel(&name).is_some() || self.onboarding_info(&name).is_some() {
             return Err(ParticipationError::ChannelAlreadyExists);
         }
         if !is_app && self.channel_count() > 0 {
             return Err(ParticipationError::AppChannelsAlreadyExist);
         }
         let number = block.header.as_ref().map_or(0, |h| h.number);
-        if number != 0 {
-            return Err(ParticipationError::JoinBlockNotGenesis(number));
+        if number != 0 && !is_app {
+            return Err(ParticipationError::InvalidJoinBlock(format!(
+                "a system channel is joined by its genesis block, not by block {number}"
+            )));
         }
         let consensus_type = bundle.orderer.consensus_type.clone();
         if !joinable_consensus_type(&consensus_type) {
@@ -464,6 +475,11 @@ impl Registrar {
         if !self.inner.node.claim(&name) {
             // The system channel is creating it (or a removal is under way).
             return Err(ParticipationError::ChannelAlreadyExists);
+        }
+        if number != 0 {
+            return self.start_onboarding(bundle, block).inspect_err(|_| {
+                self.inner.node.release(&name);
+            });
         }
         let me = self.clone();
         let started = tokio::task::spawn_blocking(move || me.start_joined(bundle, &block)).await;
@@ -544,6 +560,9 @@ impl Registrar {
     /// for an application channel while the node has a system channel, and for the
     /// system channel itself (Fabric 2.5 removes only an etcdraft system channel).
     pub async fn remove(&self, name: &str) -> Result<(), ParticipationError> {
+        if let Some(stopped) = self.stop_onboarding(name).await {
+            return stopped.map_err(ParticipationError::Failed);
+        }
         let _one = self.inner.participation.lock().await;
         if let Some(system) = self.system_channel_id() {
             if system != name {
@@ -605,7 +624,18 @@ impl Registrar {
 
     /// What the channel participation API reports of `name`.
     pub fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
-        self.channel(name).map(|c| self.info_of(&c))
+        self.channel(name)
+            .map(|c| self.info_of(&c))
+            .or_else(|| self.onboarding_info(name))
+    }
+
+    /// Every channel the channel participation API lists: those served and those
+    /// being onboarded, by name.
+    pub fn participation_ids(&self) -> Vec<String> {
+        let mut ids = self.channel_ids();
+        ids.extend(self.onboarding_ids());
+        ids.sort();
+        ids
     }
 
     /// The node's metrics.
@@ -675,6 +705,7 @@ impl Registrar {
     /// created channels. Blocking.
     pub fn halt_all(&self) {
         self.inner.shutdown.send_replace(true);
+        self.cancel_onboardings();
         let channels: Vec<_> = self
             .inner
             .channels

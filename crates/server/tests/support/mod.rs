@@ -104,6 +104,18 @@ impl LogFactory for Factory {
         self.0.logs.lock().unwrap().remove(&bundle.channel_id);
         Ok(())
     }
+
+    /// In-memory logs stand for Kafka topics: nodes given the same [`MemLogs`]
+    /// share them.
+    fn shared_log(&self, _bundle: &Bundle) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// A [`LogFactory`] over `logs` (nodes given the same `logs` share their channels'
+/// logs, as Kafka nodes share topics).
+pub fn log_factory(logs: Arc<MemLogs>) -> Arc<dyn LogFactory> {
+    Arc::new(Factory(logs))
 }
 
 /// The dev network's identities and genesis blocks.
@@ -145,6 +157,16 @@ impl Network {
     /// A network whose channels cut a block every `max_message_count` envelopes or
     /// after `batch_timeout`.
     pub fn new(max_message_count: u32, batch_timeout: Duration) -> Network {
+        Network::with_endpoint(max_message_count, batch_timeout, "127.0.0.1:7050")
+    }
+
+    /// [`Network::new`] whose channel configs list `endpoint` as the orderer
+    /// organisation's (and the global) orderer endpoint.
+    pub fn with_endpoint(
+        max_message_count: u32,
+        batch_timeout: Duration,
+        endpoint: &str,
+    ) -> Network {
         let dir = tempfile::tempdir().unwrap();
         let orderer_pki = DevPki::generate(ORDERER_MSP, "orderer.example.com").unwrap();
         let client_pki = DevPki::generate(CLIENT_MSP, "org1.example.com").unwrap();
@@ -158,7 +180,7 @@ impl Network {
         let orderer_org = OrgProfile {
             name: ORDERER_MSP.into(),
             msp: orderer_msp.to_fabric_msp_config(ORDERER_MSP),
-            endpoints: vec!["127.0.0.1:7050".into()],
+            endpoints: vec![endpoint.to_string()],
         };
         let client_org = OrgProfile {
             name: CLIENT_MSP.into(),

@@ -1,0 +1,191 @@
+//! Joining a channel by a config block after its genesis block: the joining node
+//! pulls the blocks before it from the channel's orderer over Deliver (TCP),
+//! reports `onboarding` meanwhile, then serves the same chain and goes on cutting
+//! the same blocks from the shared log; an onboarding that cannot reach any orderer
+//! keeps trying until the channel is removed.
+
+#![allow(clippy::unwrap_used)] // tests: a failure should panic
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use korder_ledger::block::header_hash;
+use korder_ledger::{Ledgers, StoreOptions};
+use korder_msp::signer::SigningIdentity;
+use korder_proto::common::{Block, Envelope, Status};
+use korder_server::registrar::STATUS_ONBOARDING;
+use korder_server::{
+    AtomicBroadcastService, DeliverConfig, LogTiming, Metrics, NodeOptions, Registrar,
+};
+use support::{
+    APP, MemLogs, Network, Node, ORDERER_MSP, batch_size_update, log_factory, statuses, tx,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::Server;
+
+/// Bound on every wait.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A stream of the connections accepted on `listener`.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = Result<TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |l| async move {
+        let accepted = l.accept().await.map(|(s, _)| s);
+        Some((accepted, l))
+    })
+}
+
+/// A registrar without channels over `logs`, signing as the network's orderer.
+async fn empty_node(net: &Network, logs: Arc<MemLogs>) -> (Registrar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledgers = Ledgers::open_dir(dir.path(), StoreOptions::default()).unwrap();
+    let signer = Arc::new(
+        SigningIdentity::load_msp_dir(net.dir.path().join("orderer0"), ORDERER_MSP).unwrap(),
+    );
+    let handle = tokio::runtime::Handle::current();
+    let registrar = tokio::task::spawn_blocking(move || {
+        Registrar::start(
+            ledgers,
+            None,
+            log_factory(logs),
+            signer,
+            handle,
+            Arc::new(Metrics::new().unwrap()),
+            NodeOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    (registrar, dir)
+}
+
+/// Broadcasts `n` transactions tagged `tag` to `node`; all must succeed.
+async fn order(node: &Node, tag: &str, n: usize) {
+    let envs: Vec<Envelope> = (0..n)
+        .map(|i| tx(&node.net.client, APP, &format!("{tag}{i}")))
+        .collect();
+    let answers = node.broadcast(envs).await;
+    assert!(statuses(&answers).iter().all(|s| *s == Status::Success));
+}
+
+/// Header hash and data of a block: what two nodes' copies must share.
+fn same(block: &Block) -> (Vec<u8>, Option<korder_proto::common::BlockData>) {
+    (
+        header_hash(block.header.as_ref().unwrap()).to_vec(),
+        block.data.clone(),
+    )
+}
+
+/// The first `n` blocks of `channel` on `registrar`'s ledger.
+fn ledger_blocks(registrar: &Registrar, n: u64) -> Vec<Block> {
+    let channel = registrar.channel(APP).unwrap();
+    (0..n)
+        .map(|i| {
+            channel
+                .store
+                .block(korder_ledger::BlockNumber::new(i))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A node without channels joined by block 4 of a channel (a config block) on a
+/// log it shares with the channel's orderer: it answers `onboarding`, pulls and
+/// verifies blocks 0–4 from that orderer, serves the channel once block 4 is in
+/// place, and then cuts the same blocks as the orderer from the shared log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_config_block_onboards_from_the_channels_orderer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let net = Network::with_endpoint(2, Duration::from_millis(200), &endpoint);
+    let a = Node::start_with_options(net, LogTiming::LOCAL, 0, NodeOptions::default()).await;
+    let service = AtomicBroadcastService::new(a.registrar.clone(), DeliverConfig::default());
+    tokio::spawn(
+        Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(incoming(listener)),
+    );
+    // Blocks 1–3 of two transactions, block 4 a config block.
+    order(&a, "a", 6).await;
+    a.blocks_until(&a.net.client, APP, |b| b.len() == 4).await;
+    let update = a.broadcast(vec![batch_size_update(&a.net, APP, 3)]).await;
+    assert_eq!(statuses(&update), [Status::Success]);
+    let blocks = a.blocks_until(&a.net.client, APP, |b| b.len() == 5).await;
+    let join_block = blocks[4].clone();
+
+    let (b, _dir) = empty_node(&a.net, a.logs.clone()).await;
+    let info = b.join(join_block).await.unwrap();
+    assert_eq!(info.status, STATUS_ONBOARDING);
+    assert!(b.participation_ids().contains(&APP.to_string()));
+    let served = tokio::time::timeout(WAIT, b.served_channel(APP))
+        .await
+        .expect("the onboarding ends with the channel served");
+    assert_eq!(b.channel_info(APP).unwrap().status, "active");
+    assert!(served.store.height() >= 5);
+    let pulled: Vec<_> = ledger_blocks(&b, 5).iter().map(same).collect();
+    let original: Vec<_> = blocks.iter().map(same).collect();
+    assert_eq!(pulled, original, "blocks 0-4 are the orderer's");
+
+    // After the join block, both cut the same blocks from the shared log.
+    order(&a, "b", 6).await;
+    let a_blocks = a.blocks_until(&a.net.client, APP, |b| b.len() == 7).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while served.store.height() < 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the joined node stopped cutting blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_blocks: Vec<_> = ledger_blocks(&b, 7).iter().map(same).collect();
+    let a_blocks: Vec<_> = a_blocks.iter().map(same).collect();
+    assert_eq!(b_blocks, a_blocks, "the same chain after the join block");
+    tokio::task::spawn_blocking(move || b.halt_all())
+        .await
+        .unwrap();
+    a.halt().await;
+}
+
+/// An onboarding whose orderer cannot be reached stays `onboarding` (retrying) and
+/// is not served; removing the channel stops it and deletes what it pulled, and the
+/// name can be joined again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_onboarding_without_orderers_keeps_trying_until_removed() {
+    // An endpoint nobody listens on.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let net = Network::with_endpoint(2, Duration::from_millis(200), &endpoint);
+    let a = Node::start_with_options(net, LogTiming::LOCAL, 0, NodeOptions::default()).await;
+    let update = a.broadcast(vec![batch_size_update(&a.net, APP, 3)]).await;
+    assert_eq!(statuses(&update), [Status::Success]);
+    let blocks = a.blocks_until(&a.net.client, APP, |b| b.len() == 2).await;
+
+    let (b, dir) = empty_node(&a.net, a.logs.clone()).await;
+    let info = b.join(blocks[1].clone()).await.unwrap();
+    assert_eq!(info.status, STATUS_ONBOARDING);
+    // A second join of the same channel is refused while it onboards.
+    assert!(b.join(blocks[1].clone()).await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.channel(APP).is_none(), "not served while onboarding");
+    assert_eq!(b.channel_info(APP).unwrap().status, STATUS_ONBOARDING);
+
+    b.remove(APP).await.unwrap();
+    assert!(b.channel_info(APP).is_none());
+    assert!(b.participation_ids().is_empty());
+    assert!(
+        !dir.path().join("chains").join(APP).exists(),
+        "the pulled blocks are deleted"
+    );
+    let again = b.join(blocks[1].clone()).await.unwrap();
+    assert_eq!(again.status, STATUS_ONBOARDING);
+    b.remove(APP).await.unwrap();
+    tokio::task::spawn_blocking(move || b.halt_all())
+        .await
+        .unwrap();
+    a.halt().await;
+}
