@@ -887,3 +887,211 @@ async fn three_kafka_nodes_joined_by_genesis_agree() {
     }
     c.stop_all();
 }
+
+/// Runs one of Kafka's own command-line tools (`scripts/kafka tool CLASS ARGS`).
+fn kafka_tool(class: &str, args: &[&str]) {
+    let script = std::env::var_os("KORDER_KAFKA_SCRIPT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka")
+        });
+    let out = std::process::Command::new(script)
+        .arg("tool")
+        .arg(class)
+        .args(args)
+        .output()
+        .expect("scripts/kafka runs");
+    assert!(
+        out.status.success(),
+        "{class} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes the records of the topic's partition 0 below `before`, as retention does.
+fn delete_records(brokers: &str, topic: &str, before: i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("offsets.json");
+    let offsets = json!({
+        "version": 1,
+        "partitions": [{ "topic": topic, "partition": 0, "offset": before }],
+    });
+    std::fs::write(&file, offsets.to_string()).unwrap();
+    kafka_tool(
+        "org.apache.kafka.tools.DeleteRecordsCommand",
+        &[
+            "--bootstrap-server",
+            brokers,
+            "--offset-json-file",
+            file.to_str().unwrap(),
+        ],
+    );
+}
+
+/// Every block of `channel` on each of `nodes`, once they all hold `want` and the
+/// same height.
+async fn converged(c: &support::Cluster, nodes: &[usize], want: &[String]) -> Vec<Vec<Block>> {
+    let signer = c.client();
+    let deadline = Instant::now() + WAIT_LIMIT * 2;
+    loop {
+        let mut chains = Vec::new();
+        for &k in nodes {
+            let blocks = support::try_all_blocks(&c.address(k), &signer, &c.channel)
+                .await
+                .unwrap_or_default();
+            chains.push(blocks);
+        }
+        let complete = chains.iter().all(|blocks| {
+            let counts = support::tx_counts(blocks);
+            want.iter().all(|id| counts.contains_key(id))
+        }) && chains.iter().all(|b| b.len() == chains[0].len());
+        if complete {
+            return chains;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chains did not converge: heights {:?}\n{}",
+            chains.iter().map(Vec::len).collect::<Vec<_>>(),
+            c.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Broadcasts `n` transactions through the nodes in turn; their ids.
+async fn order_round_robin(c: &support::Cluster, nodes: &[usize], n: usize) -> Vec<String> {
+    let signer = c.client();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let k = nodes[i % nodes.len()];
+        let id = support::unique_name("late");
+        let tx = envelope(
+            &signer,
+            &c.channel,
+            HeaderType::EndorserTransaction,
+            &id,
+            Bytes::from_static(b"payload"),
+        );
+        let statuses = support::try_broadcast_all(&c.address(k), vec![tx]).await;
+        assert_eq!(
+            statuses.first().map(|s| s.0),
+            Some(Status::Success as i32),
+            "node{k}: {statuses:?}\n{}",
+            c.logs_tail(20)
+        );
+        ids.push(id);
+    }
+    ids
+}
+
+/// POST of a join form carrying `block` to the Admin endpoint at `address`.
+async fn join_at(address: &str, pki: &DevPki, client: &IssuedCert, block: &[u8]) -> Answer {
+    let (content_type, body) = join_form(block);
+    https(
+        address,
+        pki.tls_ca_cert_pem(),
+        Some(client),
+        "POST",
+        CHANNELS,
+        &[("Content-Type", content_type.as_str())],
+        &body,
+    )
+    .await
+    .unwrap()
+}
+
+/// A fourth node added late, when retention (here `DeleteRecords`) has removed
+/// the topic's records below the last config block: joined by that config block,
+/// it answers `onboarding`, pulls and verifies the blocks before it from the three
+/// other orderers, reads the topic from the offsets the block records, and from
+/// then on cuts the same blocks as they do, Broadcasts through it included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_node_catches_up_from_the_other_orderers() {
+    let brokers = std::env::var("KORDER_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "KORDER_KAFKA_BOOTSTRAP is not set: run the suite with scripts/test (it starts Kafka)"
+        )
+    });
+    let mut c = support::Cluster::init(
+        "late",
+        4,
+        &brokers,
+        &["--max-message-count", "10", "--batch-timeout", "200ms"],
+    );
+    let pki = DevPki::generate("AdminMSP", "admin.test").unwrap();
+    let client = pki.issue_tls("osnadmin", &hosts()).unwrap();
+    for k in 1..=4 {
+        let node_dir = c.config(k).parent().unwrap().to_path_buf();
+        enable_admin(
+            &c.config(k),
+            &node_dir.join("admin-tls"),
+            &pki,
+            true,
+            Some(&node_dir.join("ledger")),
+        );
+    }
+    let genesis = std::fs::read(c.data_dir().join(format!("{}.block", c.channel))).unwrap();
+    for k in 1..=3 {
+        c.start(k);
+        let address = announced_admin_address(&|| c.log(k), 1);
+        let joined = join_at(&address, &pki, &client, &genesis).await;
+        assert_eq!(joined.code, 201, "node{k}: {joined:?}");
+    }
+    let mut acked = order_round_robin(&c, &[1, 2, 3], 20).await;
+
+    // A config block, then more blocks after it.
+    let (dir, channel) = (
+        c.data_dir().to_str().unwrap().to_string(),
+        c.channel.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        support::korder(&[
+            "channel",
+            "update",
+            "--data-dir",
+            &dir,
+            "--channel",
+            &channel,
+            "--batch-size-max-message-count",
+            "5",
+        ])
+    })
+    .await
+    .unwrap();
+    acked.extend(order_round_robin(&c, &[1, 2, 3], 10).await);
+    let chains = converged(&c, &[1, 2, 3], &acked).await;
+    let config_block = chains[0]
+        .iter()
+        .rev()
+        .find(|b| support::is_config(&b.data.as_ref().unwrap().data[0]))
+        .unwrap()
+        .clone();
+    let number = config_block.header.as_ref().unwrap().number;
+    assert!(number > 0, "a config block after the genesis block");
+    let persisted = korder_ledger::block::consenter_metadata(&config_block)
+        .unwrap()
+        .unwrap()
+        .last_offset_persisted;
+    // Retention: the records before the config block's are gone.
+    delete_records(&brokers, &c.channel, persisted);
+
+    c.start(4);
+    let address = announced_admin_address(&|| c.log(4), 1);
+    let joined = join_at(&address, &pki, &client, &config_block.encode_to_vec()).await;
+    assert_eq!(joined.code, 201, "node4: {joined:?}");
+    assert_eq!(joined.json()["status"], "onboarding", "{joined:?}");
+    acked.extend(order_round_robin(&c, &[1, 2, 3], 5).await);
+    let before = converged(&c, &[1, 2, 3, 4], &acked).await;
+    assert!(before[0].len() as u64 > number + 1);
+    acked.extend(order_round_robin(&c, &[4, 1], 6).await);
+    let chains = converged(&c, &[1, 2, 3, 4], &acked).await;
+    for k in 2..=4 {
+        support::assert_same_chain(&chains[0], &chains[k - 1], &format!("node1 and node{k}"));
+    }
+    let counts = support::tx_counts(&chains[0]);
+    for id in &acked {
+        assert_eq!(counts.get(id), Some(&1), "{id} not ordered exactly once");
+    }
+    c.stop_all();
+}
