@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use korder_proto::Message;
 use korder_proto::common::Block;
 
-use crate::registrar::{ChannelInfo, ParticipationError, Registrar};
+use crate::registrar::{BlockTarget, ChannelInfo, ParticipationError, Registrar};
 
 /// The API's root; the server answers nothing outside it (404).
 pub const URL_BASE_V1: &str = "/participation/v1/";
@@ -119,6 +119,13 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
             other => not_allowed(&format!("invalid request method: {other}"), "GET, POST"),
         },
         _ => match rest.strip_prefix("channels/") {
+            Some(tail) if block_path(tail).is_some() => {
+                let (name, id) = block_path(tail).unwrap_or_default();
+                match method {
+                    Method::GET => fetch_block(&api, request.headers(), name, id),
+                    _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+                }
+            }
             Some(name) if !name.is_empty() && !name.contains('/') => match method {
                 Method::GET => info(&api, request.headers(), name),
                 Method::DELETE => remove(&api, request.headers(), name).await,
@@ -180,6 +187,55 @@ fn info(api: &Api, headers: &HeaderMap, name: &str) -> Response {
             StatusCode::NOT_FOUND,
             &ParticipationError::ChannelNotExist.to_string(),
         ),
+    }
+}
+
+/// `{channel}/blocks/{block}` (Fabric 3.x's block fetch): the channel and the block
+/// id.
+fn block_path(tail: &str) -> Option<(&str, &str)> {
+    let (name, id) = tail.split_once("/blocks/")?;
+    (!name.is_empty() && !name.contains('/') && !id.is_empty() && !id.contains('/'))
+        .then_some((name, id))
+}
+
+/// Which block a fetch names: `oldest`, `newest`, `config` (the last config block)
+/// or a number, as Fabric 3.x's `osnadmin channel fetch --blockID` sends it.
+fn block_target(id: &str) -> Result<BlockTarget, String> {
+    match id {
+        "oldest" => Ok(BlockTarget::Oldest),
+        "newest" => Ok(BlockTarget::Newest),
+        "config" => Ok(BlockTarget::Config),
+        _ => id
+            .parse::<i64>()
+            .map(BlockTarget::Number)
+            .map_err(|_| format!("'{id}' not equal <newest|oldest|config|(number)>")),
+    }
+}
+
+/// `GET /participation/v1/channels/{channel}/blocks/{block}` (Fabric 3.x): the block,
+/// marshalled, as `application/octet-stream`.
+fn fetch_block(api: &Api, headers: &HeaderMap, name: &str, id: &str) -> Response {
+    if let Some(r) = refuse_accept(headers) {
+        return r;
+    }
+    if let Some(r) = refuse_channel_id(name) {
+        return r;
+    }
+    let target = match block_target(id) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid block ID: {e}")),
+    };
+    match api.registrar.fetch_block(name, target) {
+        Ok(block) => {
+            let mut r = (StatusCode::OK, block.encode_to_vec()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            no_store(&mut r);
+            r
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, &e),
     }
 }
 

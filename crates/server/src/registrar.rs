@@ -129,6 +129,17 @@ pub struct ChannelInfo {
     pub height: u64,
 }
 
+/// A block named by the channel participation API's block fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockTarget {
+    Oldest,
+    Newest,
+    /// The last config block (the one the newest block's LAST_CONFIG names).
+    Config,
+    /// A block number as given (a negative one is never in the ledger).
+    Number(i64),
+}
+
 /// Fabric's consensus relation of a channel ordered by Kafka or solo.
 pub const RELATION_OTHER: &str = "other";
 /// Fabric's status of a channel the node orders.
@@ -627,6 +638,35 @@ impl Registrar {
         self.channel(name)
             .map(|c| self.info_of(&c))
             .or_else(|| self.onboarding_info(name))
+    }
+
+    /// The block `target` of channel `name`, for the channel participation API's
+    /// block fetch; the error is the text of its 404 answer (Fabric's where one
+    /// applies).
+    pub fn fetch_block(&self, name: &str, target: BlockTarget) -> Result<Block, String> {
+        let Some(channel) = self.channel(name) else {
+            return Err(if self.onboarding_info(name).is_some() {
+                "channel is not ready, he is a follower".into()
+            } else {
+                ParticipationError::ChannelNotExist.to_string()
+            });
+        };
+        let store = &channel.store;
+        let last = BlockNumber::last_of(store.height())
+            .ok_or_else(|| format!("channel {name} has no block"))?;
+        let number = match target {
+            BlockTarget::Oldest => BlockNumber::GENESIS,
+            BlockTarget::Newest => last,
+            BlockTarget::Config if last == BlockNumber::GENESIS => last,
+            BlockTarget::Config => {
+                let newest = store.block(last).map_err(|e| e.to_string())?;
+                last_config_index(&newest).map_err(|e| e.to_string())?
+            }
+            BlockTarget::Number(n) => u64::try_from(n).map(BlockNumber::new).map_err(|_| {
+                format!("block {n} is not in the ledger (height {})", store.height())
+            })?,
+        };
+        store.block(number).map_err(|e| e.to_string())
     }
 
     /// Every channel the channel participation API lists: those served and those

@@ -203,3 +203,86 @@ async fn removal_ends_a_waiting_deliver_stream() {
     let (blocks, status) = node.deliver(request).await;
     assert_eq!((blocks.len(), status), (0, Some(Status::NotFound)));
 }
+
+/// One request to the router: status, Content-Type and raw body.
+async fn call_raw(node: &Node, request: Request<Body>) -> (StatusCode, String, Vec<u8>) {
+    let r = router(node.registrar.clone(), ON)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = r.status();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (status, content_type, body.to_vec())
+}
+
+/// Fabric 3.x's block fetch (`osnadmin channel fetch`): `oldest`, `newest`,
+/// `config` and a number answer the marshalled block as an octet stream; a block
+/// above the height and an unknown channel are 404, a malformed block id 400 (its
+/// text with `<` and `>` escaped, as Go's JSON encoder writes them), and another
+/// method 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_blocks_through_the_router() {
+    let node = Node::start_empty(1).await;
+    let genesis = node.net.app_genesis.encode_to_vec();
+    let (code, body) = call(&node, ON, join_request(&genesis)).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let responses = node
+        .broadcast(vec![tx(&node.net.client, APP, "first")])
+        .await;
+    assert_eq!(statuses(&responses), vec![Status::Success]);
+    let blocks = node
+        .blocks_until(&node.net.client, APP, |b| b.len() == 2)
+        .await;
+    let base = "/participation/v1/channels/mychannel/blocks";
+    for (id, want) in [
+        ("oldest", &blocks[0]),
+        ("newest", &blocks[1]),
+        ("config", &blocks[0]),
+        ("1", &blocks[1]),
+        ("0", &blocks[0]),
+    ] {
+        let (code, content_type, body) = call_raw(&node, get(&format!("{base}/{id}"))).await;
+        assert_eq!(code, StatusCode::OK, "{id}");
+        assert_eq!(content_type, "application/octet-stream");
+        let got = korder_proto::common::Block::decode(body.as_slice()).unwrap();
+        assert_eq!(&got, want, "block {id}");
+    }
+    let (code, _, body) = call_raw(&node, get(&format!("{base}/7"))).await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (code, body) = call(&node, ON, get(&format!("{base}/next"))).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "{\"error\":\"invalid block ID: 'next' not equal \\u003cnewest|oldest|config|(number)\\u003e\"}\n"
+        )
+    );
+    let (code, body) = call(
+        &node,
+        ON,
+        get("/participation/v1/channels/other/blocks/newest"),
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"channel does not exist\"}\n"
+        )
+    );
+    let delete = Request::delete(format!("{base}/newest"))
+        .body(Body::empty())
+        .unwrap();
+    let (code, _) = call(&node, ON, delete).await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+}
