@@ -71,6 +71,10 @@ pub(crate) const INDEX_DIR: &str = "index";
 /// Markers of channels being removed: `pendingremoval/<channel>`, written before the
 /// first file of the channel is deleted and removed after the last.
 pub(crate) const REMOVAL_DIR: &str = "pendingremoval";
+/// Join blocks of channels being filled from other orderers: `joinblock/<channel>`,
+/// the marshalled config block the channel was joined by. Written before the first
+/// pulled block, removed once the channel holds the join block and serves.
+pub(crate) const JOIN_BLOCK_DIR: &str = "joinblock";
 const FILE_PREFIX: &str = "blockfile_";
 
 /// `blockfile_NNNNNN`.
@@ -291,6 +295,59 @@ impl Ledgers {
         s.sync_dir(REMOVAL_DIR)
             .map_err(LedgerError::io("sync directory", REMOVAL_DIR))?;
         tracing::info!(channel, "ledger removed");
+        Ok(())
+    }
+
+    /// Records `block` (marshalled) as the block `channel` is being joined by, before
+    /// any block of the channel is pulled: a node that stops before the channel
+    /// serves finds it at the next start ([`Ledgers::join_blocks`]) and knows the
+    /// channel's ledger is not anchored yet.
+    pub fn save_join_block(&self, channel: &str, block: &[u8]) -> Result<(), LedgerError> {
+        let s = &*self.storage;
+        let path = format!("{JOIN_BLOCK_DIR}/{channel}");
+        s.create_dir_all(JOIN_BLOCK_DIR)
+            .map_err(LedgerError::io("create directory", JOIN_BLOCK_DIR))?;
+        let file = s.create(&path).map_err(LedgerError::io("create", &path))?;
+        file.write_all_at(block, 0)
+            .map_err(LedgerError::io("write", &path))?;
+        file.sync_data().map_err(LedgerError::io("sync", &path))?;
+        s.sync_dir(JOIN_BLOCK_DIR)
+            .map_err(LedgerError::io("sync directory", JOIN_BLOCK_DIR))?;
+        s.sync_dir("")
+            .map_err(LedgerError::io("sync directory", "(ledger root)"))?;
+        Ok(())
+    }
+
+    /// The channels being joined by a later config block that were not done, with
+    /// the bytes recorded for each (a torn write reads as damaged bytes: the caller
+    /// decodes and checks them).
+    pub fn join_blocks(&self) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+        let s = &*self.storage;
+        let names = s
+            .list(JOIN_BLOCK_DIR)
+            .map_err(LedgerError::io("list", JOIN_BLOCK_DIR))?;
+        let mut out = Vec::new();
+        for name in names {
+            let path = format!("{JOIN_BLOCK_DIR}/{name}");
+            let file = s.open(&path).map_err(LedgerError::io("open", &path))?;
+            let len = file.len().map_err(LedgerError::io("stat", &path))?;
+            let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.read_exact_at(&mut bytes, 0)
+                .map_err(LedgerError::io("read", &path))?;
+            out.push((name, bytes));
+        }
+        Ok(out)
+    }
+
+    /// Forgets `channel`'s join block (it serves, or it was removed).
+    pub fn remove_join_block(&self, channel: &str) -> Result<(), LedgerError> {
+        let s = &*self.storage;
+        let path = format!("{JOIN_BLOCK_DIR}/{channel}");
+        if s.exists(&path) {
+            s.remove(&path).map_err(LedgerError::io("remove", &path))?;
+            s.sync_dir(JOIN_BLOCK_DIR)
+                .map_err(LedgerError::io("sync directory", JOIN_BLOCK_DIR))?;
+        }
         Ok(())
     }
 

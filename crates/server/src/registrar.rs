@@ -249,7 +249,14 @@ impl Registrar {
         metrics: Arc<Metrics>,
         options: impl Into<NodeOptions>,
     ) -> Result<Registrar, RegistrarError> {
-        let mut names = ledgers.channels()?;
+        // A channel still being joined by a later config block has a ledger that is
+        // not anchored yet: it is onboarded again below, never loaded.
+        let joining: Vec<String> = ledgers.join_blocks()?.into_iter().map(|(n, _)| n).collect();
+        let mut names: Vec<String> = ledgers
+            .channels()?
+            .into_iter()
+            .filter(|n| !joining.contains(n))
+            .collect();
         if names.is_empty()
             && let Some(genesis) = genesis
         {
@@ -289,6 +296,7 @@ impl Registrar {
         for name in names {
             registrar.load_channel(&name)?;
         }
+        registrar.resume_onboardings()?;
         if registrar.channel_count() == 0 {
             tracing::info!("no channel: channels are joined through the channel participation API");
         } else if registrar.inner.system_channel.read_unpoisoned().is_none() {
@@ -488,7 +496,7 @@ impl Registrar {
             return Err(ParticipationError::ChannelAlreadyExists);
         }
         if number != 0 {
-            return self.start_onboarding(bundle, block).inspect_err(|_| {
+            return self.start_onboarding(bundle, block).await.inspect_err(|_| {
                 self.inner.node.release(&name);
             });
         }
@@ -571,10 +579,14 @@ impl Registrar {
     /// for an application channel while the node has a system channel, and for the
     /// system channel itself (Fabric 2.5 removes only an etcdraft system channel).
     pub async fn remove(&self, name: &str) -> Result<(), ParticipationError> {
-        if let Some(stopped) = self.stop_onboarding(name).await {
-            return stopped.map_err(ParticipationError::Failed);
+        let one = self.inner.participation.lock().await;
+        if let Some(onboarding) = self.take_onboarding(name) {
+            drop(one);
+            return self
+                .finish_stop(name, onboarding)
+                .await
+                .map_err(ParticipationError::Failed);
         }
-        let _one = self.inner.participation.lock().await;
         if let Some(system) = self.system_channel_id() {
             if system != name {
                 return Err(ParticipationError::SystemChannelExists);

@@ -41,12 +41,18 @@ fn incoming(
 /// A registrar without channels over `logs`, signing as the network's orderer.
 async fn empty_node(net: &Network, logs: Arc<MemLogs>) -> (Registrar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let ledgers = Ledgers::open_dir(dir.path(), StoreOptions::default()).unwrap();
+    let registrar = node_at(net, logs, dir.path()).await;
+    (registrar, dir)
+}
+
+/// A registrar over the ledgers in `dir` and `logs`, signing as the network's orderer.
+async fn node_at(net: &Network, logs: Arc<MemLogs>, dir: &std::path::Path) -> Registrar {
+    let ledgers = Ledgers::open_dir(dir, StoreOptions::default()).unwrap();
     let signer = Arc::new(
         SigningIdentity::load_msp_dir(net.dir.path().join("orderer0"), ORDERER_MSP).unwrap(),
     );
     let handle = tokio::runtime::Handle::current();
-    let registrar = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         Registrar::start(
             ledgers,
             None,
@@ -59,8 +65,7 @@ async fn empty_node(net: &Network, logs: Arc<MemLogs>) -> (Registrar, tempfile::
     })
     .await
     .unwrap()
-    .unwrap();
-    (registrar, dir)
+    .unwrap()
 }
 
 /// Broadcasts `n` transactions tagged `tag` to `node`; all must succeed.
@@ -184,6 +189,55 @@ async fn an_onboarding_without_orderers_keeps_trying_until_removed() {
     let again = b.join(blocks[1].clone()).await.unwrap();
     assert_eq!(again.status, STATUS_ONBOARDING);
     b.remove(APP).await.unwrap();
+    tokio::task::spawn_blocking(move || b.halt_all())
+        .await
+        .unwrap();
+    a.halt().await;
+}
+
+/// A node stopped while it onboards a channel (its orderer unreachable) resumes the
+/// onboarding when it starts again: the channel is listed as `onboarding`, not
+/// loaded from its partial ledger; once the orderer answers, the node pulls the
+/// blocks, serves the channel and forgets the join block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_onboarding_resumes_after_a_restart() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let net = Network::with_endpoint(2, Duration::from_millis(200), &endpoint);
+    let a = Node::start_with_options(net, LogTiming::LOCAL, 0, NodeOptions::default()).await;
+    let update = a.broadcast(vec![batch_size_update(&a.net, APP, 3)]).await;
+    assert_eq!(statuses(&update), [Status::Success]);
+    let blocks = a.blocks_until(&a.net.client, APP, |b| b.len() == 2).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = node_at(&a.net, a.logs.clone(), dir.path()).await;
+    let info = b.join(blocks[1].clone()).await.unwrap();
+    assert_eq!(info.status, STATUS_ONBOARDING);
+    tokio::task::spawn_blocking(move || b.halt_all())
+        .await
+        .unwrap();
+    assert!(dir.path().join("joinblock").join(APP).exists());
+
+    let b = node_at(&a.net, a.logs.clone(), dir.path()).await;
+    assert!(b.channel(APP).is_none(), "a partial ledger is never loaded");
+    assert_eq!(b.channel_info(APP).unwrap().status, STATUS_ONBOARDING);
+    // The orderer now answers at the address the config lists.
+    let listener = TcpListener::bind(endpoint.as_str()).await.unwrap();
+    let service = AtomicBroadcastService::new(a.registrar.clone(), DeliverConfig::default());
+    tokio::spawn(
+        Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(incoming(listener)),
+    );
+    let served = tokio::time::timeout(WAIT, b.served_channel(APP))
+        .await
+        .expect("the resumed onboarding ends with the channel served");
+    assert!(served.store.height() >= 2);
+    let pulled: Vec<_> = ledger_blocks(&b, 2).iter().map(same).collect();
+    let original: Vec<_> = blocks.iter().map(same).collect();
+    assert_eq!(pulled, original);
+    assert!(!dir.path().join("joinblock").join(APP).exists());
     tokio::task::spawn_blocking(move || b.halt_all())
         .await
         .unwrap();

@@ -813,6 +813,36 @@ fn remove_deletes_one_channel() {
     assert_eq!(again.height(), 1);
 }
 
+/// A join block recorded for a channel is listed with its exact bytes until it is
+/// removed, also by ledgers opened again over the same storage; removing one that
+/// was never recorded does nothing.
+#[test]
+fn join_blocks_are_kept_until_removed() {
+    let sim = SimStorage::new();
+    let ledgers = sim_ledgers(&sim, StoreOptions::default()).unwrap();
+    assert!(ledgers.join_blocks().unwrap().is_empty());
+    ledgers.save_join_block(CH, b"join block bytes").unwrap();
+    ledgers.save_join_block("other", b"another").unwrap();
+    let again = sim_ledgers(&sim, StoreOptions::default()).unwrap();
+    assert_eq!(
+        again.join_blocks().unwrap(),
+        vec![
+            (CH.to_string(), b"join block bytes".to_vec()),
+            ("other".to_string(), b"another".to_vec())
+        ]
+    );
+    again.remove_join_block(CH).unwrap();
+    again.remove_join_block("never-joined").unwrap();
+    assert_eq!(
+        again.join_blocks().unwrap(),
+        vec![("other".to_string(), b"another".to_vec())]
+    );
+    assert!(
+        again.channels().unwrap().is_empty(),
+        "no channel ledger is made"
+    );
+}
+
 /// A crash at any point of a removal leaves the channel either whole or gone once
 /// the ledgers are opened again; the other channel is never touched.
 #[test]

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use korder_channelconfig::Bundle;
-use korder_ledger::{BlockNumber, BlockStore, LedgerError};
+use korder_ledger::{BlockNumber, BlockStore};
+use korder_proto::Message;
 use korder_proto::common::Block;
 use korder_types::sync::MutexExt;
 use tokio::sync::watch;
@@ -35,14 +36,38 @@ pub(super) struct Onboarding {
     task: JoinHandle<()>,
     /// Height of the ledger being filled.
     height: Arc<AtomicU64>,
+    guard: Arc<LedgerGuard>,
+}
+
+/// Serialises every change of an onboarding channel's ledger. Work handed to the
+/// blocking pool outlives a cancelled task: each step takes `lock` and checks
+/// `stopped` first, and the removal of a stopped onboarding takes `lock` too, so
+/// that nothing touches the ledger once it is being deleted.
+#[derive(Default)]
+struct LedgerGuard {
+    stopped: std::sync::atomic::AtomicBool,
+    lock: std::sync::Mutex<()>,
+}
+
+impl LedgerGuard {
+    /// Runs `f` on the ledger unless the onboarding was stopped.
+    fn with<T>(&self, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        let _held = self.lock.lock_unpoisoned();
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err("the onboarding was stopped".into());
+        }
+        f()
+    }
 }
 
 impl Registrar {
     /// Starts onboarding `bundle`'s channel up to `block` (its config block number
     /// N > 0); the channel's name is claimed. Refused when the channel's log is not
     /// shared with other orderers (a node's own log cannot continue a chain other
-    /// nodes cut) or the block cannot anchor a chain.
-    pub(super) fn start_onboarding(
+    /// nodes cut) or the block cannot anchor a chain. The join block is recorded in
+    /// the ledger first, so that a node stopped before the channel serves resumes
+    /// the onboarding at its next start.
+    pub(super) async fn start_onboarding(
         &self,
         bundle: Bundle,
         block: Block,
@@ -61,12 +86,61 @@ impl Registrar {
         }
         BlockVerifier::join(&block)
             .map_err(|e| ParticipationError::InvalidJoinBlock(e.to_string()))?;
+        let ledgers = self.inner.node.ledgers.clone();
+        let (channel, bytes) = (name.clone(), block.encode_to_vec());
+        tokio::task::spawn_blocking(move || ledgers.save_join_block(&channel, &bytes))
+            .await
+            .map_err(|e| ParticipationError::Failed(e.to_string()))?
+            .map_err(|e| ParticipationError::Failed(format!("recording the join block: {e}")))?;
+        Ok(self.begin_onboarding(bundle, block))
+    }
+
+    /// Resumes the onboardings a previous run of the node did not finish (their join
+    /// blocks are still recorded): what they had pulled is deleted and they start
+    /// over. A recorded block that no longer decodes or anchors a chain is dropped
+    /// with a warning. Called at start-up, before any channel is loaded.
+    pub(super) fn resume_onboardings(&self) -> Result<Vec<String>, super::RegistrarError> {
+        let ledgers = &self.inner.node.ledgers;
+        let mut resumed = Vec::new();
+        for (name, bytes) in ledgers.join_blocks()? {
+            ledgers.remove(&name)?;
+            let checked = Block::decode(bytes.as_slice())
+                .map_err(|e| e.to_string())
+                .and_then(|block| {
+                    let (bundle, _) = super::validate_join_block(&block)?;
+                    BlockVerifier::join(&block).map_err(|e| e.to_string())?;
+                    if bundle.channel_id != name {
+                        return Err(format!("it is a block of channel {}", bundle.channel_id));
+                    }
+                    Ok((bundle, block))
+                });
+            match checked {
+                Ok((bundle, block)) => {
+                    self.inner.node.claim(&name);
+                    tracing::info!(channel = %name, "resuming an onboarding the node did not finish");
+                    self.begin_onboarding(bundle, block);
+                    resumed.push(name);
+                }
+                Err(reason) => {
+                    tracing::warn!(channel = %name, %reason, "the recorded join block is damaged: the channel is dropped; join it again");
+                    ledgers.remove_join_block(&name)?;
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Spawns the onboarding task of `bundle`'s channel and lists it.
+    fn begin_onboarding(&self, bundle: Bundle, block: Block) -> ChannelInfo {
+        let name = bundle.channel_id.clone();
         let (cancel, cancelled) = watch::channel(false);
         let height = Arc::new(AtomicU64::new(0));
+        let guard = Arc::new(LedgerGuard::default());
         let task = self.inner.runtime.spawn(self.clone().onboard(
             bundle,
             block,
             height.clone(),
+            guard.clone(),
             cancelled,
         ));
         self.inner.onboarding.lock_unpoisoned().insert(
@@ -75,15 +149,16 @@ impl Registrar {
                 cancel,
                 task,
                 height,
+                guard,
             },
         );
         tracing::info!(channel = %name, "onboarding: pulling the blocks before the join block from other orderers");
-        Ok(ChannelInfo {
+        ChannelInfo {
             name,
             consensus_relation: RELATION_OTHER,
             status: STATUS_ONBOARDING,
             height: 0,
-        })
+        }
     }
 
     /// What the channel participation API reports of a channel being onboarded.
@@ -107,31 +182,49 @@ impl Registrar {
             .collect()
     }
 
-    /// Stops onboarding `name`, if it is being onboarded, and deletes what it pulled;
-    /// `None` when it is not. The caller must not hold the participation lock: the
-    /// onboarding takes it to start the channel.
-    pub(super) async fn stop_onboarding(&self, name: &str) -> Option<Result<(), String>> {
+    /// Takes `name` out of the onboardings, if it is one, and stops it; the caller
+    /// holds the participation lock, so the onboarding cannot be finishing at the
+    /// same time. Complete the stop with [`Registrar::finish_stop`] after releasing
+    /// the lock.
+    pub(super) fn take_onboarding(&self, name: &str) -> Option<Onboarding> {
         let onboarding = self.inner.onboarding.lock_unpoisoned().remove(name)?;
+        onboarding.guard.stopped.store(true, Ordering::SeqCst);
         onboarding.cancel.send_replace(true);
+        Some(onboarding)
+    }
+
+    /// Waits for a stopped onboarding's task and deletes what it pulled and its
+    /// join block; the name is free again afterwards.
+    pub(super) async fn finish_stop(
+        &self,
+        name: &str,
+        onboarding: Onboarding,
+    ) -> Result<(), String> {
         if let Err(e) = onboarding.task.await {
             tracing::error!(channel = %name, error = %e, "the onboarding task failed");
         }
         let ledgers = self.inner.node.ledgers.clone();
         let channel = name.to_string();
-        let removed = tokio::task::spawn_blocking(move || ledgers.remove(&channel))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let guard = onboarding.guard;
+        let removed = tokio::task::spawn_blocking(move || {
+            let _held = guard.lock.lock_unpoisoned();
+            ledgers.remove(&channel)?;
+            ledgers.remove_join_block(&channel)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         self.inner.node.release(name);
         if removed.is_ok() {
             tracing::info!(channel = %name, "onboarding stopped and its blocks deleted");
         }
-        Some(removed)
+        removed
     }
 
     /// Stops every onboarding without waiting (the node halts).
     pub(super) fn cancel_onboardings(&self) {
         for o in self.inner.onboarding.lock_unpoisoned().values() {
+            o.guard.stopped.store(true, Ordering::SeqCst);
             o.cancel.send_replace(true);
         }
     }
@@ -143,13 +236,14 @@ impl Registrar {
         bundle: Bundle,
         block: Block,
         height: Arc<AtomicU64>,
+        guard: Arc<LedgerGuard>,
         mut cancelled: watch::Receiver<bool>,
     ) {
         let name = bundle.channel_id.clone();
         let mut pause = FIRST_RETRY_PAUSE;
         loop {
             let attempt = tokio::select! {
-                r = self.pull_through(&bundle, &block, &height) => Some(r),
+                r = self.pull_through(&bundle, &block, &height, &guard) => Some(r),
                 _ = cancelled.wait_for(|c| *c) => None,
             };
             let store = match attempt {
@@ -159,7 +253,11 @@ impl Registrar {
                     tracing::warn!(channel = %name, %reason, retry_in = ?pause, "onboarding: the blocks could not be pulled; retrying");
                     let ledgers = self.inner.node.ledgers.clone();
                     let channel = name.clone();
-                    let _ = tokio::task::spawn_blocking(move || ledgers.remove(&channel)).await;
+                    let g = guard.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        g.with(|| ledgers.remove(&channel).map_err(|e| e.to_string()))
+                    })
+                    .await;
                     height.store(0, Ordering::Relaxed);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
@@ -183,10 +281,25 @@ impl Registrar {
         cancelled: &watch::Receiver<bool>,
     ) {
         let name = bundle.channel_id.clone();
+        // Held until the channel is visible and no longer an onboarding: a removal
+        // either stopped this onboarding before (seen here) or finds a channel.
         let _one = self.inner.participation.lock().await;
         if *cancelled.borrow() {
             store.close();
             return;
+        }
+        // Block N is in place: the ledger is anchored and loads like any other from
+        // now on, so the join block is no longer needed.
+        let ledgers = self.inner.node.ledgers.clone();
+        let done = name.clone();
+        match tokio::task::spawn_blocking(move || ledgers.remove_join_block(&done)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(channel = %name, error = %e, "cannot forget the join block: the next start pulls the channel again");
+            }
+            Err(e) => {
+                tracing::warn!(channel = %name, error = %e, "forgetting the join block failed")
+            }
         }
         let me = self.clone();
         let started =
@@ -219,15 +332,19 @@ impl Registrar {
         bundle: &Bundle,
         block: &Block,
         height: &Arc<AtomicU64>,
+        guard: &Arc<LedgerGuard>,
     ) -> Result<BlockStore, String> {
         let name = bundle.channel_id.clone();
         let number = BlockNumber::new(block.header.as_ref().map_or(0, |h| h.number));
         let ledgers = self.inner.node.ledgers.clone();
+        let g = guard.clone();
         let store = tokio::task::spawn_blocking(move || {
-            // A ledger left by an earlier attempt or channel of this name is not
-            // trusted: the verifier starts from nothing.
-            ledgers.remove(&name)?;
-            ledgers.open(&name)
+            g.with(|| {
+                // A ledger left by an earlier attempt or channel of this name is not
+                // trusted: the verifier starts from nothing.
+                ledgers.remove(&name).map_err(|e| e.to_string())?;
+                ledgers.open(&name).map_err(|e| e.to_string())
+            })
         })
         .await
         .map_err(|e| e.to_string())?
@@ -245,10 +362,13 @@ impl Registrar {
         config.metrics = Some(self.inner.metrics.clone());
         let sink_store = store.clone();
         let sink_height = height.clone();
-        let sink = move |b: &Block| -> Result<(), LedgerError> {
-            sink_store.append(b)?;
-            sink_height.store(sink_store.height(), Ordering::Relaxed);
-            Ok(())
+        let g = guard.clone();
+        let sink = move |b: &Block| -> Result<(), String> {
+            g.with(|| {
+                sink_store.append(b).map_err(|e| e.to_string())?;
+                sink_height.store(sink_store.height(), Ordering::Relaxed);
+                Ok(())
+            })
         };
         match BlockPuller::new(config)
             .pull(&mut verifier, PullEnd::Through(number), sink)
