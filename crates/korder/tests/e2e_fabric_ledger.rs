@@ -385,6 +385,7 @@ impl Node {
             .env("ORDERER_FILELEDGER_LOCATION", ledger)
             .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
             .env("ORDERER_OPERATIONS_LISTENADDRESS", &ops)
+            .env("ORDERER_ADMIN_LISTENADDRESS", "127.0.0.1:0")
             .env("ORDERER_METRICS_PROVIDER", "prometheus")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
