@@ -17,7 +17,8 @@
 //!
 //! Invariants: nothing panics; every refusal is an error text; in the structured
 //! mode the parser accepts exactly the forms the model accepts and returns the
-//! file part's bytes exactly, and the block it returns is those bytes decoded; a
+//! file part's bytes exactly, the block it returns is those bytes decoded, and a
+//! genesis block of the fixtures sent unchanged is a valid join block; a
 //! block accepted by `validate_join_block` is accepted again, to the same channel
 //! and kind, also after a trip over the wire, and a refused one is refused again
 //! with the same reason.
@@ -122,10 +123,18 @@ pub fn participation_join(data: &[u8]) {
     let got = config_block_bytes(&content_type, &body);
     match (&expected, &got) {
         (Expected::Unknown, _) => {}
-        (Expected::Accepted(want), Ok(got)) => assert_eq!(
-            got, want,
-            "the parser returned other bytes than the file part's"
-        ),
+        (Expected::Accepted(want), Ok(got)) => {
+            assert_eq!(
+                got, want,
+                "the parser returned other bytes than the file part's"
+            );
+            if GENESIS_BLOCKS.contains(&want.as_slice()) {
+                let block = join_block_of(&content_type, &body).expect("a genesis block decodes");
+                if let Err(e) = validate_join_block(&block) {
+                    panic!("a genesis block of the fixtures is not a valid join block: {e}");
+                }
+            }
+        }
         (Expected::Refused, Err(_)) => {}
         (Expected::Accepted(_), Err(e)) => panic!("a well-formed join form is refused: {e}"),
         (Expected::Refused, Ok(_)) => panic!("a form the model refuses is accepted"),
@@ -162,7 +171,10 @@ fn check_request(content_type: &str, body: &[u8]) {
             Block::decode(*bytes).is_err() && !e.is_empty(),
             "a file part that decodes is refused: {e}"
         ),
-        (Err(a), Err(b)) => assert_eq!(a, b, "the two readings refuse differently"),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "the two readings refuse differently");
+            assert!(!a.is_empty(), "a refusal without a reason");
+        }
         (Err(e), Ok(_)) => panic!("a block from a form whose part is refused: {e}"),
     }
 }

@@ -128,3 +128,20 @@ fn participation_join_model_reaches_every_verdict() {
         assert!(seen.get(v).is_some_and(|&n| n > 0), "{v}: {seen:?}");
     }
 }
+
+/// An osnadmin join request holding each genesis block the participation_join
+/// target builds forms from reads back as that block and is a valid join block.
+#[test]
+fn participation_join_genesis_blocks_are_valid_joins() {
+    use korder_fuzz::participation_join::{GENESIS_BLOCKS, osnadmin_request};
+    for bytes in GENESIS_BLOCKS {
+        let request = osnadmin_request(bytes);
+        let split = request.iter().position(|&b| b == b'\n').unwrap();
+        let content_type = std::str::from_utf8(&request[..split]).unwrap();
+        let block =
+            korder_server::participation::join_block_of(content_type, &request[split + 1..])
+                .unwrap();
+        assert_eq!(korder_proto::Message::encode_to_vec(&block), *bytes);
+        korder_server::registrar::validate_join_block(&block).unwrap();
+    }
+}
