@@ -19,6 +19,8 @@ pub mod config_update;
 pub mod deliver_seek;
 pub mod log_segments;
 pub mod orderer_yaml;
+pub mod participation_join;
+pub mod pulled_blocks;
 pub mod seeds;
 
 /// A target body: the bytes libFuzzer hands it.
@@ -37,4 +39,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("broadcast_filters", broadcast_filters::broadcast_filters),
     ("deliver_seek", deliver_seek::deliver_seek),
     ("block_file_scan", block_file_scan::block_file_scan),
+    ("participation_join", participation_join::participation_join),
+    ("pulled_blocks", pulled_blocks::pulled_blocks),
 ];

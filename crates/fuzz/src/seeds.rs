@@ -179,10 +179,41 @@ pub fn seeds(fixtures: &Path) -> Vec<Seed> {
             );
         }
     }
+    // Join requests as osnadmin sends them, holding the fixtures' genesis blocks.
+    for path in &blocks {
+        if let Ok(bytes) = std::fs::read(path) {
+            add(
+                "participation_join",
+                format!("osnadmin-{}", name_of(fixtures, path)),
+                [
+                    &[1u8][..],
+                    &crate::participation_join::osnadmin_request(&bytes),
+                ]
+                .concat(),
+            );
+        }
+    }
+    // Every block of the v2.5.16 orderer ledger, as another orderer serves it.
+    for (name, block) in crate::pulled_blocks::real_block_encodings() {
+        add("pulled_blocks", name, [&[1u8][..], &block].concat());
+    }
+    for (name, channel) in [("walk-system-channel", 0u8), ("walk-mychannel", 1)] {
+        add(
+            "pulled_blocks",
+            name.into(),
+            crate::pulled_blocks::walk(channel, 20),
+        );
+    }
     for (name, seek) in deliver_requests() {
         add("deliver_seek", name.into(), [&[1u8][..], &seek].concat());
     }
-    for target in ["broadcast_filters", "deliver_seek", "block_file_scan"] {
+    for target in [
+        "broadcast_filters",
+        "deliver_seek",
+        "block_file_scan",
+        "participation_join",
+        "pulled_blocks",
+    ] {
         add(target, "structured-zero".into(), vec![0u8; 64]);
         add(
             target,

@@ -248,14 +248,9 @@ async fn join(api: &Api, request: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let boundary = match media_type_boundary(&content_type) {
+    let boundary = match form_boundary(&content_type) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot parse Mime media type: {e}"),
-            );
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let limit = api.settings.max_request_body_bytes;
     let body = match axum::body::to_bytes(request.into_body(), limit).await {
@@ -267,18 +262,9 @@ async fn join(api: &Api, request: Request) -> Response {
             );
         }
     };
-    let block_bytes = match config_block_part(&body, &boundary) {
+    let block = match block_of_form(&body, &boundary) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
-    let block = match Block::decode(block_bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot unmarshal file part {CONFIG_BLOCK_KEY} into a block: {e}"),
-            );
-        }
     };
     match api.registrar.join(block).await {
         Ok(info) => {
@@ -442,6 +428,33 @@ fn refuse_channel_id(name: &str) -> Option<Response> {
     ))
 }
 
+/// The block a join request carries, read as the join handler reads it (the body
+/// already within `Admin`'s size limit): the boundary from `content_type`, the
+/// form's single file part [`CONFIG_BLOCK_KEY`], that part decoded as a block. An
+/// error is the text of the 400 answer. Whether the block may be joined is
+/// [`crate::registrar::validate_join_block`]'s and the registrar's to say.
+pub fn join_block_of(content_type: &str, body: &[u8]) -> Result<Block, String> {
+    block_of_form(body, &form_boundary(content_type)?)
+}
+
+/// The bytes of the file part [`CONFIG_BLOCK_KEY`] of a join request, exactly as
+/// sent; an error is the text of the 400 answer.
+pub fn config_block_bytes<'a>(content_type: &str, body: &'a [u8]) -> Result<&'a [u8], String> {
+    config_block_part(body, &form_boundary(content_type)?)
+}
+
+/// The form's boundary, or the text of the 400 answer.
+fn form_boundary(content_type: &str) -> Result<String, String> {
+    media_type_boundary(content_type).map_err(|e| format!("cannot parse Mime media type: {e}"))
+}
+
+/// The form's config block, or the text of the 400 answer.
+fn block_of_form(body: &[u8], boundary: &str) -> Result<Block, String> {
+    let bytes = config_block_part(body, boundary)?;
+    Block::decode(bytes)
+        .map_err(|e| format!("cannot unmarshal file part {CONFIG_BLOCK_KEY} into a block: {e}"))
+}
+
 /// Whether the request is routed to join: a `Content-Type` naming a multipart form.
 fn is_multipart(headers: &HeaderMap) -> bool {
     headers
@@ -519,6 +532,11 @@ fn config_block_part<'a>(body: &'a [u8], boundary: &str) -> Result<&'a [u8], Str
 }
 
 /// Splits a `multipart/form-data` body (RFC 7578) into its parts.
+///
+/// Lines end in CRLF, as RFC 2046 has them, unless the first delimiter line ends in
+/// LF alone: then every line end is LF (Go's reader, which Fabric uses, does the
+/// same). A part's content ends at the line end before the next delimiter; its
+/// headers end at their first empty line (CRLF or LF).
 fn parse_form<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<FormPart<'a>>, String> {
     if boundary.is_empty() {
         return Err("multipart: boundary is empty".into());
@@ -533,6 +551,8 @@ fn parse_form<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<FormPart<'a>>, S
         find(body, &line, 0).ok_or("multipart: NextPart: EOF")? + 1
     };
     let mut parts = Vec::new();
+    // The line end, set by the first delimiter line.
+    let mut line_end_of_form: Option<&[u8]> = None;
     loop {
         at += delimiter.len();
         let rest = &body[at..];
@@ -547,23 +567,16 @@ fn parse_form<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<FormPart<'a>>, S
         {
             return Err("multipart: NextPart: malformed delimiter".into());
         }
-        let headers_start = line_end + 1;
-        let (headers_end, content_start) = match find(body, b"\r\n\r\n", headers_start) {
-            _ if body[headers_start..].starts_with(b"\r\n") => (headers_start, headers_start + 2),
-            _ if body[headers_start..].starts_with(b"\n") => (headers_start, headers_start + 1),
-            Some(i) => (i, i + 4),
-            None => match find(body, b"\n\n", headers_start) {
-                Some(i) => (i, i + 2),
-                None => return Err("multipart: NextPart: EOF".into()),
-            },
-        };
-        let next_line = [b"\n".as_slice(), delimiter].concat();
-        let next = find(body, &next_line, content_start).ok_or("unexpected EOF")?;
-        let content_end = if next > content_start && body[next - 1] == b'\r' {
-            next - 1
+        let nl = *line_end_of_form.get_or_insert(if body[at..line_end].ends_with(b"\r") {
+            b"\r\n"
         } else {
-            next
-        };
+            b"\n"
+        });
+        let headers_start = line_end + 1;
+        let (headers_end, content_start) =
+            headers_end(body, headers_start).ok_or("multipart: NextPart: EOF")?;
+        let next_line = [nl, delimiter].concat();
+        let content_end = find(body, &next_line, content_start).ok_or("unexpected EOF")?;
         let (name, is_file) = disposition(&body[headers_start..headers_end]);
         parts.push(FormPart {
             name,
@@ -573,7 +586,20 @@ fn parse_form<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<FormPart<'a>>, S
         if parts.len() > FORM_PARTS_MAX {
             return Err("multipart: message too large".into());
         }
-        at = next + 1;
+        at = content_end + nl.len();
+    }
+}
+
+/// Where a part's headers starting at `from` end: the start of their first empty
+/// line (LF or CRLF), and the start of the content after it.
+fn headers_end(body: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut line = from;
+    loop {
+        let end = find(body, b"\n", line)?;
+        if matches!(&body[line..end], b"" | b"\r") {
+            return Some((line, end + 1));
+        }
+        line = end + 1;
     }
 }
 
@@ -671,6 +697,26 @@ mod tests {
         let cut = b"--XyZ\r\nContent-Disposition: form-data; name=\"config-block\"; filename=\"x\"\r\n\r\nabc";
         assert!(config_block_part(cut, "XyZ").is_err());
         assert!(config_block_part(&form(&[]), "").is_err());
+    }
+
+    /// A form whose lines end in LF alone: a part's headers end at their first empty
+    /// line, even when its content holds CRLF CRLF, and a CR ending the content is
+    /// content.
+    #[test]
+    fn lf_form_is_read_exactly() {
+        let body = b"--XyZ\nContent-Disposition: form-data; name=\"config-block\"; filename=\"b\"\n\nab\r\n\r\ncd\r\n--XyZ--\n";
+        assert_eq!(
+            config_block_part(body, "XyZ"),
+            Ok(b"ab\r\n\r\ncd\r".as_slice())
+        );
+    }
+
+    /// In a CRLF form, a delimiter after LF alone is content, as in Go's reader.
+    #[test]
+    fn crlf_form_keeps_a_delimiter_after_lf_alone() {
+        let content = b"ab\n--XyZ--\ncd";
+        let body = form(&[("config-block", Some("b"), content)]);
+        assert_eq!(config_block_part(&body, "XyZ"), Ok(content.as_slice()));
     }
 
     /// The boundary is read from the content type, quoted or not.

@@ -10,7 +10,7 @@
 //!   `N` must be the trusted block itself, byte for byte in its header.
 //!
 //! Each next block must have: the next number; as `previous_hash` the header hash of
-//! the block before it; a `data_hash` over its data; unless it is a config block,
+//! the block before it (none for block 0); a `data_hash` over its data; unless it is a config block,
 //! at least one transaction, each an envelope with a payload and a signature;
 //! signatures in the SIGNATURES
 //! slot that satisfy `/Channel/Orderer/BlockValidation` of the bundle in force
@@ -117,6 +117,9 @@ pub enum VerifyError {
     /// Block 0 of a chain is not a config block.
     #[error("block 0 is not a config block")]
     GenesisNotConfig,
+    /// Block 0 of a chain names a block before it.
+    #[error("block 0 has previous_hash {got}: the first block of a chain has none")]
+    GenesisPreviousHash { got: String },
     /// The block at the trusted block's height differs from it.
     #[error(
         "block {number} differs from the trusted config block: header hash {got}, trusted {expected}"
@@ -355,6 +358,13 @@ impl BlockVerifier {
                     got: hex(&header.previous_hash),
                 });
             }
+        } else if !header.previous_hash.is_empty() {
+            // Block 0 of a join: with an empty previous hash its header is fixed by
+            // its data, which must be a config of this channel; any other header
+            // would pass here and only be caught by block 1.
+            return Err(VerifyError::GenesisPreviousHash {
+                got: hex(&header.previous_hash),
+            });
         }
         let computed = block
             .data

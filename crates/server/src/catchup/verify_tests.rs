@@ -206,6 +206,20 @@ fn a_wrong_previous_hash_is_refused() {
     );
 }
 
+/// Block 0 of a join that names a block before it is refused: its header would
+/// differ from the real block 0's while every other check passes.
+#[test]
+fn a_genesis_block_with_a_previous_hash_is_refused() {
+    let f = fixture();
+    let blocks = chain(&f);
+    let mut forged = blocks[0].clone();
+    forged.header.as_mut().unwrap().previous_hash = Bytes::from_static(&[1]);
+    let mut v = BlockVerifier::join(&blocks[2]).unwrap();
+    refused(&mut v, &forged, &blocks[0], |e| {
+        matches!(e, VerifyError::GenesisPreviousHash { .. })
+    });
+}
+
 /// A block whose data was changed under its header is refused.
 #[test]
 fn tampered_data_is_refused() {
