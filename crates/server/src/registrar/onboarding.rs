@@ -241,9 +241,10 @@ impl Registrar {
     ) {
         let name = bundle.channel_id.clone();
         let mut pause = FIRST_RETRY_PAUSE;
+        let mut round = 0usize;
         loop {
             let attempt = tokio::select! {
-                r = self.pull_through(&bundle, &block, &height, &guard) => Some(r),
+                r = self.pull_through(&bundle, &block, &height, &guard, round) => Some(r),
                 _ = cancelled.wait_for(|c| *c) => None,
             };
             let store = match attempt {
@@ -264,6 +265,7 @@ impl Registrar {
                         _ = cancelled.wait_for(|c| *c) => return,
                     }
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    round += 1;
                     continue;
                 }
             };
@@ -326,13 +328,17 @@ impl Registrar {
         }
     }
 
-    /// One pull of blocks 0..=N into a fresh ledger; the ledger, or why not.
+    /// One pull of blocks 0..=N into a fresh ledger; the ledger, or why not. Each
+    /// `round` starts with the next orderer of the list: an orderer that serves a
+    /// chain the join block does not end (whose blocks up to N−1 pass, so that
+    /// the others' block N is then refused) is not asked first every time.
     async fn pull_through(
         &self,
         bundle: &Bundle,
         block: &Block,
         height: &Arc<AtomicU64>,
         guard: &Arc<LedgerGuard>,
+        round: usize,
     ) -> Result<BlockStore, String> {
         let name = bundle.channel_id.clone();
         let number = BlockNumber::new(block.header.as_ref().map_or(0, |h| h.number));
@@ -352,6 +358,10 @@ impl Registrar {
         let mut verifier = BlockVerifier::join(block).map_err(|e| e.to_string())?;
         let node = &self.inner.node;
         let mut config = PullerConfig::for_channel(bundle, node.signer.clone());
+        if !config.endpoints.is_empty() {
+            let first = round % config.endpoints.len();
+            config.endpoints.rotate_left(first);
+        }
         config.own_endpoint = node.catch_up.own_endpoint.clone();
         config.tls = match &node.catch_up.tls {
             Some(tls) => Some(Arc::new(
