@@ -1,7 +1,7 @@
 //! Message processing: what a message must pass before it is ordered (and again
 //! when the chain re-validates a stale one), split by job:
 //!
-//! - [`parse`]: the decode of envelope → payload → channel header that routes a
+//! - [`parse`](mod@parse): the decode of envelope → payload → channel header that routes a
 //!   message, and its class;
 //! - [`filters`]: the standard rule set, in Fabric's order: empty payload, size
 //!   (`len(payload) + len(signature)` against `AbsoluteMaxBytes`), expiration of the
