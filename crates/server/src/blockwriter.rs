@@ -115,7 +115,7 @@ impl BlockWriter {
         store: BlockStore,
         signer: Arc<SigningIdentity>,
         sequence: ConfigSeq,
-        commit_time: impl Fn(std::time::Duration) + Send + 'static,
+        commit_time: impl Fn(std::time::Duration) + Send + Sync + 'static,
     ) -> Result<Self, WriteError> {
         let (builder, last_config_block) = match store.last_block_number() {
             Some(n) => {
@@ -151,14 +151,41 @@ impl BlockWriter {
 
     /// Adds metadata in `layout` and the signature to `block` and hands it to the
     /// ledger. `sequence` is the channel's config sequence now: if it moved since the
-    /// last config block, this block is the new last config block.
+    /// last config block, this block is the new last config block. Blocking: waits
+    /// until the previous block is durable.
     pub fn write_block(
+        &mut self,
+        block: Block,
+        consenter: Option<&KafkaMetadata>,
+        sequence: ConfigSeq,
+        layout: MetadataLayout,
+    ) -> Result<(), WriteError> {
+        let block = self.seal(block, consenter, sequence, layout)?;
+        self.writer.submit(block)?;
+        Ok(())
+    }
+
+    /// [`BlockWriter::write_block`] for tasks.
+    pub async fn write_block_async(
+        &mut self,
+        block: Block,
+        consenter: Option<&KafkaMetadata>,
+        sequence: ConfigSeq,
+        layout: MetadataLayout,
+    ) -> Result<(), WriteError> {
+        let block = self.seal(block, consenter, sequence, layout)?;
+        self.writer.submit_async(block).await?;
+        Ok(())
+    }
+
+    /// Adds the metadata and the signature to `block`.
+    fn seal(
         &mut self,
         mut block: Block,
         consenter: Option<&KafkaMetadata>,
         sequence: ConfigSeq,
         layout: MetadataLayout,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Block, WriteError> {
         let header = block.header.clone().unwrap_or_default();
         let number = BlockNumber::new(header.number);
         if sequence > self.last_config_seq {
@@ -180,13 +207,17 @@ impl BlockWriter {
                 signature,
             }],
         );
-        self.writer.submit(block)?;
-        Ok(())
+        Ok(block)
     }
 
-    /// Waits until block `number` is durable.
+    /// Waits until block `number` is durable. Blocking: for threads.
     pub fn wait_durable(&self, number: BlockNumber) -> Result<(), WriteError> {
         Ok(self.writer.wait_durable(number)?)
+    }
+
+    /// [`BlockWriter::wait_durable`] for tasks.
+    pub async fn wait_durable_async(&self, number: BlockNumber) -> Result<(), WriteError> {
+        Ok(self.writer.wait_durable_async(number).await?)
     }
 
     /// Why the ledger writer stopped, if a block write failed.
@@ -194,9 +225,14 @@ impl BlockWriter {
         self.writer.failure().map(|e| e.to_string())
     }
 
-    /// Writes the block in flight and stops.
+    /// Writes the block in flight and stops. Blocking: for threads.
     pub fn close(self) -> Result<(), WriteError> {
         Ok(self.writer.close()?)
+    }
+
+    /// [`BlockWriter::close`] for tasks.
+    pub async fn close_async(self) -> Result<(), WriteError> {
+        Ok(self.writer.close_async().await?)
     }
 
     /// The ledger this writer appends to.

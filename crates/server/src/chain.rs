@@ -4,21 +4,24 @@
 //! ```text
 //!  Broadcast ──order()/configure()──▶ log.append ─┐
 //!                                                 ▼
-//!   chain thread: reader.next() ─▶ Chain::on_record ─▶ commands
+//!   chain task:   reader.next() ─▶ Chain::on_record ─▶ commands
 //!                 batch timer ───▶ Chain::on_timer_fired   │
 //!      Append ──▶ log.append (TIMETOCUT, resubmissions) ◀──┤
 //!      WriteBlock / WriteConfigBlock ──▶ BlockWriter ──▶ ledger (one block in flight)
 //!      SetIngress / Stop ──▶ ChainStatus (WaitReady, Errored for Deliver)
 //! ```
 //!
-//! Each channel's state machine runs on a thread of its own: block building,
-//! hashing, signing and the wait for the previous block's fsync are synchronous
-//! work that must not stall the async runtime; the log is read through the runtime
-//! handle.
+//! Each channel's state machine runs as a task on the node's runtime, so that a
+//! node's threads do not grow with its channel count. The task never blocks a
+//! runtime thread: the log is read and appended through futures, a block is handed
+//! to the ledger's shared append pool and the wait for the previous block's fsync
+//! is a future too, and the rare synchronous work (applying a config block, which
+//! may create a channel's ledger) runs on the blocking pool.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,14 +34,14 @@ use korder_ledger::BlockStore;
 use korder_ledger::block::consenter_metadata;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::blockwriter::{BlockWriter, WriteError};
 use crate::metrics::Metrics;
 use crate::processor::{ChainEvent, ChannelProcessor, ConfigApplied};
 use crate::resume::{ResumeError, ResumePoint};
 use crate::status::ConsenterError;
-use korder_types::sync::MutexExt;
+use korder_types::sync::{CondvarExt, MutexExt};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -146,7 +149,7 @@ fn next_tick(start: Instant, interval: Duration, now: Instant) -> Option<Instant
 }
 
 /// Opens a channel's log; called again on failure, per the chain's [`RetryPolicy`].
-pub type LogOpener<L> = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<L>, String>> + Send>;
+pub type LogOpener<L> = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<L>, String>> + Send + Sync>;
 
 /// Why a chain could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +169,6 @@ pub enum StartError {
     /// korder does not implement); `reason` names the channel and says why.
     #[error("{reason}")]
     NotServed { channel: String, reason: String },
-    #[error("channel {channel}: cannot start its chain thread: {source}")]
-    Thread {
-        channel: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 trait Appender: Send + Sync {
@@ -193,7 +190,55 @@ struct Shared {
     /// The open log's append side; replaced when the chain rebuilds itself.
     appender: Mutex<Option<Arc<dyn Appender>>>,
     append_timeout: Duration,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set once the chain's task has ended (returned, panicked or was dropped).
+    done: Done,
+}
+
+/// A latch set once, waited on by threads or tasks.
+#[derive(Debug, Default)]
+struct Done {
+    set: Mutex<bool>,
+    cond: Condvar,
+    notify: Notify,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.set.lock_unpoisoned() = true;
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    fn wait(&self) {
+        let mut set = self.set.lock_unpoisoned();
+        while !*set {
+            set = self.cond.wait_unpoisoned(set);
+        }
+    }
+
+    async fn wait_async(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if *self.set.lock_unpoisoned() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Sets the chain's [`Done`] latch when the task ends, however it ends.
+struct DoneOnDrop(Arc<Shared>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(channel = %self.0.channel, "chain task panicked");
+        }
+        self.0.done.set();
+    }
 }
 
 impl Shared {
@@ -307,15 +352,17 @@ impl ChainHandle {
     }
 
     /// Stops the chain after the block in flight is written, and waits for it.
-    /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`).
+    /// Blocking: call it outside the async runtime (e.g. in `spawn_blocking`); the
+    /// runtime the chain runs on must keep running meanwhile.
     pub fn halt(&self) {
         self.shared.halt.send_replace(true);
-        let thread = self.shared.thread.lock_unpoisoned().take();
-        if let Some(t) = thread
-            && t.join().is_err()
-        {
-            tracing::error!(channel = %self.shared.channel, "chain thread panicked");
-        }
+        self.shared.done.wait();
+    }
+
+    /// [`ChainHandle::halt`] for tasks.
+    pub async fn halt_async(&self) {
+        self.shared.halt.send_replace(true);
+        self.shared.done.wait_async().await;
     }
 }
 
@@ -370,7 +417,7 @@ fn start<L: Log>(
         halt,
         appender: Mutex::new(None),
         append_timeout: timing.append_timeout,
-        thread: Mutex::new(None),
+        done: Done::default(),
     });
     let runner = Runner {
         open,
@@ -393,14 +440,12 @@ fn start<L: Log>(
         pending_since: None,
         start_failed_io: false,
     };
-    let thread = std::thread::Builder::new()
-        .name(format!("chain-{channel}"))
-        .spawn(move || runner.run())
-        .map_err(|source| StartError::Thread {
-            channel: channel.clone(),
-            source,
-        })?;
-    *shared.thread.lock_unpoisoned() = Some(thread);
+    let runtime = runner.rt.clone();
+    let guard = DoneOnDrop(shared.clone());
+    runtime.spawn(async move {
+        let _done = guard;
+        runner.run().await;
+    });
     Ok(ChainHandle { shared })
 }
 
@@ -584,20 +629,21 @@ impl<L: Log> Runner<L> {
         &self.shared.channel
     }
 
-    fn run(mut self) {
+    async fn run(mut self) {
         let mut backoff = RESTART_BACKOFF_MIN;
         loop {
             let began = Instant::now();
-            let exit = self
-                .start()
-                .and_then(|mut reader| self.main_loop(&mut reader));
+            let exit = match self.start().await {
+                Ok(mut reader) => self.main_loop(&mut reader).await,
+                Err(e) => Err(e),
+            };
             let (error, restart) = match exit {
                 Err(Exit::Failed(e)) => (Some(e), false),
                 Err(Exit::Io(e)) => (Some(e), true),
                 Ok(()) | Err(Exit::Halted) => (None, false),
             };
             if let Some(w) = self.writer.take()
-                && let Err(e) = w.close()
+                && let Err(e) = w.close_async().await
             {
                 tracing::error!(channel = %self.shared.channel, error = %e, "closing the block writer");
             }
@@ -619,7 +665,7 @@ impl<L: Log> Runner<L> {
                     s.error = error;
                 });
                 loop {
-                    if !self.pause(backoff) {
+                    if !self.pause(backoff).await {
                         self.stopped(true, None);
                         return;
                     }
@@ -652,14 +698,12 @@ impl<L: Log> Runner<L> {
     }
 
     /// Sleeps `pause`; false if the chain was halted meanwhile.
-    fn pause(&self, pause: Duration) -> bool {
+    async fn pause(&self, pause: Duration) -> bool {
         let mut halt = self.halt.clone();
-        self.rt.block_on(async move {
-            tokio::select! {
-                _ = halt.wait_for(|h| *h) => false,
-                _ = tokio::time::sleep(pause) => true,
-            }
-        })
+        tokio::select! {
+            _ = halt.wait_for(|h| *h) => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
     }
 
     /// Rebuilds the state machine and the block writer from the ledger, and lets the
@@ -692,7 +736,7 @@ impl<L: Log> Runner<L> {
 
     /// Opens the log, posts CONNECT and opens the reader where the ledger left off,
     /// retrying per the policy; a halt cuts the retries short.
-    fn start(&mut self) -> Result<L::Reader, Exit> {
+    async fn start(&mut self) -> Result<L::Reader, Exit> {
         let from = match (&self.resume, self.chain.read_from()) {
             // From genesis the chain needs every record, from offset 0.
             (ResumePoint::Genesis, korder_log::ReadFrom::Oldest) => {
@@ -717,7 +761,7 @@ impl<L: Log> Runner<L> {
                 // An attempt may not outlast its phase (a phase of zero length still
                 // gets its one attempt, unbounded).
                 let budget = (!total.is_zero()).then(|| phase_end.max(at) - at);
-                match self.attempt(from, at, budget) {
+                match self.attempt(from, at, budget).await {
                     None => return Err(Exit::Halted),
                     Some(Ok((log, reader))) => {
                         self.shared.set_appender(Arc::new(LogAppender(log.clone())));
@@ -756,7 +800,7 @@ impl<L: Log> Runner<L> {
     /// the ledger's ([`crate::resume`]), post CONNECT, open the reader. Nothing is
     /// written before the check passes. `None` if halted meanwhile.
     #[allow(clippy::type_complexity)]
-    fn attempt(
+    async fn attempt(
         &mut self,
         from: korder_log::ReadFrom,
         at: Instant,
@@ -771,7 +815,7 @@ impl<L: Log> Runner<L> {
         // A local log (one attempt) that fails to open or to write is an I/O problem.
         let local = self.retry == RetryPolicy::ONCE;
         let mut io = false;
-        let answer = self.rt.block_on(async {
+        let answer = {
             let work = async {
                 tokio::time::sleep_until(at.into()).await;
                 let log = match existing {
@@ -808,7 +852,7 @@ impl<L: Log> Runner<L> {
                 _ = halt.wait_for(|h| *h) => None,
                 r = bounded => Some(r),
             }
-        });
+        };
         self.start_failed_io = io;
         answer
     }
@@ -829,10 +873,10 @@ impl<L: Log> Runner<L> {
         Ok(reader)
     }
 
-    fn next_event(&mut self, reader: &mut L::Reader) -> Event {
+    async fn next_event(&mut self, reader: &mut L::Reader) -> Event {
         let timer = self.timer;
         let mut halt = self.halt.clone();
-        self.rt.block_on(async {
+        {
             let sleep = async {
                 match timer {
                     Some((id, at)) => {
@@ -849,12 +893,12 @@ impl<L: Log> Runner<L> {
                 r = reader.next() => Event::Record(r),
                 () = tokio::time::sleep(WRITER_CHECK_INTERVAL) => Event::CheckWriter,
             }
-        })
+        }
     }
 
-    fn main_loop(&mut self, reader: &mut L::Reader) -> Result<(), Exit> {
+    async fn main_loop(&mut self, reader: &mut L::Reader) -> Result<(), Exit> {
         loop {
-            let commands = match self.next_event(reader) {
+            let commands = match self.next_event(reader).await {
                 Event::Halt => return Err(Exit::Halted),
                 Event::CheckWriter => {
                     if let Some(e) = self.writer.as_ref().and_then(BlockWriter::failure) {
@@ -877,14 +921,14 @@ impl<L: Log> Runner<L> {
                         tracing::warn!(channel = %self.shared.channel, error = %e, "record dropped");
                     }
                     let started = self.chain.started_pending_batch();
-                    self.execute(commands)?;
+                    self.execute(commands).await?;
                     if started {
                         self.pending_since = Some(Instant::now());
                     }
                     continue;
                 }
                 Event::Record(Err(LogError::Unavailable(e))) => {
-                    self.log_unavailable(&e);
+                    self.log_unavailable(&e).await;
                     continue;
                 }
                 Event::Record(Err(e)) if is_io(&e) => {
@@ -894,24 +938,29 @@ impl<L: Log> Runner<L> {
                     return Err(Exit::Failed(format!("reading the log: {e}")));
                 }
             };
-            self.execute(commands)?;
+            self.execute(commands).await?;
         }
     }
 
-    fn execute(&mut self, commands: Vec<Command>) -> Result<(), Exit> {
-        for command in commands {
+    /// Executes `commands` in order; what an append's outcome asks for runs before
+    /// the commands after that append.
+    async fn execute(&mut self, commands: Vec<Command>) -> Result<(), Exit> {
+        let mut queue = VecDeque::from(commands);
+        while let Some(command) = queue.pop_front() {
             match command {
                 Command::Append { record, purpose } => {
                     let log = self
                         .log
                         .clone()
                         .ok_or_else(|| Exit::Failed("the log is not open".into()))?;
-                    let appended = self.rt.block_on(async move { log.append(record).await });
+                    let appended = log.append(record).await;
                     if let Err(e) = &appended {
                         tracing::warn!(channel = %self.channel(), ?purpose, error = %e, "log append failed");
                     }
                     let more = self.chain.on_append_result(purpose, appended.is_ok());
-                    self.execute(more)?;
+                    for c in more.into_iter().rev() {
+                        queue.push_front(c);
+                    }
                 }
                 Command::WriteBlock {
                     number,
@@ -949,7 +998,8 @@ impl<L: Log> Runner<L> {
                         "the block writer and the chain disagree on the next block number"
                     );
                     writer
-                        .write_block(block, Some(&metadata), sequence, layout)
+                        .write_block_async(block, Some(&metadata), sequence, layout)
+                        .await
                         .map_err(|e| write_exit(format!("writing block {number}"), e))?;
                 }
                 Command::WriteConfigBlock {
@@ -961,7 +1011,8 @@ impl<L: Log> Runner<L> {
                     // Let the previous block land before the config changes.
                     if let Some(previous) = number.prev() {
                         self.writer_mut()?
-                            .wait_durable(previous)
+                            .wait_durable_async(previous)
+                            .await
                             .map_err(|e| write_exit(format!("writing block {previous}"), e))?;
                     }
                     let type_before = self
@@ -971,10 +1022,18 @@ impl<L: Log> Runner<L> {
                         .orderer
                         .consensus_type
                         .clone();
-                    let applied = self.processor.apply_config(&envelope).map_err(|e| {
-                        Exit::Failed(format!("applying config block {number}: {e}"))
-                    })?;
-                    self.report(applied);
+                    // Applying a config may create a channel's ledger: file work, off
+                    // the runtime's threads.
+                    let processor = self.processor.clone();
+                    let config = envelope.clone();
+                    let applied = tokio::task::spawn_blocking(move || {
+                        processor.apply_config(&config).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|e| Exit::Failed(format!("applying config block {number}: {e}")))?;
+                    self.report(applied).await;
                     let bundle = self.processor.state().bundle();
                     let sequence = bundle.sequence;
                     // The block that switches the consensus type (a migration in
@@ -995,10 +1054,12 @@ impl<L: Log> Runner<L> {
                     let writer = self.writer_mut()?;
                     let block = writer.create_next_block(vec![envelope]);
                     writer
-                        .write_block(block, consenter, sequence, layout)
+                        .write_block_async(block, consenter, sequence, layout)
+                        .await
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                     writer
-                        .wait_durable(number)
+                        .wait_durable_async(number)
+                        .await
                         .map_err(|e| write_exit(format!("writing config block {number}"), e))?;
                 }
                 Command::StartTimer { id, timeout } => {
@@ -1021,7 +1082,7 @@ impl<L: Log> Runner<L> {
     /// A transient read failure: the log client keeps reconnecting. After
     /// `read_timeout` without a record the chain reports itself errored and posts a
     /// CONNECT record, so that the first record read once the log is back clears it.
-    fn log_unavailable(&mut self, error: &str) {
+    async fn log_unavailable(&mut self, error: &str) {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         tracing::warn!(channel = %self.shared.channel, error, "the log is unavailable; retrying");
         if since.elapsed() >= self.read_timeout && !self.shared.status.borrow().errored {
@@ -1035,12 +1096,10 @@ impl<L: Log> Runner<L> {
         }
         // Pace the retries: the client reports each failure as it happens.
         let mut halt = self.halt.clone();
-        self.rt.block_on(async move {
-            tokio::select! {
-                _ = halt.wait_for(|h| *h) => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        });
+        tokio::select! {
+            _ = halt.wait_for(|h| *h) => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
 
     fn log_available(&mut self) {
@@ -1065,7 +1124,7 @@ impl<L: Log> Runner<L> {
     /// Hands what a config block did to the registrar. The chain never waits for
     /// the registrar: a created channel's ledger already holds its genesis block,
     /// and the registrar starts it on its own time.
-    fn report(&self, applied: ConfigApplied) {
+    async fn report(&self, applied: ConfigApplied) {
         let event = match applied {
             ConfigApplied::Updated { sequence } => ChainEvent::ConfigApplied {
                 channel: self.shared.channel.clone(),
@@ -1079,7 +1138,7 @@ impl<L: Log> Runner<L> {
         };
         // The registrar's consumer only spawns work per event, so the queue drains
         // without waiting on any chain.
-        if self.events.blocking_send(event).is_err() {
+        if self.events.send(event).await.is_err() {
             tracing::warn!(channel = %self.shared.channel, "the registrar has shut down; a config event is dropped");
         }
     }
