@@ -8,7 +8,7 @@
 
 use korder_ledger::BlockNumber;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use korder_channelconfig::Bundle;
@@ -26,7 +26,7 @@ use crate::msgprocessor::Parsed;
 use crate::processor::{ChainEvent, ChannelProcessor, NewChannel, NodeOptions, NodeShared};
 use crate::status::ProcessError;
 use korder_consensus::MsgClass;
-use korder_types::sync::RwLockExt;
+use korder_types::sync::{MutexExt, RwLockExt};
 
 mod onboarding;
 pub use onboarding::STATUS_ONBOARDING;
@@ -37,6 +37,9 @@ const CREATED_CHANNEL_START_LIMIT: Duration = Duration::from_secs(30);
 
 /// Most chain events waiting for the registrar.
 const EVENT_QUEUE: usize = 64;
+
+/// Most threads loading the ledger's channels at start-up.
+const MAX_LOAD_THREADS: usize = 8;
 
 /// Opens a channel's log and starts its chain over it. The node decides here which
 /// log backs which channel (the embedded log, or a Kafka topic).
@@ -293,9 +296,7 @@ impl Registrar {
         for name in &names {
             registrar.inner.node.claim(name);
         }
-        for name in names {
-            registrar.load_channel(&name)?;
-        }
+        registrar.load_channels(names)?;
         registrar.resume_onboardings()?;
         if registrar.channel_count() == 0 {
             tracing::info!("no channel: channels are joined through the channel participation API");
@@ -307,6 +308,48 @@ impl Registrar {
             .runtime
             .spawn(registrar.clone().consume_events(events_rx));
         Ok(registrar)
+    }
+
+    /// Loads `names` on a few threads at once (twice the cores: a load waits on the
+    /// disk too): a channel's load reads its ledger's tail and config and opens its
+    /// log, and a node may have many channels. The
+    /// first failure is returned once every load has ended.
+    fn load_channels(&self, names: Vec<String>) -> Result<(), RegistrarError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() * 2)
+            .clamp(1, MAX_LOAD_THREADS)
+            .min(names.len());
+        if threads <= 1 {
+            for name in names {
+                self.load_channel(&name)?;
+            }
+            return Ok(());
+        }
+        let queue = Mutex::new(names.into_iter());
+        let failure = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    // Runtime context for the logs a chain opens.
+                    let _rt = self.inner.runtime.enter();
+                    loop {
+                        let Some(name) = queue.lock_unpoisoned().next() else {
+                            return;
+                        };
+                        if failure.lock_unpoisoned().is_some() {
+                            return;
+                        }
+                        if let Err(e) = self.load_channel(&name) {
+                            failure.lock_unpoisoned().get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn load_channel(&self, name: &str) -> Result<Arc<Channel>, RegistrarError> {
