@@ -307,19 +307,25 @@ async fn deliver_on(
     }
 }
 
-/// Every block of `channel` from 0 to the current newest.
+/// Every block of `channel` from 0 to the current newest. A node that has just
+/// started answers SERVICE_UNAVAILABLE until the channel's chain has opened its
+/// log, as Fabric's does: asked again for up to 10 s.
 pub async fn all_blocks(address: &str, signer: &SigningIdentity, channel: &str) -> Vec<Block> {
-    let (newest, status) = deliver(
-        address,
+    let newest_request = || {
         seek(
             signer,
             channel,
             seek_position::Type::Newest(SeekNewest {}),
             seek_position::Type::Newest(SeekNewest {}),
             0,
-        ),
-    )
-    .await;
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut newest, mut status) = deliver(address, newest_request()).await;
+    while status == Some(Status::ServiceUnavailable as i32) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (newest, status) = deliver(address, newest_request()).await;
+    }
     assert_eq!(status, Some(Status::Success as i32));
     let top = newest[0].header.as_ref().map_or(0, |h| h.number);
     let (blocks, status) = deliver(
