@@ -23,7 +23,10 @@ use korder_msp::signer::SigningIdentity;
 use korder_proto::Message;
 use korder_proto::common::{Block, HeaderType, Status};
 use korder_proto::orderer::{SeekInfo, SeekPosition, SeekSpecified, seek_info, seek_position};
-use support::{Cluster, all_blocks, deliver, envelope, try_broadcast_all, tx_counts, unique_name};
+use support::{
+    Cluster, all_blocks, assert_same_chain, deliver, envelope, try_broadcast_all, tx_counts,
+    unique_name,
+};
 
 /// How long a node may take to start, order, or report its refusal.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -379,11 +382,14 @@ async fn recreated_shorter_topic_stops_the_channel_without_writing() {
     assert_eq!(topic.watermarks().await.unwrap(), (0, 3));
 }
 
-/// Records 0..500 removed (DeleteRecords, as retention would) and a second node that
-/// joins from the genesis block: it refuses the channel because it needs offset 0,
-/// instead of cutting a different chain from offset 500; the first node is unaffected.
+/// Records 0..500 removed (DeleteRecords, as retention would) and a second node
+/// whose ledger holds only the genesis block (as a node restored from a copy taken
+/// then): it never reads the topic from offset 500, which would cut a chain that
+/// differs; it reports the removed records, pulls the blocks it lacks from the
+/// first node (verified), and from then on cuts the same chain as the first node
+/// from the topic, Broadcasts through it included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn genesis_node_refuses_a_topic_missing_its_first_records() {
+async fn node_behind_removed_records_catches_up_from_the_other_node() {
     let brokers = kafka1();
     let mut c = Cluster::init(
         "retention",
@@ -400,10 +406,37 @@ async fn genesis_node_refuses_a_topic_missing_its_first_records() {
     assert_eq!(topic.watermarks().await.unwrap(), (500, next));
 
     c.start(2);
-    wait_refused(&c, 2, &c.channel, &["offset 0", "offset 500"]).await;
+    let deadline = Instant::now() + LIMIT;
+    while !(c.log(2).contains("offset 500") && c.log(2).contains("catch-up: blocks pulled")) {
+        assert!(
+            Instant::now() < deadline,
+            "node2 did not catch up:\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while c.healthz(2).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node2 does not serve: {:?}",
+            c.healthz(2)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let through_two = order(&c, 2, 120).await;
     let signer = c.client();
-    let genesis = all_blocks(&c.address(1), &signer, &c.channel).await[..1].to_vec();
-    assert_stopped_quietly(&c, 2, 0, &topic, &genesis).await;
+    loop {
+        let one = all_blocks(&c.address(1), &signer, &c.channel).await;
+        if one.len() >= through_two.len() {
+            let two = all_blocks(&c.address(2), &signer, &c.channel).await;
+            if two.len() == one.len() {
+                assert_same_chain(&one, &two, "node1 and node2");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the chains do not converge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(c.healthz(1).0, 200, "node1 keeps serving");
 }
 

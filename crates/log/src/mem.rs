@@ -27,6 +27,8 @@ struct MemInner {
 #[derive(Default)]
 struct MemState {
     records: Vec<Bytes>,
+    /// Offset of the oldest record still held (records below it were removed).
+    oldest: i64,
     failing_appends: usize,
     closed: bool,
 }
@@ -75,7 +77,15 @@ impl MemLog {
         LogOffset::new(self.state().records.len() as i64)
     }
 
-    /// A copy of every record, in offset order.
+    /// Removes the records below `offset`, as Kafka's retention or DeleteRecords
+    /// does: a reader can no longer start below it. Readers already open go on.
+    pub fn remove_records_below(&self, offset: LogOffset) {
+        let mut st = self.state();
+        let len = st.records.len() as i64;
+        st.oldest = st.oldest.max(offset.get().min(len));
+    }
+
+    /// A copy of every record, in offset order (removed ones included).
     pub fn records(&self) -> Vec<Bytes> {
         self.state().records.clone()
     }
@@ -118,15 +128,18 @@ impl Log for MemLog {
     }
 
     async fn reader(&self, from: ReadFrom) -> Result<MemReader, LogError> {
-        let len = self.state().records.len() as i64;
+        let (oldest, len) = {
+            let st = self.state();
+            (st.oldest, st.records.len() as i64)
+        };
         let start = match from {
-            ReadFrom::Oldest => 0,
+            ReadFrom::Oldest => oldest,
             ReadFrom::Offset(o) => o.get(),
         };
-        if !(0..=len).contains(&start) {
+        if !(oldest..=len).contains(&start) {
             return Err(LogError::OffsetOutOfRange {
                 requested: start,
-                oldest: 0,
+                oldest,
                 next: len,
             });
         }

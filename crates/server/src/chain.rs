@@ -617,6 +617,9 @@ enum Exit {
     /// Stopped by an I/O error (a full disk, say): the chain rebuilds itself from
     /// the ledger after a pause and goes on once writes succeed again.
     Io(String),
+    /// The log lost the records the chain needs next: the registrar catches the
+    /// ledger up from the channel's other orderers and starts a new chain.
+    Behind(String),
 }
 
 /// Errors of the log that come from its storage and may heal (space freed).
@@ -637,9 +640,19 @@ impl<L: Log> Runner<L> {
                 Ok(mut reader) => self.main_loop(&mut reader).await,
                 Err(e) => Err(e),
             };
+            let mut behind = false;
             let (error, restart) = match exit {
                 Err(Exit::Failed(e)) => (Some(e), false),
                 Err(Exit::Io(e)) => (Some(e), true),
+                Err(Exit::Behind(e)) => {
+                    behind = true;
+                    (
+                        Some(format!(
+                            "{e}; catching up from the channel's other orderers"
+                        )),
+                        false,
+                    )
+                }
                 Ok(()) | Err(Exit::Halted) => (None, false),
             };
             if let Some(w) = self.writer.take()
@@ -679,7 +692,16 @@ impl<L: Log> Runner<L> {
             if let Some(e) = &error {
                 tracing::error!(channel = %self.channel(), error = %e, "chain stopped");
             }
-            self.stopped(halted, error);
+            self.stopped(halted, error.clone());
+            if behind && !halted {
+                let event = ChainEvent::Behind {
+                    channel: self.shared.channel.clone(),
+                    reason: error.unwrap_or_default(),
+                };
+                if self.events.send(event).await.is_err() {
+                    tracing::warn!(channel = %self.shared.channel, "the registrar has shut down; the channel stays stopped");
+                }
+            }
             return;
         }
     }
@@ -771,6 +793,10 @@ impl<L: Log> Runner<L> {
                     Some(Err(ResumeError::Refused(e))) => {
                         tracing::error!(channel = %self.channel(), error = %e, "the log is not the one the ledger was built from: nothing is written to it");
                         return Err(Exit::Failed(e));
+                    }
+                    Some(Err(ResumeError::Behind(e))) => {
+                        tracing::warn!(channel = %self.channel(), error = %e, "the log no longer holds the records the chain needs: nothing is written to it; the node catches up from the channel's other orderers");
+                        return Err(Exit::Behind(e));
                     }
                     Some(Err(ResumeError::Transient(e))) => {
                         tracing::warn!(channel = %self.channel(), attempt, error = %e, "chain start-up attempt failed");

@@ -91,6 +91,10 @@ pub enum ChainEvent {
     /// A config block of the system channel created a channel; the registrar
     /// starts its chain.
     ChannelCreated(Box<NewChannel>),
+    /// `channel`'s chain stopped because its log no longer holds the records it
+    /// needs next; the registrar catches its ledger up from the channel's other
+    /// orderers, then starts a new chain.
+    Behind { channel: String, reason: String },
 }
 
 /// How the node reaches the channel's other orderers to catch up from them.

@@ -28,6 +28,7 @@ use crate::status::ProcessError;
 use korder_consensus::MsgClass;
 use korder_types::sync::{MutexExt, RwLockExt};
 
+mod catching_up;
 mod onboarding;
 pub use onboarding::STATUS_ONBOARDING;
 
@@ -214,6 +215,8 @@ struct Inner {
     participation: tokio::sync::Mutex<()>,
     /// Channels joined by a later config block, still pulling their blocks.
     onboarding: std::sync::Mutex<BTreeMap<String, onboarding::Onboarding>>,
+    /// Channels catching their ledgers up from other orderers.
+    catching_up: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// All channels of this node.
@@ -289,6 +292,7 @@ impl Registrar {
             loaded: watch::channel(0).0,
             participation: tokio::sync::Mutex::new(()),
             onboarding: std::sync::Mutex::new(BTreeMap::new()),
+            catching_up: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         });
         let registrar = Registrar { inner };
         // Every channel of the ledger is claimed before any chain starts: a system
@@ -353,37 +357,46 @@ impl Registrar {
     }
 
     fn load_channel(&self, name: &str) -> Result<Arc<Channel>, RegistrarError> {
-        let cfg_err = |reason: String| RegistrarError::Config {
-            channel: name.to_string(),
-            reason,
-        };
         let store = self.inner.node.ledgers.open(name)?;
-        let last = store
-            .last_block_number()
-            .ok_or_else(|| cfg_err("the ledger is empty".into()))?;
-        let last_block = store.block(last)?;
-        let index = if last == BlockNumber::GENESIS {
-            BlockNumber::GENESIS
-        } else {
-            last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
-        };
-        let config_block = if index == last {
-            last_block
-        } else {
-            store.block(index)?
-        };
-        let bundle = bundle_of_config_block(&config_block).map_err(cfg_err)?;
-        if bundle.channel_id != name {
-            return Err(cfg_err(format!(
-                "its config block is for channel {}",
-                bundle.channel_id
-            )));
-        }
+        let bundle = config_of_ledger(name, &store)?;
         let channel = self.start_channel(bundle, store)?;
         self.insert(channel.clone());
         Ok(channel)
     }
+}
 
+/// The config in force at the end of `store`, channel `name`'s ledger: the bundle of
+/// the config block its last block points to.
+fn config_of_ledger(name: &str, store: &BlockStore) -> Result<Bundle, RegistrarError> {
+    let cfg_err = |reason: String| RegistrarError::Config {
+        channel: name.to_string(),
+        reason,
+    };
+    let last = store
+        .last_block_number()
+        .ok_or_else(|| cfg_err("the ledger is empty".into()))?;
+    let last_block = store.block(last)?;
+    let index = if last == BlockNumber::GENESIS {
+        BlockNumber::GENESIS
+    } else {
+        last_config_index(&last_block).map_err(|e| cfg_err(e.to_string()))?
+    };
+    let config_block = if index == last {
+        last_block
+    } else {
+        store.block(index)?
+    };
+    let bundle = bundle_of_config_block(&config_block).map_err(cfg_err)?;
+    if bundle.channel_id != name {
+        return Err(cfg_err(format!(
+            "its config block is for channel {}",
+            bundle.channel_id
+        )));
+    }
+    Ok(bundle)
+}
+
+impl Registrar {
     /// Starts the chain of a channel whose ledger holds at least its genesis block.
     fn start_channel(
         &self,
@@ -452,6 +465,9 @@ impl Registrar {
                 }
                 Some(ChainEvent::ChannelCreated(new)) => {
                     tokio::spawn(self.clone().start_created(new));
+                }
+                Some(ChainEvent::Behind { channel, reason }) => {
+                    tokio::spawn(self.clone().catch_up(channel, reason));
                 }
             }
         }

@@ -57,10 +57,15 @@ pub enum ResumeError {
     /// The log could not be read now; a later attempt may pass.
     #[error("{0}")]
     Transient(String),
-    /// The log is not the one the ledger was built from, or lost records the chain
-    /// needs: the chain must not run on it.
+    /// The log is not the one the ledger was built from: the chain must not run on
+    /// it.
     #[error("{0}")]
     Refused(String),
+    /// The log no longer holds the records the chain needs next (retention or
+    /// DeleteRecords removed them): the chain must not run on it until the ledger
+    /// has caught up, from other orderers, past the removed records.
+    #[error("{0}")]
+    Behind(String),
 }
 
 /// Checks that `log` holds what `point` requires. Reads only; each read is bounded
@@ -86,7 +91,7 @@ async fn check_genesis<L: Log>(log: &L, channel: &str) -> Result<(), ResumeError
     match log.reader(ReadFrom::Offset(LogOffset::FIRST)).await {
         Ok(_) => Ok(()),
         Err(LogError::OffsetOutOfRange { oldest, next, .. }) if oldest > 0 => {
-            Err(ResumeError::Refused(format!(
+            Err(ResumeError::Behind(format!(
                 "channel {channel}: the ledger holds only the genesis block, so the chain \
                  needs the log from offset 0, but the log's oldest record is at offset \
                  {oldest} (it holds {oldest}..{next}): records 0..{oldest} were removed \
@@ -110,23 +115,21 @@ async fn check_after<L: Log>(
 ) -> Result<(), ResumeError> {
     let o = offset.get();
     let out_of_range = |oldest: i64, next: i64| {
-        let why = if o >= next {
-            format!(
-                "the log ends before it (it holds offsets {oldest}..{next}): it is not the \
+        if o >= next {
+            ResumeError::Refused(format!(
+                "channel {channel}: the last block ({block}) was cut at log offset {o}, but \
+                 the log ends before it (it holds offsets {oldest}..{next}): it is not the \
                  log this ledger was built from (topic deleted and recreated?) or it lost \
-                 records"
-            )
+                 records; the channel is stopped"
+            ))
         } else {
-            format!(
-                "that record was removed (the log holds offsets {oldest}..{next}; \
+            ResumeError::Behind(format!(
+                "channel {channel}: the last block ({block}) was cut at log offset {o}, but \
+                 that record was removed (the log holds offsets {oldest}..{next}; \
                  retention or DeleteRecords), so the node cannot confirm that the log is \
                  the one its ledger was built from"
-            )
-        };
-        ResumeError::Refused(format!(
-            "channel {channel}: the last block ({block}) was cut at log offset {o}, but \
-             {why}; the channel is stopped"
-        ))
+            ))
+        }
     };
     let first = read_range(log, o, o, read_timeout)
         .await

@@ -2,7 +2,8 @@
 //! pulls the blocks before it from the channel's orderer over Deliver (TCP),
 //! reports `onboarding` meanwhile, then serves the same chain and goes on cutting
 //! the same blocks from the shared log; an onboarding that cannot reach any orderer
-//! keeps trying until the channel is removed.
+//! keeps trying until the channel is removed. A running node whose shared log lost
+//! the records it needs catches up the same way.
 
 #![allow(clippy::unwrap_used)] // tests: a failure should panic
 
@@ -238,6 +239,72 @@ async fn an_onboarding_resumes_after_a_restart() {
     let original: Vec<_> = blocks.iter().map(same).collect();
     assert_eq!(pulled, original);
     assert!(!dir.path().join("joinblock").join(APP).exists());
+    tokio::task::spawn_blocking(move || b.halt_all())
+        .await
+        .unwrap();
+    a.halt().await;
+}
+
+/// A node whose ledger holds only the genesis block of a channel whose shared log
+/// lost its first records (retention): its chain stops before writing anything,
+/// the node pulls and verifies the blocks it lacks from the channel's orderer, and
+/// its new chain resumes from the offsets in its new last block, cutting the same
+/// blocks as the orderer from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_its_log_catches_up_from_the_channels_orderer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let net = Network::with_endpoint(2, Duration::from_millis(200), &endpoint);
+    let a = Node::start_with_options(net, LogTiming::LOCAL, 0, NodeOptions::default()).await;
+    let service = AtomicBroadcastService::new(a.registrar.clone(), DeliverConfig::default());
+    tokio::spawn(
+        Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(incoming(listener)),
+    );
+    order(&a, "a", 6).await;
+    a.blocks_until(&a.net.client, APP, |b| b.len() == 4).await;
+    // Retention removes every record so far; the orderer goes on.
+    let log = a.logs.log(APP);
+    log.remove_records_below(log.next_offset());
+    order(&a, "b", 4).await;
+    a.blocks_until(&a.net.client, APP, |b| b.len() == 6).await;
+
+    // The late node has the channel's genesis block only: it needs offset 0.
+    let dir = tempfile::tempdir().unwrap();
+    Ledgers::open_dir(dir.path(), StoreOptions::default())
+        .unwrap()
+        .open(APP)
+        .unwrap()
+        .append(&a.net.app_genesis)
+        .unwrap();
+    let b = node_at(&a.net, a.logs.clone(), dir.path()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let channel = loop {
+        let c = b.served_channel(APP).await;
+        if c.store.height() >= 6 && !c.chain.status().borrow().errored {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no catch-up: height {}, status {:?}",
+            c.store.height(),
+            *c.chain.status().borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    order(&a, "c", 4).await;
+    let a_blocks = a.blocks_until(&a.net.client, APP, |b| b.len() == 8).await;
+    while channel.store.height() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the caught-up node stopped cutting blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_blocks: Vec<_> = ledger_blocks(&b, 8).iter().map(same).collect();
+    let a_blocks: Vec<_> = a_blocks.iter().map(same).collect();
+    assert_eq!(b_blocks, a_blocks, "the same chain, pulled then cut");
     tokio::task::spawn_blocking(move || b.halt_all())
         .await
         .unwrap();

@@ -328,6 +328,32 @@ impl Registrar {
         }
     }
 
+    /// How this node pulls `bundle`'s channel from its other orderers: with its own
+    /// identity and client TLS, skipping its own endpoint, reporting to the node's
+    /// metrics. Round `round` starts with the `round`-th orderer of the list, so that
+    /// an orderer that cannot help is not asked first every time.
+    pub(super) fn puller_config(
+        &self,
+        bundle: &Bundle,
+        round: usize,
+    ) -> Result<PullerConfig, String> {
+        let node = &self.inner.node;
+        let mut config = PullerConfig::for_channel(bundle, node.signer.clone());
+        if !config.endpoints.is_empty() {
+            let first = round % config.endpoints.len();
+            config.endpoints.rotate_left(first);
+        }
+        config.own_endpoint = node.catch_up.own_endpoint.clone();
+        config.tls = match &node.catch_up.tls {
+            Some(tls) => Some(Arc::new(
+                ClientTls::for_channel(bundle, tls).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        config.metrics = Some(self.inner.metrics.clone());
+        Ok(config)
+    }
+
     /// One pull of blocks 0..=N into a fresh ledger; the ledger, or why not. Each
     /// `round` starts with the next orderer of the list: an orderer that serves a
     /// chain the join block does not end (whose blocks up to N−1 pass, so that
@@ -356,20 +382,7 @@ impl Registrar {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("preparing the ledger: {e}"))?;
         let mut verifier = BlockVerifier::join(block).map_err(|e| e.to_string())?;
-        let node = &self.inner.node;
-        let mut config = PullerConfig::for_channel(bundle, node.signer.clone());
-        if !config.endpoints.is_empty() {
-            let first = round % config.endpoints.len();
-            config.endpoints.rotate_left(first);
-        }
-        config.own_endpoint = node.catch_up.own_endpoint.clone();
-        config.tls = match &node.catch_up.tls {
-            Some(tls) => Some(Arc::new(
-                ClientTls::for_channel(bundle, tls).map_err(|e| e.to_string())?,
-            )),
-            None => None,
-        };
-        config.metrics = Some(self.inner.metrics.clone());
+        let config = self.puller_config(bundle, round)?;
         let sink_store = store.clone();
         let sink_height = height.clone();
         let g = guard.clone();

@@ -35,7 +35,7 @@ use korder_proto::{Message, Timestamp};
 use korder_server::chain::{BoxFuture, ChainHandle, ChainParams, LogTiming, StartError};
 use korder_server::{
     AtomicBroadcastService, ChainStatus, DeliverConfig, LogFactory, Metrics, NodeOptions,
-    Registrar, start_chain,
+    Registrar, start_chain_checked,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -97,7 +97,8 @@ impl LogFactory for Factory {
             })
         });
         let timing = *self.0.timing.lock().unwrap();
-        start_chain(opener, params, timing)
+        // Shared like Kafka topics: checked against the ledger before use.
+        start_chain_checked(opener, params, timing)
     }
 
     fn remove_log(&self, bundle: &Bundle) -> Result<(), String> {
