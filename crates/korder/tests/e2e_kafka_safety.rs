@@ -440,6 +440,81 @@ async fn node_behind_removed_records_catches_up_from_the_other_node() {
     assert_eq!(c.healthz(1).0, 200, "node1 keeps serving");
 }
 
+/// A node restored from an older copy of its ledger after retention removed the
+/// records from that copy's offsets on (here `DeleteRecords` of everything ordered
+/// so far): it pulls the blocks after the copy's last one from the other node,
+/// verified, and then cuts the same chain as the other node from the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_restored_from_an_older_copy_catches_up_from_the_other_node() {
+    let brokers = kafka1();
+    let mut c = Cluster::init(
+        "restored",
+        2,
+        &brokers,
+        &["--batch-timeout", "200ms", "--max-message-count", "20"],
+    );
+    c.start_ready(1).await;
+    c.start_ready(2).await;
+    let first = order(&c, 1, 100).await;
+    let signer = c.client();
+    let deadline = Instant::now() + LIMIT;
+    while all_blocks(&c.address(2), &signer, &c.channel).await.len() < first.len() {
+        assert!(Instant::now() < deadline, "node2 does not follow");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The copy: node 2's ledger while it is stopped.
+    c.stop(2);
+    let ledger = c.config(2).parent().unwrap().join("ledger");
+    let copy = c.config(2).parent().unwrap().join("ledger-copy");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&ledger)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    c.start_ready(2).await;
+    order(&c, 1, 200).await;
+    let topic = open_topic(&brokers, &c.channel).await;
+    let (_, next) = topic.watermarks().await.unwrap();
+    delete_records(&brokers, &c.channel, next);
+
+    c.stop(2);
+    std::fs::remove_dir_all(&ledger).unwrap();
+    std::fs::rename(&copy, &ledger).unwrap();
+    let log_from = c.log(2).len();
+    c.start(2);
+    while !c.log(2)[log_from..].contains("catch-up: blocks pulled") {
+        assert!(
+            Instant::now() < deadline,
+            "node2 did not catch up:\n{}",
+            c.logs_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while c.healthz(2).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node2 does not serve: {:?}",
+            c.healthz(2)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let through_two = order(&c, 2, 60).await;
+    loop {
+        let one = all_blocks(&c.address(1), &signer, &c.channel).await;
+        if one.len() >= through_two.len() {
+            let two = all_blocks(&c.address(2), &signer, &c.channel).await;
+            if two.len() == one.len() {
+                assert_same_chain(&one, &two, "node1 and node2");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the chains do not converge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Topic deleted and not recreated: the restarted node does not create a new, empty
 /// topic for a ledger that holds blocks; the channel is not served (Broadcast
 /// SERVICE_UNAVAILABLE, /healthz 503) and the topic stays absent.
