@@ -36,11 +36,17 @@ use tokio::runtime::Handle;
 
 use crate::lock::DirLock;
 
+/// Most threads the runtime runs blocking work on (validation batches, log reads,
+/// ledger and log opens): enough to keep the cores and the disk busy, and a bound
+/// on the node's threads whatever its channel count (idle ones exit after 10 s).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Runs the node until SIGINT/SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("korder")
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(serve(config));
