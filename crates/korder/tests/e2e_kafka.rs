@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +27,8 @@ use korder_proto::Message;
 use korder_proto::common::{Block, HeaderType, Status};
 use korder_proto::orderer::{KafkaMessage, kafka_message};
 use support::{
-    Cluster, assert_same_chain, envelope, korder, try_all_blocks, try_broadcast_all, tx_counts,
-    unique_name,
+    Cluster, assert_same_chain, envelope, kafka_script, korder, try_all_blocks, try_broadcast_all,
+    tx_counts, unique_name,
 };
 
 /// Blocks cut by size hold this many envelopes.
@@ -61,13 +60,6 @@ fn kafka3() -> String {
              KORDER_KAFKA3_STATE=DIR"
         )
     })
-}
-
-/// `scripts/kafka` (from `KORDER_KAFKA_SCRIPT`, else the repository's own).
-fn kafka_script() -> PathBuf {
-    std::env::var_os("KORDER_KAFKA_SCRIPT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka"))
 }
 
 /// Runs `scripts/kafka ARGS` on the cluster whose state is in `state`; its output.

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,8 @@ use korder_proto::Message;
 use korder_proto::common::{Block, HeaderType, Status};
 use korder_proto::orderer::{SeekInfo, SeekPosition, SeekSpecified, seek_info, seek_position};
 use support::{
-    Cluster, all_blocks, assert_same_chain, deliver, envelope, try_broadcast_all, tx_counts,
-    unique_name,
+    Cluster, all_blocks, assert_same_chain, deliver, envelope, kafka_script, try_broadcast_all,
+    tx_counts, unique_name,
 };
 
 /// How long a node may take to start, order, or report its refusal.
@@ -44,13 +43,6 @@ fn kafka1() -> String {
              scripts/test, or start one with scripts/kafka start and export its bootstrap"
         )
     })
-}
-
-/// `scripts/kafka` (from `KORDER_KAFKA_SCRIPT`, else the repository's own).
-fn kafka_script() -> PathBuf {
-    std::env::var_os("KORDER_KAFKA_SCRIPT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka"))
 }
 
 /// Runs one of Kafka's own command-line tools (`scripts/kafka tool CLASS ARGS`).

@@ -38,6 +38,13 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The project's Kafka script (`scripts/kafka`), or `KORDER_KAFKA_SCRIPT`.
+pub fn kafka_script() -> PathBuf {
+    std::env::var_os("KORDER_KAFKA_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka"))
+}
+
 /// Runs `korder` with `args`, panicking with its output if it fails.
 pub fn korder(args: &[&str]) -> std::process::Output {
     let out = Command::new(KORDER)
@@ -646,6 +653,11 @@ impl Cluster {
     }
 
     /// True while node `k`'s process runs.
+    /// Node `k`'s process id while it runs.
+    pub fn pid(&self, k: usize) -> Option<u32> {
+        self.children[k - 1].as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self, k: usize) -> bool {
         self.children[k - 1].is_some() && self.try_wait(k).is_none()
     }
