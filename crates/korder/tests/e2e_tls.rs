@@ -511,3 +511,66 @@ async fn mutual_tls_trusts_channel_msp_tls_roots() {
     broadcast_and_deliver(&net, &client, &client.cert_hash()).await;
     net.stop();
 }
+
+/// Fabric 3.x's Broadcast throttling over mutual TLS (`General.Throttling.Rate:
+/// 10`): a client sending 60 envelopes on one stream gets every one acknowledged,
+/// but no faster than its share of ten a second: the answers take at least three
+/// seconds (ten at once, then ten per one-second tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_clients_are_throttled_to_their_share() {
+    let mut net = Net::init(&["--batch-timeout", "200ms"]);
+    let (pki, dir) = server_tls(&net);
+    let client_pki = DevPki::generate("ClientTlsMSP", "clients.test").unwrap();
+    let client_ca = net.data_dir().join("client-tls-ca.pem");
+    std::fs::write(&client_ca, client_pki.tls_ca_cert_pem()).unwrap();
+    set_general_tls(
+        &net,
+        &dir.join("server.crt"),
+        &dir.join("server.key"),
+        true,
+        &[client_ca],
+    );
+    let path = net.data_dir().join("orderer.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let throttled = yaml.replacen(
+        "General:\n",
+        "General:\n  Throttling:\n    Rate: 10\n    InactivityTimeout: 5s\n",
+        1,
+    );
+    assert_ne!(yaml, throttled);
+    std::fs::write(&path, throttled).unwrap();
+    net.start();
+    let signer = net.client();
+    let issued = client_pki.issue_tls("client", &hosts()).unwrap();
+    let client = TlsClient::new(pki.tls_ca_cert_pem(), Some(&issued));
+    let mut connection = client.connect(&net.address()).await.unwrap();
+    let (tx_sender, rx) = mpsc::channel(64);
+    let began = std::time::Instant::now();
+    for i in 0..60 {
+        tx_sender
+            .send(tx(&signer, &format!("throttled-{i}")))
+            .await
+            .unwrap();
+    }
+    drop(tx_sender);
+    let mut stream = connection
+        .broadcast(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut statuses = Vec::new();
+    while let Some(r) = tokio::time::timeout(WAIT_LIMIT, stream.message())
+        .await
+        .expect("an answer in time")
+        .unwrap()
+    {
+        statuses.push(r.status);
+    }
+    let took = began.elapsed();
+    assert_eq!(statuses, vec![Status::Success as i32; 60]);
+    assert!(
+        took >= Duration::from_secs(3),
+        "60 envelopes at 10 a second answered in {took:?}"
+    );
+    net.stop();
+}
