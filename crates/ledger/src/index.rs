@@ -58,15 +58,23 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// Opens (or initialises) the index held in `file`.
+    /// Opens (or initialises) the index held in `file`. An index that has its
+    /// tables is opened without a write (no commit, no sync): a node with many
+    /// channels opens them all at start-up.
     pub(crate) fn open(file: Arc<dyn StorageFile>) -> Result<Self, redb::Error> {
         let db = Builder::new().create_with_backend(Backend(file))?;
-        let tx = db.begin_write()?;
-        {
-            tx.open_table(BLOCKS)?;
-            tx.open_table(META)?;
+        let initialised = {
+            let tx = db.begin_read()?;
+            tx.open_table(BLOCKS).is_ok() && tx.open_table(META).is_ok()
+        };
+        if !initialised {
+            let tx = db.begin_write()?;
+            {
+                tx.open_table(BLOCKS)?;
+                tx.open_table(META)?;
+            }
+            tx.commit()?;
         }
-        tx.commit()?;
         Ok(Self { db })
     }
 

@@ -80,9 +80,17 @@ impl BlockStore {
         if start.is_none() {
             index.clear().map_err(LedgerError::index(&ix_path))?;
         }
+        let indexed = |index: &crate::index::Index| {
+            index.last_indexed().map_err(LedgerError::index(&ix_path))
+        };
+        let before = indexed(&index)?;
         let (tip, writer) =
             Self::recover(&*storage, channel, &index, &ix_path, start, last_suffix)?;
-        index.persist().map_err(LedgerError::index(&ix_path))?;
+        // What recovery indexed is made durable; an index it left as it was needs no
+        // commit (a node with many channels opens them all at start-up).
+        if start.is_none() || indexed(&index)? != before {
+            index.persist().map_err(LedgerError::index(&ix_path))?;
+        }
         tracing::info!(
             channel,
             height = tip.height,
