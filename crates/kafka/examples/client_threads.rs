@@ -1,5 +1,6 @@
-//! Threads and librdkafka clients of a process holding N channel logs, each with
-//! an open reader (as a running chain has): shows what a node pays per channel.
+//! Threads, sockets and librdkafka clients of a process holding N channel logs,
+//! each with an open reader (as a running chain has): shows what a node pays per
+//! channel.
 //!
 //! `KORDER_KAFKA_BOOTSTRAP=$(scripts/kafka bootstrap) cargo run -p korder-kafka --example client_threads -- 1 10 100`
 //! opens logs on fresh topics until the process holds 1, then 10, then 100, and
@@ -15,6 +16,16 @@ use korder_log::{Log, LogReader, ReadFrom};
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Open sockets of this process (broker connections, and the socket pairs
+/// librdkafka wakes its threads with).
+fn sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
 }
 
 fn main() {
@@ -43,8 +54,9 @@ fn main() {
         .as_nanos();
     runtime.block_on(async {
         println!(
-            "before any log: {} threads, {} clients",
+            "before any log: {} threads, {} sockets, {} clients",
             threads(),
+            sockets(),
             live_clients()
         );
         let mut held = Vec::new();
@@ -61,8 +73,9 @@ fn main() {
                 held.push((log, reader));
             }
             println!(
-                "{want} logs with a reader each: {} threads, {} clients",
+                "{want} logs with a reader each: {} threads, {} sockets, {} clients",
                 threads(),
+                sockets(),
                 live_clients()
             );
         }

@@ -36,9 +36,9 @@ const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// group offsets, nothing committed).
 ///
 /// The librdkafka clients are the process's, shared by every log with the same
-/// client settings (see [`crate::clients`]): one producer for all topics, one
-/// consumer for all readers (each reading its own partition queue), so that threads
-/// and broker connections do not grow with the number of channels.
+/// client settings: one producer for all topics, one consumer for all readers (each
+/// reading its own partition queue), so that threads and broker connections do not
+/// grow with the number of channels.
 ///
 /// Several `KafkaLog`s on the same topic — one per orderer node — read the same
 /// records at the same offsets.
