@@ -25,7 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use korder_types::sync::MutexExt;
 use rdkafka::admin::AdminClient;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::{KafkaConfig, is_secret};
 use crate::consumer::SharedConsumer;
@@ -86,7 +86,17 @@ impl Clients {
         let mut registry = REGISTRY.lock_unpoisoned();
         registry.retain(|_, clients| clients.strong_count() > 0);
         if let Some(clients) = registry.get(&key).and_then(Weak::upgrade) {
-            return Ok(clients);
+            // An idempotent producer that hit a fatal error refuses every record
+            // from then on: a log opened now (a chain restarting) gets new clients,
+            // and the logs still on the old ones move over as they reopen.
+            match clients.producer.client.client().fatal_error() {
+                None => return Ok(clients),
+                Some((code, reason)) => tracing::error!(
+                    %code,
+                    reason,
+                    "the shared Kafka producer failed for good; building new clients"
+                ),
+            }
         }
         let context = TracingContext::new("producer", SHARED_TOPICS).with_stats(config);
         let client = build_client(&config.producer_properties(), context.clone(), topic)?;
