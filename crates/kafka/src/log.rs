@@ -186,8 +186,8 @@ impl KafkaLog {
             }
             ReadFrom::Offset(o) => (Offset::Offset(o.get()), Some(o.get())),
         };
-        let shared = self.clients.consumer(&self.topic).map_err(LogError::from)?;
-        let (assignment, shared) = match shared.assign(&self.topic, start)? {
+        let consumer = self.clients.consumer(&self.topic).map_err(LogError::from)?;
+        let (assignment, shared) = match consumer.assign(&self.topic, start)? {
             Some(a) => (a, true),
             // Another reader of this topic is open in the process (the shared
             // consumer holds one position per partition): this one reads through
