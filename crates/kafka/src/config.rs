@@ -222,6 +222,11 @@ impl KafkaConfig {
             ("log_level", if self.verbose { "7" } else { "6" }.to_owned()),
             ("log.connection.close", "false".to_owned()),
             ("statistics.interval.ms", "0".to_owned()),
+            // Topics are korder's to create, with the replication factor it is
+            // configured with, and a missing topic may be one that was deleted: no
+            // client asks the brokers to create one (librdkafka's producer does by
+            // default, in every metadata request).
+            ("allow.auto.create.topics", "false".to_owned()),
         ];
         if self.verbose {
             p.push((

@@ -1,5 +1,6 @@
 //! The librdkafka client context: routes the client's own log lines and error
-//! callbacks into `tracing`, tagged with the topic the client serves.
+//! callbacks into `tracing`, tagged with the topic the client serves (`*` for the
+//! clients shared by the logs of many topics).
 
 use korder_types::sync::MutexExt;
 use rdkafka::client::ClientContext;
@@ -9,7 +10,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// How many librdkafka clients (with their threads) are alive in the process.
 static LIVE_CLIENTS: Mutex<usize> = Mutex::new(0);
@@ -18,7 +18,7 @@ static CLIENTS_CLOSED: Condvar = Condvar::new();
 /// One client's share of [`LIVE_CLIENTS`]. Every client owns its context, and the
 /// context holds this token, so the count drops only after the client was destroyed
 /// (librdkafka joins the client's threads before that) and every copy of its
-/// context is gone.
+/// context is gone. A client shared by many logs counts once.
 #[derive(Debug)]
 pub(crate) struct LiveClient;
 
@@ -69,13 +69,8 @@ pub fn live_clients() -> usize {
 pub(crate) struct TracingContext {
     /// Which client this is (`producer`, `consumer`, `admin`), for the logs.
     pub(crate) client: &'static str,
+    /// The topic the client serves, `*` for a client shared by many.
     pub(crate) topic: String,
-    /// For a reader's consumer: raised when librdkafka reports that the fetch
-    /// position is out of range. librdkafka delivers that either on the message
-    /// queue or, when the partition's queue is no longer forwarded (for example
-    /// after the topic was deleted), through the error callback; the reader
-    /// watches both.
-    pub(crate) out_of_range: Option<watch::Sender<bool>>,
     /// The most telling connection-level error the client reported, such as a
     /// failed TLS handshake or SASL authentication; request failures (which
     /// librdkafka reports only as "broker transport failure") quote it.
@@ -91,7 +86,6 @@ impl TracingContext {
         Self {
             client,
             topic: topic.to_owned(),
-            out_of_range: None,
             last_error: Arc::default(),
             _live: LiveClient::new(),
             stats: None,
@@ -172,13 +166,8 @@ impl ClientContext for TracingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Some(flag) = self
-            .out_of_range
-            .as_ref()
-            .filter(|_| is_out_of_range(&error))
-        {
-            flag.send_replace(true);
-        }
+        // A consumer's partition errors (a position out of range) also reach the
+        // reader of the partition, through its queue.
         self.note_error(&error, reason);
         // librdkafka retries connection-level failures by itself; these reports are
         // for the operator, the caller sees failures through results.

@@ -13,6 +13,12 @@
 //!                                              auto.offset.reset=error
 //! ```
 //!
+//! The librdkafka clients are shared by every log of the process with the same
+//! client settings: one producer for every topic, one consumer whose assignment
+//! holds every open reader's partition (each read through its own queue), and an
+//! admin client once a topic is created. Threads and broker connections therefore
+//! do not grow with the number of channels.
+//!
 //! This is the only crate of the workspace that links a Kafka client (librdkafka,
 //! built statically). It never commits consumer offsets and never lets the client
 //! jump to another offset on its own: where to read from is the ledger's business
@@ -24,7 +30,9 @@
 //! librdkafka's statistics, turned into Fabric's `consensus_kafka_*` figures
 //! (see [`KafkaFigures`]).
 
+mod clients;
 mod config;
+mod consumer;
 mod context;
 mod error;
 mod log;

@@ -1,24 +1,21 @@
 //! [`KafkaLog`]: a channel's log as partition 0 of the topic named after the channel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use korder_log::{Log, LogError, LogOffset, LogReader, LogRecord, ReadFrom};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::Offset;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 
-use crate::config::{KafkaConfig, is_secret};
-use crate::context::{TracingContext, is_out_of_range};
+use crate::clients::{Clients, SharedProducer};
+use crate::config::KafkaConfig;
+use crate::consumer::Assignment;
+use crate::context::is_out_of_range;
 use crate::error::KafkaLogError;
 
 /// The only partition korder uses: the partition is the channel's total order.
@@ -33,36 +30,22 @@ const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Pause between metadata polls while a new topic's partition gets its leader.
 const METADATA_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Distinguishes the consumer groups of readers opened by one process.
-static READER_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// The producer with its context, whose last connection error request failures quote
-/// (librdkafka's producer context is not reachable through the producer itself).
-#[derive(Clone)]
-struct Producer0 {
-    client: FutureProducer<TracingContext>,
-    context: TracingContext,
-}
-
-impl Producer0 {
-    fn build(config: &KafkaConfig, topic: &str) -> Result<Self, KafkaLogError> {
-        let context = TracingContext::new("producer", topic).with_stats(config);
-        let client = build_client(&config.producer_properties(), context.clone(), topic)?;
-        Ok(Self { client, context })
-    }
-}
-
 /// A channel's ordered log on Kafka: topic = channel name, partition 0 only,
 /// records acknowledged by all in-sync replicas through an idempotent producer,
 /// read by consumers assigned to partition 0 at explicit offsets (no consumer
 /// group offsets, nothing committed).
+///
+/// The librdkafka clients are the process's, shared by every log with the same
+/// client settings: one producer for all topics, one consumer for all readers (each
+/// reading its own partition queue), so that threads and broker connections do not
+/// grow with the number of channels.
 ///
 /// Several `KafkaLog`s on the same topic — one per orderer node — read the same
 /// records at the same offsets.
 pub struct KafkaLog {
     config: Arc<KafkaConfig>,
     topic: Arc<str>,
-    producer: Producer0,
+    clients: Arc<Clients>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -75,21 +58,23 @@ impl std::fmt::Debug for KafkaLog {
 }
 
 impl KafkaLog {
-    /// Opens the log of channel `topic`: creates the topic if it does not exist
-    /// (1 partition, `config.topic_replication_factor` replicas; an existing topic
-    /// is used as it is) and builds the producer. One attempt of each step; the
-    /// caller decides how to retry (see [`KafkaLogError::is_transient`]).
+    /// Opens the log of channel `topic`: takes the process's clients for this
+    /// configuration (building them if no log uses them yet), creates the topic if
+    /// it does not exist (1 partition, `config.topic_replication_factor` replicas;
+    /// an existing topic is used as it is) and waits for its leader. One attempt of
+    /// each step; the caller decides how to retry (see
+    /// [`KafkaLogError::is_transient`]).
     pub async fn open(config: KafkaConfig, topic: &str) -> Result<Self, KafkaLogError> {
         config.validate()?;
         validate_topic(topic)?;
         let config = Arc::new(config);
         let topic: Arc<str> = Arc::from(topic);
-        ensure_topic(&config, &topic).await?;
-        let producer = Producer0::build(&config, &topic)?;
+        let clients = Clients::for_config(&config, &topic)?;
+        ensure_topic(&clients, &config, &topic).await?;
         let log = Self {
             config,
             topic,
-            producer,
+            clients,
         };
         log.wait_for_leader().await?;
         Ok(log)
@@ -108,21 +93,34 @@ impl KafkaLog {
     /// `(oldest, next)`: the oldest offset the partition holds and the offset the
     /// next record will get (the high watermark). Equal when the partition is empty.
     pub async fn watermarks(&self) -> Result<(i64, i64), KafkaLogError> {
-        fetch_watermarks(&self.producer, &self.topic, self.config.retry.read_timeout).await
+        fetch_watermarks(
+            &self.clients.producer,
+            &self.topic,
+            self.config.retry.read_timeout,
+        )
+        .await
     }
 
     /// The broker ids of the replicas of partition 0, as the cluster metadata lists
     /// them (for health reports).
     pub async fn replica_ids(&self) -> Result<Vec<i32>, KafkaLogError> {
-        let (replicas, _leader) =
-            partition_metadata(&self.producer, &self.topic, self.config.retry.read_timeout).await?;
+        let (replicas, _leader) = partition_metadata(
+            &self.clients.producer,
+            &self.topic,
+            self.config.retry.read_timeout,
+        )
+        .await?;
         Ok(replicas)
     }
 
     /// The broker id of partition 0's current leader, `None` while none is elected.
     pub async fn leader_id(&self) -> Result<Option<i32>, KafkaLogError> {
-        let (_replicas, leader) =
-            partition_metadata(&self.producer, &self.topic, self.config.retry.read_timeout).await?;
+        let (_replicas, leader) = partition_metadata(
+            &self.clients.producer,
+            &self.topic,
+            self.config.retry.read_timeout,
+        )
+        .await?;
         Ok((leader >= 0).then_some(leader))
     }
 
@@ -132,7 +130,7 @@ impl KafkaLog {
         let timeout = self.config.retry.read_timeout;
         let deadline = Instant::now() + timeout;
         loop {
-            let err = match partition_metadata(&self.producer, &self.topic, timeout).await {
+            let err = match partition_metadata(&self.clients.producer, &self.topic, timeout).await {
                 Ok((_, leader)) if leader >= 0 => return Ok(()),
                 Ok((_, _)) => KafkaLogError::MissingPartition {
                     topic: self.topic.to_string(),
@@ -157,7 +155,7 @@ impl KafkaLog {
                 max: self.config.max_record_bytes,
             });
         }
-        let queued = self.producer.client.send_result(
+        let queued = self.clients.producer.client.send_result(
             FutureRecord::to(&self.topic)
                 .partition(PARTITION)
                 .key(RECORD_KEY)
@@ -188,45 +186,42 @@ impl KafkaLog {
             }
             ReadFrom::Offset(o) => (Offset::Offset(o.get()), Some(o.get())),
         };
-        let group_id = format!(
-            "korder-reader-{}-{}-{}",
-            self.topic,
-            std::process::id(),
-            READER_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let (out_of_range_tx, out_of_range) = watch::channel(false);
-        let context = TracingContext {
-            out_of_range: Some(out_of_range_tx),
-            ..TracingContext::new("consumer", &self.topic).with_stats(&self.config)
+        let consumer = self.clients.consumer(&self.topic).map_err(LogError::from)?;
+        let (assignment, shared) = match consumer.assign(&self.topic, start)? {
+            Some(a) => (a, true),
+            // Another reader of this topic is open in the process (the shared
+            // consumer holds one position per partition): this one reads through
+            // a consumer of its own, released with it.
+            None => {
+                let private = self
+                    .clients
+                    .private_consumer(&self.topic)
+                    .map_err(LogError::from)?;
+                let Some(assignment) = private.assign(&self.topic, start)? else {
+                    panic!(
+                        "topic {}: a consumer just built already reads it",
+                        self.topic
+                    );
+                };
+                (assignment, false)
+            }
         };
-        let consumer: StreamConsumer<TracingContext> = build_client(
-            &self.config.consumer_properties(&group_id),
-            context,
-            &self.topic,
-        )?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.topic, PARTITION, start)
-            .map_err(|e| unavailable(&self.topic, "setting the start offset", &e))?;
-        consumer
-            .assign(&assignment)
-            .map_err(|e| unavailable(&self.topic, "assigning partition 0", &e))?;
         tracing::info!(
             topic = %self.topic,
             partition = PARTITION,
             ?from,
             oldest,
             next,
+            shared,
             "reader assigned"
         );
         Ok(KafkaReader {
             topic: self.topic.clone(),
             read_timeout: self.config.retry.read_timeout,
-            consumer,
-            producer: self.producer.clone(),
+            assignment,
+            clients: self.clients.clone(),
             expected,
             oldest_at_open: oldest,
-            out_of_range,
             failed: None,
         })
     }
@@ -275,18 +270,16 @@ impl Log for KafkaLog {
 pub struct KafkaReader {
     topic: Arc<str>,
     read_timeout: Duration,
-    consumer: StreamConsumer<TracingContext>,
-    /// Used for watermark queries when the consumer reports an out-of-range offset.
-    producer: Producer0,
+    /// Partition 0 in the (usually shared) consumer's assignment.
+    assignment: Assignment,
+    /// The producer answers watermark queries when the position is out of range.
+    clients: Arc<Clients>,
     /// The offset the next record must have; `None` until the first record when
     /// reading from the oldest one.
     expected: Option<i64>,
     /// The oldest offset when the reader was opened, reported if the very first
     /// fetch from the oldest record is out of range.
     oldest_at_open: i64,
-    /// Raised by the consumer's context when librdkafka reports the position out
-    /// of range through its error callback.
-    out_of_range: watch::Receiver<bool>,
     /// Set once the position was found out of range: librdkafka stops fetching the
     /// partition for good, so every later call reports the same error.
     failed: Option<(i64, i64, i64)>,
@@ -311,35 +304,11 @@ impl KafkaReader {
             });
         }
         loop {
-            let topic = &self.topic;
-            let received = tokio::select! {
-                // Records already fetched come first: they precede the position
-                // that fell out of range.
-                biased;
-                received = self.consumer.recv() => Some(received.map(|m| {
-                    assert_eq!(
-                        m.partition(),
-                        PARTITION,
-                        "topic {topic}: consumer assigned to partition {PARTITION} got a \
-                         record of partition {}",
-                        m.partition()
-                    );
-                    LogRecord {
-                        offset: LogOffset::new(m.offset()),
-                        value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                    }
-                })),
-                changed = self.out_of_range.wait_for(|raised| *raised) => {
-                    // The sender lives in the consumer's context, which outlives
-                    // this wait, so `changed` can only be Ok.
-                    assert!(changed.is_ok(), "topic {topic}: consumer context dropped");
-                    None
-                }
-            };
-            let record = match received {
-                None => return Err(self.out_of_range_error(None).await),
-                Some(Ok(r)) => r,
-                Some(Err(e)) => return Err(self.consumer_error(e).await),
+            // librdkafka reports a position out of range as an error on the
+            // partition's queue, after the records fetched before it.
+            let record = match self.assignment.next().await {
+                Ok(r) => r,
+                Err(e) => return Err(self.consumer_error(e).await),
             };
             let offset = record.offset.get();
             match self.expected {
@@ -361,7 +330,7 @@ impl KafkaReader {
 
     async fn consumer_error(&mut self, e: KafkaError) -> LogError {
         if is_out_of_range(&e) {
-            self.out_of_range_error(Some(e)).await
+            self.out_of_range_error(e).await
         } else {
             unavailable(&self.topic, "consuming", &e)
         }
@@ -369,9 +338,9 @@ impl KafkaReader {
 
     /// Builds the out-of-range error with the partition's current range, and
     /// remembers it for later calls.
-    async fn out_of_range_error(&mut self, cause: Option<KafkaError>) -> LogError {
+    async fn out_of_range_error(&mut self, cause: KafkaError) -> LogError {
         let requested = self.expected.unwrap_or(self.oldest_at_open);
-        match fetch_watermarks(&self.producer, &self.topic, self.read_timeout).await {
+        match fetch_watermarks(&self.clients.producer, &self.topic, self.read_timeout).await {
             Ok((oldest, next)) => {
                 tracing::error!(
                     topic = %self.topic,
@@ -388,10 +357,9 @@ impl KafkaReader {
                 }
             }
             Err(w) => LogError::Unavailable(format!(
-                "topic {} partition {PARTITION}: offset {requested} is out of range{} and \
-                 the watermarks cannot be read: {w}",
-                self.topic,
-                cause.map(|c| format!(" ({c})")).unwrap_or_default()
+                "topic {} partition {PARTITION}: offset {requested} is out of range ({cause}) \
+                 and the watermarks cannot be read: {w}",
+                self.topic
             )),
         }
     }
@@ -432,92 +400,59 @@ fn validate_topic(topic: &str) -> Result<(), KafkaLogError> {
     }
 }
 
-/// Builds a librdkafka client from `props`, logging the effective settings.
-fn build_client<T>(
-    props: &[(&'static str, String)],
-    context: TracingContext,
-    topic: &str,
-) -> Result<T, KafkaLogError>
-where
-    T: FromClientConfigAndContext<TracingContext>,
-{
-    let client = context.client;
-    let mut config = ClientConfig::new();
-    for (k, v) in props {
-        config.set(*k, v);
-    }
-    config.set_log_level(if props.iter().any(|(k, _)| *k == "debug") {
-        rdkafka::config::RDKafkaLogLevel::Debug
-    } else {
-        rdkafka::config::RDKafkaLogLevel::Info
-    });
-    let rendered: Vec<String> = props
-        .iter()
-        .map(|(k, v)| {
-            if is_secret(k) {
-                format!("{k}=<redacted>")
-            } else if k.ends_with(".pem") {
-                format!("{k}=<{} bytes of PEM>", v.len())
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect();
-    tracing::info!(client, topic, settings = %rendered.join(" "), "Kafka client settings");
-    T::from_config_and_context(&config, context).map_err(|source| KafkaLogError::Client {
-        client,
-        topic: topic.to_owned(),
-        source,
-    })
-}
-
-/// Creates the topic unless the metadata already lists it. TOPIC_ALREADY_EXISTS
-/// (another node won the race) is success.
 /// What a transport failure without any reported cause usually means.
 const UNEXPLAINED_TRANSPORT_FAILURE: &str = "none reported; the brokers closed the \
     connection or could not be reached: check the broker addresses, and that \
     Kafka.TLS.Enabled and Kafka.SASLPlain.Enabled match the listener's security.protocol";
 
-async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogError> {
-    // The metadata probe runs on a consumer handle, not the admin client: polling
-    // it brings the client's connection errors (TLS, SASL) to the context, so that a
-    // refused connection is reported with its cause.
-    let probe: BaseConsumer<TracingContext> = build_client(
-        &config.admin_properties(),
-        TracingContext::new("admin", topic),
-        topic,
-    )?;
+/// Creates the topic unless the metadata already lists it. TOPIC_ALREADY_EXISTS
+/// (another node won the race) is success. The metadata probe runs on the shared
+/// producer, which never asks the brokers to create a topic by itself
+/// (`allow.auto.create.topics=false`); a refused connection is reported with the
+/// cause the producer's context recorded.
+async fn ensure_topic(
+    clients: &Clients,
+    config: &KafkaConfig,
+    topic: &str,
+) -> Result<(), KafkaLogError> {
     let timeout = config.retry.read_timeout;
+    let producer = &clients.producer;
+    let client = producer.client.clone();
     let owned_topic = topic.to_owned();
-    let exists = tokio::task::spawn_blocking(move || {
-        match probe.fetch_metadata(Some(&owned_topic), Timeout::After(timeout)) {
-            Ok(md) => Ok(md.topics().iter().any(|t| {
+    let probed = tokio::task::spawn_blocking(move || {
+        let probe = client
+            .client()
+            .fetch_metadata(Some(&owned_topic), Timeout::After(timeout));
+        if probe.is_err() {
+            // Deliver the client's queued log and error events (the connection's
+            // cause) to the context before it is read.
+            client.poll(Duration::ZERO);
+        }
+        probe.map(|md| {
+            md.topics().iter().any(|t| {
                 t.name() == owned_topic
                     && t.error().is_none_or(|e| {
                         RDKafkaErrorCode::from(e) != RDKafkaErrorCode::UnknownTopicOrPartition
                     })
-            })),
-            Err(e) => {
-                // Deliver the queued error events to the context.
-                while probe.poll(Duration::ZERO).is_some() {}
-                let broker_error = probe.context().last_error().or_else(|| {
-                    (e.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure))
-                        .then(|| UNEXPLAINED_TRANSPORT_FAILURE.to_owned())
-                });
-                Err((e, broker_error))
-            }
-        }
+            })
+        })
     })
     .await
     .map_err(|e| KafkaLogError::MissingPartition {
         topic: topic.to_owned(),
         reason: format!("metadata task failed: {e}"),
-    })?
-    .map_err(|(source, broker_error)| KafkaLogError::Request {
-        what: "metadata",
-        topic: topic.to_owned(),
-        source: Box::new(source),
-        broker_error: broker_error.map(Into::into),
+    })?;
+    let exists = probed.map_err(|source| {
+        let broker_error = producer.context.last_error().or_else(|| {
+            (source.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure))
+                .then(|| UNEXPLAINED_TRANSPORT_FAILURE.to_owned())
+        });
+        KafkaLogError::Request {
+            what: "metadata",
+            topic: topic.to_owned(),
+            source: Box::new(source),
+            broker_error: broker_error.map(Into::into),
+        }
     })?;
     if exists {
         tracing::debug!(topic, "topic exists");
@@ -528,11 +463,7 @@ async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogE
             topic: topic.to_owned(),
         });
     }
-    let admin: AdminClient<TracingContext> = build_client(
-        &config.admin_properties(),
-        TracingContext::new("admin", topic),
-        topic,
-    )?;
+    let admin = clients.admin(topic)?;
     let rf = config.topic_replication_factor;
     let options = AdminOptions::new()
         .request_timeout(Some(timeout))
@@ -573,7 +504,7 @@ async fn ensure_topic(config: &KafkaConfig, topic: &str) -> Result<(), KafkaLogE
 
 /// `(replica ids, leader id)` of partition 0; the leader is −1 while none is elected.
 async fn partition_metadata(
-    producer: &Producer0,
+    producer: &SharedProducer,
     topic: &str,
     timeout: Duration,
 ) -> Result<(Vec<i32>, i32), KafkaLogError> {
@@ -616,7 +547,7 @@ async fn partition_metadata(
 }
 
 async fn fetch_watermarks(
-    producer: &Producer0,
+    producer: &SharedProducer,
     topic: &str,
     timeout: Duration,
 ) -> Result<(i64, i64), KafkaLogError> {

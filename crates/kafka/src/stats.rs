@@ -3,9 +3,10 @@
 //!
 //! librdkafka reports cumulative counters per client every statistics interval.
 //! Each report is turned into rates over the time since that client's previous
-//! report; the figures of every live client of the process (one producer and one
-//! consumer per channel) are then combined per broker and per topic and handed to
-//! the [`StatsHook`]:
+//! report; the figures of every live client of the process (a producer and a
+//! consumer per client configuration, each serving every channel's topic) are then
+//! combined per broker and per topic and handed to the [`StatsHook`]. A client's
+//! report lists each of its topics apart, so the topic figures stay per channel:
 //!
 //! | figure | from librdkafka |
 //! | --- | --- |
@@ -324,6 +325,44 @@ mod tests {
         assert_eq!(b.request_size, 200.0);
         assert_eq!(b.response_size, 100.0);
         assert_eq!(b.request_latency_ms, 2.5);
+    }
+
+    /// One client's report covering two topics (a producer shared by two channels)
+    /// gives each topic its own send rate and batch figures.
+    #[test]
+    fn a_shared_clients_topics_keep_their_own_figures() {
+        let mut stats = Statistics::default();
+        for (name, batch_bytes, per_batch) in [("ch1", 3000, 3), ("ch2", 500, 1)] {
+            let mut t = rdkafka::statistics::Topic {
+                topic: name.to_owned(),
+                ..Default::default()
+            };
+            t.batchsize.avg = batch_bytes;
+            t.batchcnt.avg = per_batch;
+            stats.topics.insert(name.to_owned(), t);
+        }
+        let mut before = snapshot(0, 0, 0, 0, 0, 0);
+        let mut after = snapshot(1_000_000, 0, 0, 0, 0, 0);
+        before.topic_txmsgs = HashMap::from([("ch1".to_owned(), 10), ("ch2".to_owned(), 0)]);
+        after.topic_txmsgs = HashMap::from([("ch1".to_owned(), 40), ("ch2".to_owned(), 5)]);
+        let figures = client_figures(&before, &after, &stats).unwrap();
+        let mut combined = Combined::default();
+        combined.clients.insert(
+            "producer".into(),
+            (Instant::now(), Snapshot::default(), Some(figures)),
+        );
+        let topics = combined.figures().topics;
+        assert_eq!(topics.len(), 2);
+        assert_eq!(
+            (topics["ch1"].record_send_rate, topics["ch1"].batch_size),
+            (30.0, 3000.0)
+        );
+        assert_eq!(topics["ch1"].records_per_request, 3.0);
+        assert_eq!(
+            (topics["ch2"].record_send_rate, topics["ch2"].batch_size),
+            (5.0, 500.0)
+        );
+        assert_eq!(topics["ch2"].records_per_request, 1.0);
     }
 
     /// A report at the same instant as the previous one gives no rates.

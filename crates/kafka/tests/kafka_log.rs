@@ -299,6 +299,80 @@ async fn recreated_topic_gives_out_of_range_to_a_waiting_reader() {
     }
 }
 
+/// A reader never polled, with more records waiting than the consumer prefetches for
+/// a partition (64 MiB), does not hold up another topic's reader on the shared
+/// consumer: that one gets every record; the idle one then reads all of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_reader_does_not_stall_another_topics_reader() {
+    const BIG: usize = 80;
+    const RECORD_BYTES: usize = 1_000_000;
+    let idle_log = KafkaLog::open(config(), &fresh_topic("idle"))
+        .await
+        .unwrap();
+    let busy_log = KafkaLog::open(config(), &fresh_topic("busy"))
+        .await
+        .unwrap();
+    let big = |i: usize| Bytes::from(vec![u8::try_from(i).unwrap(); RECORD_BYTES]);
+    let acks = futures::future::join_all((0..BIG).map(|i| idle_log.append(big(i)))).await;
+    for ack in acks {
+        ack.unwrap();
+    }
+    let mut idle = idle_log.reader(ReadFrom::Oldest).await.unwrap();
+    let mut busy = busy_log.reader(ReadFrom::Oldest).await.unwrap();
+    for i in 0..200 {
+        let offset = busy_log.append(value(i)).await.unwrap();
+        let r = next(&mut busy).await;
+        assert_eq!((r.offset, r.value), (offset, value(i)));
+    }
+    for i in 0..BIG {
+        let r = next(&mut idle).await;
+        assert_eq!(r.offset, LogOffset::new(i64::try_from(i).unwrap()));
+        assert!(r.value == big(i), "record {i} of the idle reader differs");
+    }
+}
+
+/// Deleting one channel's topic under its reader affects only that reader: the
+/// reader of another topic on the shared consumer keeps receiving records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_leaves_other_topics_readers_reading() {
+    let gone_topic = fresh_topic("gone");
+    let gone = KafkaLog::open(config(), &gone_topic).await.unwrap();
+    let kept = KafkaLog::open(config(), &fresh_topic("kept"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        gone.append(value(i)).await.unwrap();
+        kept.append(value(i)).await.unwrap();
+    }
+    let mut gone_reader = gone
+        .reader(ReadFrom::Offset(LogOffset::new(3)))
+        .await
+        .unwrap();
+    let mut kept_reader = kept.reader(ReadFrom::Oldest).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(next(&mut kept_reader).await.value, value(i));
+    }
+    admin()
+        .delete_topics(&[gone_topic.as_str()], &AdminOptions::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .for_each(|r| assert!(r.is_ok(), "{r:?}"));
+    // The consumer has noticed once the deleted topic's reader reports it.
+    match tokio::time::timeout(WAIT, gone_reader.next())
+        .await
+        .expect("the deleted topic's reader reported nothing within the wait bound")
+    {
+        Err(LogError::Unavailable(_) | LogError::OffsetOutOfRange { .. }) => {}
+        other => panic!("deleted topic's reader: unexpected {other:?}"),
+    }
+    for i in 3..10 {
+        let offset = kept.append(value(i)).await.unwrap();
+        let r = next(&mut kept_reader).await;
+        assert_eq!((r.offset, r.value), (offset, value(i)));
+    }
+}
+
 /// Opening a log creates its topic with one partition and the configured
 /// replication factor; asking for more replicas than brokers fails clearly and is
 /// not transient.
