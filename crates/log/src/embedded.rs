@@ -746,8 +746,8 @@ fn locate(shared: &Shared, offset: i64) -> Result<Cursor, LogError> {
 }
 
 /// Writer threads shared by every embedded log of the process, at most. One is
-/// started with the first log; more only while work waits and none is free. They
-/// live as long as the process.
+/// started with the first log; more only while more logs wait than threads are free.
+/// They live as long as the process.
 pub const WRITER_THREADS: usize = 8;
 
 /// The writer threads and the logs waiting for one.
@@ -798,7 +798,9 @@ impl Pool {
     fn schedule(&'static self, log: Arc<LogCore>) {
         let mut st = self.state.lock_unpoisoned();
         st.ready.push_back(log);
-        if st.idle == 0
+        // More logs waiting than threads free to take them: another thread, within
+        // the limit, so that a burst on many logs is written in parallel.
+        if st.ready.len() > st.idle
             && st.threads < WRITER_THREADS
             && let Err(e) = self.spawn(&mut st)
         {
