@@ -1494,6 +1494,7 @@ struct BadRecord {
 /// each good record (and commit frame) to its state.
 fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
     let mut st = seg.state();
+    let mut file = ChunkedReader::new(seg.file.as_ref(), len);
     loop {
         let pos = st.end_pos;
         let expected = st.end_offset;
@@ -1508,17 +1509,19 @@ fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
             ));
         }
         let mut head = [0u8; RECORD_HEADER_LEN as usize];
-        seg.file
-            .read_exact_at(&mut head, pos)
-            .map_err(|e| seg.io(e))?;
+        head.copy_from_slice(
+            file.bytes(pos, RECORD_HEADER_LEN as usize)
+                .map_err(|e| seg.io(e))?,
+        );
         if seg.version == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
             if len - pos < COMMIT_FRAME_LEN {
                 return bad("commit frame cut short".to_owned());
             }
             let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
-            seg.file
-                .read_exact_at(&mut frame, pos)
-                .map_err(|e| seg.io(e))?;
+            frame.copy_from_slice(
+                file.bytes(pos, COMMIT_FRAME_LEN as usize)
+                    .map_err(|e| seg.io(e))?,
+            );
             match decode_commit(&frame, pos) {
                 Some(next) if next == expected => {
                     st.push_commit(pos + COMMIT_FRAME_LEN);
@@ -1548,14 +1551,60 @@ fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
                 header.value_len
             ));
         }
-        let mut value = vec![0u8; header.value_len as usize];
-        seg.file
-            .read_exact_at(&mut value, pos + RECORD_HEADER_LEN)
+        let value = file
+            .bytes(pos + RECORD_HEADER_LEN, header.value_len as usize)
             .map_err(|e| seg.io(e))?;
-        if !header.checks(&value) {
+        if !header.checks(value) {
             return bad(format!("checksum mismatch in record {expected}"));
         }
         st.push(expected, pos, end);
+    }
+}
+
+/// Bytes a scan reads from a segment file at once (a larger record is read whole).
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a file front to back in chunks of [`SCAN_CHUNK_BYTES`], so that a scan makes
+/// one read per chunk rather than two per record.
+struct ChunkedReader<'a> {
+    file: &'a dyn StorageFile,
+    /// Length of the file: reads never go past it.
+    len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    start: u64,
+}
+
+impl<'a> ChunkedReader<'a> {
+    fn new(file: &'a dyn StorageFile, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The `n` bytes at `pos`, which the caller has checked lie within the file.
+    fn bytes(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        let end = pos + n as u64;
+        assert!(
+            end <= self.len,
+            "a scan reads within the file: {pos}+{n} > {}",
+            self.len
+        );
+        if pos < self.start || end > self.start + self.buf.len() as u64 {
+            // `n` fits before the end, so the chunk holds it whole.
+            let chunk = (n.max(SCAN_CHUNK_BYTES) as u64).min(self.len - pos) as usize;
+            self.buf.resize(chunk, 0);
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, pos) {
+                self.buf.clear();
+                return Err(e);
+            }
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        Ok(&self.buf[from..from + n])
     }
 }
 
