@@ -11,9 +11,8 @@
 //!   one fault the records of the last batch may be missing (damage to a record and
 //!   to its commit frame is what a torn write looks like), but none is ever changed;
 //! - it refuses with [`LogError::Corrupt`], naming one of the damaged files: at open
-//!   (damage in the last segment or in a segment header), or, since the records of
-//!   the segments sealed at open are verified when first read, at the read that
-//!   reaches the damage. Every record returned before that is acknowledged and
+//!   (damage in the last segment), or, since the segments sealed at open are
+//!   verified when first read, at the read that reaches the damage. Every record returned before that is acknowledged and
 //!   unchanged.
 //!
 //! With only a torn tail and no other damage, it must open and read back whole. It

@@ -20,7 +20,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use bytes::Bytes;
 use korder_storage::{FsStorage, Storage, StorageFile};
@@ -124,7 +124,9 @@ struct Durable {
 /// One segment file and what is known about its durable content.
 struct Segment {
     base: i64,
-    version: Version,
+    /// The segment's format, from its header; for a segment sealed at open, read when
+    /// the segment is verified.
+    version: OnceLock<Version>,
     path: String,
     file: Arc<dyn StorageFile>,
     state: Mutex<SegmentState>,
@@ -197,15 +199,19 @@ impl SegmentState {
 impl Segment {
     fn new(
         base: i64,
-        version: Version,
+        version: Option<Version>,
         path: String,
         file: Arc<dyn StorageFile>,
         options: &EmbeddedLogOptions,
         sealed: Option<Sealed>,
     ) -> Self {
+        assert!(
+            version.is_some() || sealed.is_some(),
+            "only a segment sealed at open may have its header read later"
+        );
         Self {
             base,
-            version,
+            version: version.map(OnceLock::from).unwrap_or_default(),
             path,
             file,
             state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
@@ -229,27 +235,7 @@ impl Segment {
             Verified::Damaged(refusal) => return Err(LogError::Corrupt(refusal.clone())),
             Verified::Not => {}
         }
-        let damage = match scan(self, sealed.len)? {
-            Some(bad) => Some(LogDamage {
-                file: self.path.clone(),
-                byte: bad.pos,
-                offset: self.end().0,
-                reason: bad.reason,
-            }),
-            None => {
-                let end = self.end().0;
-                (end != sealed.next_base).then(|| LogDamage {
-                    file: self.path.clone(),
-                    byte: sealed.len,
-                    offset: end,
-                    reason: format!(
-                        "the segment ends at offset {end} but the next segment starts at offset {}",
-                        sealed.next_base
-                    ),
-                })
-            }
-        };
-        let Some(damage) = damage else {
+        let Some(damage) = self.find_damage(sealed)? else {
             *verified = Verified::Intact;
             tracing::debug!(path = %self.path, "log segment verified on first read");
             return Ok(());
@@ -258,6 +244,50 @@ impl Segment {
         tracing::error!(%damage, "damaged log segment found on first read");
         *verified = Verified::Damaged(message.clone());
         Err(LogError::Corrupt(message))
+    }
+
+    /// Reads the header of a segment sealed at open and scans all of it; the first
+    /// damage found, if any.
+    fn find_damage(&self, sealed: &Sealed) -> Result<Option<LogDamage>, LogError> {
+        let damage = |byte: u64, offset: i64, reason: String| LogDamage {
+            file: self.path.clone(),
+            byte,
+            offset,
+            reason,
+        };
+        if self.version.get().is_none() {
+            let header =
+                read_segment_header(self.file.as_ref(), sealed.len).map_err(|e| self.io(e))?;
+            match header {
+                Some((version, base)) if base == self.base => {
+                    let _ = self.version.set(version);
+                }
+                _ => {
+                    let reason = "missing or invalid segment header".to_owned();
+                    return Ok(Some(damage(0, self.base, reason)));
+                }
+            }
+        }
+        if let Some(bad) = scan(self, sealed.len)? {
+            return Ok(Some(damage(bad.pos, self.end().0, bad.reason)));
+        }
+        let end = self.end().0;
+        Ok((end != sealed.next_base).then(|| {
+            let reason = format!(
+                "the segment ends at offset {end} but the next segment starts at offset {}",
+                sealed.next_base
+            );
+            damage(sealed.len, end, reason)
+        }))
+    }
+
+    /// The segment's format. Known for every segment that is read or written: a
+    /// segment sealed at open is verified (its header read) before it is read.
+    fn version(&self) -> Version {
+        *self
+            .version
+            .get()
+            .expect("a segment's format is known before it is read")
     }
 
     /// Bytes the segment holds on disk.
@@ -314,7 +344,7 @@ impl Segment {
                 .map_err(|e| self.io(e))?;
             let header = decode_record_header(&head)
                 .ok_or_else(|| self.corrupt(pos, "record offset field out of range"))?;
-            if self.version == Version::V1 || header.value_len != COMMIT_MARKER {
+            if self.version() == Version::V1 || header.value_len != COMMIT_MARKER {
                 break header;
             }
             if pos + COMMIT_FRAME_LEN > end_pos {
@@ -970,7 +1000,7 @@ impl Writer {
             return;
         }
         let full = self.end_pos >= self.shared.options.segment_size_bytes
-            || self.active.version == Version::V1;
+            || self.active.version() == Version::V1;
         let rolled = if full && self.next_offset > self.active.base {
             self.roll()
         } else {
@@ -1062,7 +1092,7 @@ impl Writer {
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let seg = Arc::new(Segment::new(
             self.next_offset,
-            Version::V2,
+            Some(Version::V2),
             path.clone(),
             file,
             &self.shared.options,
@@ -1169,9 +1199,9 @@ fn segment_bases(storage: &dyn Storage) -> Result<Vec<i64>, LogError> {
 enum Verify {
     /// Every record of every segment (`check`, `truncate`).
     All,
-    /// What recovery needs (opening): every segment's header, and every record of the
-    /// last segment, the only one a torn write can end. The records of the sealed
-    /// segments before it are verified when they are first read.
+    /// What recovery needs (opening): the header and every record of the last
+    /// segment, the only one a torn write can end. The sealed segments before it are
+    /// verified when they are first read.
     Recovery,
 }
 
@@ -1191,6 +1221,25 @@ fn scan_all(
         let path = storage.describe(&name);
         let file = storage.open(&name).map_err(storage_err(storage, &name))?;
         let len = file.len().map_err(storage_err(storage, &name))?;
+        if verify == Verify::Recovery && i < last {
+            // A sealed segment was completely synced before the next one was created:
+            // recovery has nothing to do in it. Its header and records are verified
+            // when it is first read.
+            segments.push(Arc::new(Segment::new(
+                base,
+                None,
+                path,
+                file,
+                options,
+                Some(Sealed {
+                    next_base: bases[i + 1],
+                    len,
+                    verified: Mutex::new(Verified::Not),
+                }),
+            )));
+            lens.push(len);
+            continue;
+        }
         let damaged = |byte: u64, offset: i64, reason: String| Outcome::Damaged {
             index: i,
             damage: LogDamage {
@@ -1209,7 +1258,7 @@ fn scan_all(
                 // it: a short or damaged header alone is an interrupted creation.
                 segments.push(Arc::new(Segment::new(
                     base,
-                    Version::V2,
+                    Some(Version::V2),
                     path,
                     file,
                     options,
@@ -1226,7 +1275,7 @@ fn scan_all(
                 let outcome = damaged(0, base, "missing or invalid segment header".to_owned());
                 segments.push(Arc::new(Segment::new(
                     base,
-                    Version::V2,
+                    Some(Version::V2),
                     path,
                     file,
                     options,
@@ -1240,27 +1289,9 @@ fn scan_all(
                 });
             }
         };
-        if verify == Verify::Recovery && i < last {
-            // A sealed segment was completely synced before the next one was created:
-            // recovery has nothing to do in it. Its records are verified on first read.
-            segments.push(Arc::new(Segment::new(
-                base,
-                version,
-                path,
-                file,
-                options,
-                Some(Sealed {
-                    next_base: bases[i + 1],
-                    len,
-                    verified: Mutex::new(Verified::Not),
-                }),
-            )));
-            lens.push(len);
-            continue;
-        }
         let seg = Arc::new(Segment::new(
             base,
-            version,
+            Some(version),
             path.clone(),
             file,
             options,
@@ -1378,8 +1409,8 @@ struct Recovered {
     next_offset: i64,
 }
 
-/// Opens every segment, checks every header, verifies every record of the last segment
-/// (rebuilding its index) and cuts a torn tail off it; the sealed segments before it
+/// Opens every segment, verifies the last one (its header and every record,
+/// rebuilding its index) and cuts a torn tail off it; the sealed segments before it
 /// are verified when first read. Damage found in acknowledged data is refused. Writes
 /// and syncs nothing unless it repairs or creates something.
 fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recovered, LogError> {
@@ -1420,7 +1451,7 @@ fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recove
     // A format 1 segment without records is rewritten in format 2, so that the writer
     // never puts commit frames into a format 1 segment.
     if let Some(last) = segments.last().cloned()
-        && last.version == Version::V1
+        && last.version() == Version::V1
         && last.end().0 == last.base
     {
         segments.pop();
@@ -1450,7 +1481,7 @@ fn rewrite_empty(seg: &Segment, options: &EmbeddedLogOptions) -> Result<Arc<Segm
         .map_err(|e| seg.io(e))?;
     Ok(Arc::new(Segment::new(
         seg.base,
-        Version::V2,
+        Some(Version::V2),
         seg.path.clone(),
         seg.file.clone(),
         options,
@@ -1476,7 +1507,7 @@ fn create_segment(
     storage.sync_dir("").map_err(io_err)?;
     Ok(Arc::new(Segment::new(
         base,
-        Version::V2,
+        Some(Version::V2),
         path.clone(),
         file,
         options,
@@ -1513,7 +1544,7 @@ fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
             file.bytes(pos, RECORD_HEADER_LEN as usize)
                 .map_err(|e| seg.io(e))?,
         );
-        if seg.version == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
+        if seg.version() == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
             if len - pos < COMMIT_FRAME_LEN {
                 return bad("commit frame cut short".to_owned());
             }

@@ -50,15 +50,16 @@
 //!   never acknowledged: it is cut (and logged). Damage anywhere else is reported as
 //!   [`LogError::Corrupt`] naming the file and byte position, never repaired, and no
 //!   damaged record is ever returned;
-//! - what is verified when: **on open**, the header of every segment, and every
-//!   record and commit frame of the last segment (the only one a torn write can end,
-//!   since a segment is synced before the next one is created). Damage found there
-//!   refuses the open until an operator decides ([`EmbeddedLog::check`],
+//! - what is verified when: **on open**, the last segment: its header and every
+//!   record and commit frame (it is the only one a torn write can end, since a
+//!   segment is synced before the next one is created). Damage found there refuses
+//!   the open until an operator decides ([`EmbeddedLog::check`],
 //!   [`EmbeddedLog::truncate`], [`EmbeddedLog::reset`]). The older, sealed segments
-//!   are not read at open: each is verified in full (every checksum, commit frame
-//!   and offset, and that it ends where the next segment starts) **the first time a
-//!   reader reads it**, which also builds its index; damage found then fails that
-//!   read, and every later read of the segment, with `Corrupt`. Every record is also
+//!   are only listed at open, not read: each is verified in full (its header, every
+//!   checksum, commit frame and offset, and that it ends where the next segment
+//!   starts) **the first time a reader reads it**, which also builds its index;
+//!   damage found then fails that read, and every later read of the segment, with
+//!   `Corrupt`. Every record is also
 //!   checked against its checksum each time it is read. [`EmbeddedLog::check`] and
 //!   [`EmbeddedLog::truncate`] verify every segment. Opening writes and syncs nothing
 //!   unless it repairs something (a torn tail, an interrupted segment creation) or
