@@ -47,7 +47,8 @@ pub struct EmbeddedLogOptions {
     pub segment_size_bytes: u64,
     /// Largest record value accepted; larger ones fail with `RecordTooLarge`.
     pub max_record_bytes: usize,
-    /// Appends that may wait for the writer thread before `append` itself waits.
+    /// Appends that may wait in the log's queue for a writer; more are refused with
+    /// `Unavailable`.
     pub queue_capacity: usize,
     /// A group commit stops taking records once it holds this many value bytes.
     pub max_batch_bytes: usize,
@@ -93,7 +94,7 @@ impl EmbeddedLogOptions {
     }
 }
 
-/// Counters of the writer thread, for benchmarks and metrics.
+/// Counters of a log's writes, for benchmarks and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EmbeddedLogStats {
     /// Records acknowledged as durable.
@@ -399,7 +400,7 @@ impl Segment {
     }
 }
 
-/// State shared by the log handle, the writer thread and the readers.
+/// State shared by the log handles, the writer and the readers.
 struct Shared {
     options: EmbeddedLogOptions,
     storage: Arc<dyn Storage>,
@@ -624,7 +625,7 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     type Reader = EmbeddedReader;
 
-    /// Queues the record for the writer thread at once (so appends keep the order of
+    /// Queues the record for the writer at once (so appends keep the order of
     /// the calls) and resolves once it is on disk. A full queue is refused with
     /// `Unavailable` rather than waited for. Dropping the future does not withdraw
     /// the record.
