@@ -4,16 +4,20 @@
 //! (small segments, so that there are several), every append acknowledged. The
 //! input then damages the files: bytes changed anywhere, whole files overwritten
 //! (their lengths kept), and bytes appended to the last segment as a write torn by a crash. Opening the
-//! damaged log must end one of two ways:
-//! - it opens, and every acknowledged record is there at its offset, unchanged (a
-//!   torn tail is cut; records after the acknowledged ones may exist only if the
-//!   appended bytes happen to form valid records). Under more than one fault the
-//!   records of the last batch may be missing (damage to a record and to its commit
-//!   frame is what a torn write looks like), but none is ever changed;
-//! - it refuses with [`LogError::Corrupt`], naming one of the damaged files.
+//! damaged log and reading all of it must end one of two ways:
+//! - it opens, and reading every record yields every acknowledged record at its
+//!   offset, unchanged (a torn tail is cut; records after the acknowledged ones may
+//!   exist only if the appended bytes happen to form valid records). Under more than
+//!   one fault the records of the last batch may be missing (damage to a record and
+//!   to its commit frame is what a torn write looks like), but none is ever changed;
+//! - it refuses with [`LogError::Corrupt`], naming one of the damaged files: at open
+//!   (damage in the last segment), or, since the segments sealed at open are
+//!   verified when first read, at the read that reaches the damage. Every record returned before that is acknowledged and
+//!   unchanged.
 //!
-//! With only a torn tail and no other damage, it must open. It never panics. (A
-//! segment damaged into format 1, which has no commit frames, is left out.)
+//! With only a torn tail and no other damage, it must open and read back whole. It
+//! never panics. (A segment damaged into format 1, which has no commit frames, is
+//! left out.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,20 +141,40 @@ pub fn log_segments(data: &[u8]) {
         return;
     }
 
+    let refused = |message: &str| {
+        assert!(
+            !damaged_files.is_empty(),
+            "a log with only a torn tail was refused: {message}"
+        );
+        assert!(
+            damaged_files.iter().any(|f| message.contains(f.as_str())),
+            "the refusal names none of the damaged files {damaged_files:?}: {message}"
+        );
+    };
     match EmbeddedLog::open_with_storage(Arc::new(image), options) {
-        Err(LogError::Corrupt(message)) => {
-            assert!(
-                !damaged_files.is_empty(),
-                "a log with only a torn tail was refused: {message}"
-            );
-            assert!(
-                damaged_files.iter().any(|f| message.contains(f.as_str())),
-                "the refusal names none of the damaged files {damaged_files:?}: {message}"
-            );
-        }
+        Err(LogError::Corrupt(message)) => refused(&message),
         Err(other) => panic!("opening a damaged log failed without naming the damage: {other}"),
         Ok(log) => {
-            let got = rt.block_on(read_all(&log));
+            let (got, error) = rt.block_on(read_all(&log));
+            if let Some(error) = error {
+                match error {
+                    LogError::Corrupt(message) => refused(&message),
+                    other => {
+                        panic!("reading a damaged log failed without naming the damage: {other}")
+                    }
+                }
+                // What was served before the damage was reached is acknowledged and
+                // unchanged.
+                for (offset, value) in &got {
+                    assert_eq!(
+                        acked.get(offset),
+                        Some(value),
+                        "record {offset} served before the damage is not the acknowledged one (damaged: {damaged_files:?})"
+                    );
+                }
+                rt.block_on(log.close());
+                return;
+            }
             for (offset, value) in &acked {
                 if damaged_files.len() > 1 && !got.contains_key(offset) {
                     // Two faults can damage a last batch's record and its commit
@@ -175,12 +199,12 @@ pub fn log_segments(data: &[u8]) {
     }
 }
 
-/// Every record the log holds, by offset.
-async fn read_all(log: &EmbeddedLog) -> BTreeMap<i64, Bytes> {
+/// Every record the log holds, by offset, up to the first read error (returned too).
+async fn read_all(log: &EmbeddedLog) -> (BTreeMap<i64, Bytes>, Option<LogError>) {
     let (from, end) = (log.oldest_offset().get(), log.next_offset().get());
     let mut out = BTreeMap::new();
     if from >= end {
-        return out;
+        return (out, None);
     }
     let mut reader = log
         .reader(ReadFrom::Offset(LogOffset::new(from)))
@@ -189,9 +213,13 @@ async fn read_all(log: &EmbeddedLog) -> BTreeMap<i64, Bytes> {
     for _ in from..end {
         let record = tokio::time::timeout(BOUND, reader.next())
             .await
-            .expect("a record within the bound")
-            .expect("an opened log reads back");
-        out.insert(record.offset.get(), record.value);
+            .expect("a record within the bound");
+        match record {
+            Ok(record) => {
+                out.insert(record.offset.get(), record.value);
+            }
+            Err(e) => return (out, Some(e)),
+        }
     }
-    out
+    (out, None)
 }

@@ -1,23 +1,31 @@
-//! The embedded log: durable segment files, one writer thread with group commit.
+//! The embedded log: durable segment files, written by a small pool of threads
+//! shared by every log of the process, with group commit.
 //!
 //! ```text
-//!  append() ──bounded queue──▶ writer thread ──write + fdatasync──▶ segment file
-//!     ▲                          │ one fsync per batch
-//!     └──── oneshot(offset) ◀────┤
-//!                                └──▶ watch(durable end) ──▶ readers (pread, blocking pool)
+//!  append() ──queue (bounded)──▶ log ready ──▶ writer pool (≤ WRITER_THREADS threads)
+//!     ▲                                          │ takes one batch of one log:
+//!     │                                          │ write + fdatasync ──▶ segment file
+//!     └──────── oneshot(offset) ◀────────────────┤
+//!                                                └──▶ watch(durable end) ──▶ readers
+//!                                                          (pread, blocking pool)
 //! ```
+//!
+//! A log with nothing queued is in no thread: it is handed to the pool when an
+//! append (or a close) is queued while it is idle, and a pool thread writes one
+//! group commit of it, then hands it back to the pool if more is queued. A log is
+//! never held by two threads, so it has at most one batch in flight.
 
 use std::collections::VecDeque;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use bytes::Bytes;
 use korder_storage::{FsStorage, Storage, StorageFile};
-use korder_types::sync::{MutexExt, RwLockExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use korder_types::sync::{CondvarExt, MutexExt, RwLockExt};
+use tokio::sync::{oneshot, watch};
 
 use crate::format::{
     COMMIT_FRAME_LEN, COMMIT_MARKER, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, Version,
@@ -39,7 +47,8 @@ pub struct EmbeddedLogOptions {
     pub segment_size_bytes: u64,
     /// Largest record value accepted; larger ones fail with `RecordTooLarge`.
     pub max_record_bytes: usize,
-    /// Appends that may wait for the writer thread before `append` itself waits.
+    /// Appends that may wait in the log's queue for a writer; more are refused with
+    /// `Unavailable`.
     pub queue_capacity: usize,
     /// A group commit stops taking records once it holds this many value bytes.
     pub max_batch_bytes: usize,
@@ -85,7 +94,7 @@ impl EmbeddedLogOptions {
     }
 }
 
-/// Counters of the writer thread, for benchmarks and metrics.
+/// Counters of a log's writes, for benchmarks and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EmbeddedLogStats {
     /// Records acknowledged as durable.
@@ -116,10 +125,32 @@ struct Durable {
 /// One segment file and what is known about its durable content.
 struct Segment {
     base: i64,
-    version: Version,
+    /// The segment's format, from its header; for a segment sealed at open, read when
+    /// the segment is verified.
+    version: OnceLock<Version>,
     path: String,
     file: Arc<dyn StorageFile>,
     state: Mutex<SegmentState>,
+    /// Set for a segment that was already sealed when the log opened: its records are
+    /// verified (and its index built) when it is first read, not at open.
+    sealed: Option<Sealed>,
+}
+
+/// What a segment found sealed at open must hold, and whether that was checked yet.
+struct Sealed {
+    /// Base offset of the segment after it: where its records must end.
+    next_base: i64,
+    /// Its length in bytes when the log opened (a sealed segment never changes).
+    len: u64,
+    verified: Mutex<Verified>,
+}
+
+/// Whether a sealed segment's records were verified.
+enum Verified {
+    Not,
+    Intact,
+    /// The refusal reported to every read of the segment.
+    Damaged(String),
 }
 
 struct SegmentState {
@@ -167,6 +198,107 @@ impl SegmentState {
 }
 
 impl Segment {
+    fn new(
+        base: i64,
+        version: Option<Version>,
+        path: String,
+        file: Arc<dyn StorageFile>,
+        options: &EmbeddedLogOptions,
+        sealed: Option<Sealed>,
+    ) -> Self {
+        assert!(
+            version.is_some() || sealed.is_some(),
+            "only a segment sealed at open may have its header read later"
+        );
+        Self {
+            base,
+            version: version.map(OnceLock::from).unwrap_or_default(),
+            path,
+            file,
+            state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
+            sealed,
+        }
+    }
+
+    /// Makes sure the segment's records were verified before it is read: a segment
+    /// sealed at open is scanned in full (checksums, commit frames, offsets, and its
+    /// end against the next segment's start) the first time, which also builds its
+    /// index. Damage found is reported as `Corrupt`, then and on every later read; an
+    /// I/O error is not remembered (the next read tries again, from where this one
+    /// stopped).
+    fn verify_once(&self) -> Result<(), LogError> {
+        let Some(sealed) = &self.sealed else {
+            return Ok(());
+        };
+        let mut verified = sealed.verified.lock_unpoisoned();
+        match &*verified {
+            Verified::Intact => return Ok(()),
+            Verified::Damaged(refusal) => return Err(LogError::Corrupt(refusal.clone())),
+            Verified::Not => {}
+        }
+        let Some(damage) = self.find_damage(sealed)? else {
+            *verified = Verified::Intact;
+            tracing::debug!(path = %self.path, "log segment verified on first read");
+            return Ok(());
+        };
+        let message = refusal(&damage);
+        tracing::error!(%damage, "damaged log segment found on first read");
+        *verified = Verified::Damaged(message.clone());
+        Err(LogError::Corrupt(message))
+    }
+
+    /// Reads the header of a segment sealed at open and scans all of it; the first
+    /// damage found, if any.
+    fn find_damage(&self, sealed: &Sealed) -> Result<Option<LogDamage>, LogError> {
+        let damage = |byte: u64, offset: i64, reason: String| LogDamage {
+            file: self.path.clone(),
+            byte,
+            offset,
+            reason,
+        };
+        if self.version.get().is_none() {
+            let header =
+                read_segment_header(self.file.as_ref(), sealed.len).map_err(|e| self.io(e))?;
+            match header {
+                Some((version, base)) if base == self.base => {
+                    let _ = self.version.set(version);
+                }
+                _ => {
+                    let reason = "missing or invalid segment header".to_owned();
+                    return Ok(Some(damage(0, self.base, reason)));
+                }
+            }
+        }
+        if let Some(bad) = scan(self, sealed.len)? {
+            return Ok(Some(damage(bad.pos, self.end().0, bad.reason)));
+        }
+        let end = self.end().0;
+        Ok((end != sealed.next_base).then(|| {
+            let reason = format!(
+                "the segment ends at offset {end} but the next segment starts at offset {}",
+                sealed.next_base
+            );
+            damage(sealed.len, end, reason)
+        }))
+    }
+
+    /// The segment's format. Known for every segment that is read or written: a
+    /// segment sealed at open is verified (its header read) before it is read.
+    fn version(&self) -> Version {
+        *self
+            .version
+            .get()
+            .expect("a segment's format is known before it is read")
+    }
+
+    /// Bytes the segment holds on disk.
+    fn disk_bytes(&self) -> u64 {
+        match &self.sealed {
+            Some(sealed) => sealed.len,
+            None => self.end().1,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, SegmentState> {
         self.state.lock_unpoisoned()
     }
@@ -213,7 +345,7 @@ impl Segment {
                 .map_err(|e| self.io(e))?;
             let header = decode_record_header(&head)
                 .ok_or_else(|| self.corrupt(pos, "record offset field out of range"))?;
-            if self.version == Version::V1 || header.value_len != COMMIT_MARKER {
+            if self.version() == Version::V1 || header.value_len != COMMIT_MARKER {
                 break header;
             }
             if pos + COMMIT_FRAME_LEN > end_pos {
@@ -268,7 +400,7 @@ impl Segment {
     }
 }
 
-/// State shared by the log handle, the writer thread and the readers.
+/// State shared by the log handles, the writer and the readers.
 struct Shared {
     options: EmbeddedLogOptions,
     storage: Arc<dyn Storage>,
@@ -309,30 +441,40 @@ enum Request {
         value: Bytes,
         reply: oneshot::Sender<Result<LogOffset, LogError>>,
     },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
+    /// Stops the log after what was queued before it; the reply (none when the last
+    /// handle was dropped) is sent once the log has stopped.
+    Close { reply: Option<oneshot::Sender<()>> },
 }
 
 /// A durable, append-only file log for one channel.
 ///
-/// Cloning gives another handle to the same log. The writer thread stops when
+/// Cloning gives another handle to the same log. The log stops when
 /// [`EmbeddedLog::close`] is called or the last handle is dropped (after writing
-/// what was queued).
+/// what was queued). It owns no thread: its writes run on the writer threads shared
+/// by every embedded log of the process (at most [`WRITER_THREADS`]).
 #[derive(Clone)]
 pub struct EmbeddedLog {
     inner: Arc<Inner>,
 }
 
+/// The handles' part: dropping the last one stops the log.
 struct Inner {
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Request>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    core: Arc<LogCore>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let queue = self.core.queue.lock_unpoisoned();
+        if !queue.stopped {
+            self.core.enqueue(queue, Request::Close { reply: None });
+        }
+    }
 }
 
 impl EmbeddedLog {
     /// Opens (or creates) the log in directory `dir`, recovering from a crash if needed.
-    /// Blocking: it scans the segment files.
+    /// Blocking: it reads the segment headers and scans the last segment. It needs no
+    /// async runtime.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedLogOptions) -> Result<Self, LogError> {
         Self::open_with_storage(Arc::new(created(dir.as_ref())?), options)
     }
@@ -343,6 +485,10 @@ impl EmbeddedLog {
         options: EmbeddedLogOptions,
     ) -> Result<Self, LogError> {
         options.validate()?;
+        POOL.start().map_err(|source| LogError::Io {
+            path: "log writer thread".to_owned(),
+            source,
+        })?;
         let recovered = recover(storage.as_ref(), &options)?;
         let next = recovered.next_offset;
         tracing::info!(
@@ -363,88 +509,90 @@ impl EmbeddedLog {
             closed: false,
         });
         let shared = Arc::new(Shared {
-            options: options.clone(),
+            options,
             storage: storage.clone(),
             segments: RwLock::new(recovered.segments),
             durable,
             closed: AtomicBool::new(false),
             counters: Counters::default(),
         });
-        let (tx, rx) = mpsc::channel(options.queue_capacity);
         let end_pos = active.end().1;
         let writer = Writer {
             shared: shared.clone(),
             storage,
-            rx,
             active,
             next_offset: next,
             end_pos,
             broken: None,
             buf: Vec::new(),
         };
-        let thread = std::thread::Builder::new()
-            .name("korder-log-writer".to_owned())
-            .spawn(move || writer.run())
-            .map_err(|source| LogError::Io {
-                path: "writer thread".to_owned(),
-                source,
-            })?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                shared,
-                tx,
-                thread: Mutex::new(Some(thread)),
+        let core = Arc::new(LogCore {
+            shared,
+            queue: Mutex::new(Queue {
+                requests: VecDeque::new(),
+                appends: 0,
+                scheduled: false,
+                stopped: false,
             }),
+            writer: Mutex::new(writer),
+        });
+        Ok(Self {
+            inner: Arc::new(Inner { core }),
         })
     }
 
-    /// Puts an append request on the writer's queue; the receiver yields its result.
+    /// Puts an append request on the log's queue; the receiver yields its result.
     fn queue(
         &self,
         record: Bytes,
     ) -> Result<oneshot::Receiver<Result<LogOffset, LogError>>, LogError> {
-        let shared = &self.inner.shared;
-        if record.len() > shared.options.max_record_bytes {
+        let core = &self.inner.core;
+        let options = &core.shared.options;
+        if record.len() > options.max_record_bytes {
             return Err(LogError::RecordTooLarge {
                 size: record.len(),
-                max: shared.options.max_record_bytes,
+                max: options.max_record_bytes,
             });
         }
-        if shared.closed.load(Ordering::SeqCst) {
+        let queue = core.queue.lock_unpoisoned();
+        if queue.stopped || core.shared.closed.load(Ordering::SeqCst) {
             return Err(LogError::Closed);
         }
-        let (reply, answer) = oneshot::channel();
-        match self.inner.tx.try_send(Request::Append {
-            value: record,
-            reply,
-        }) {
-            Ok(()) => Ok(answer),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(LogError::Unavailable(format!(
+        if queue.appends >= options.queue_capacity {
+            return Err(LogError::Unavailable(format!(
                 "the embedded log's append queue is full ({} records waiting)",
-                shared.options.queue_capacity
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(LogError::Closed),
+                options.queue_capacity
+            )));
         }
+        let (reply, answer) = oneshot::channel();
+        core.enqueue(
+            queue,
+            Request::Append {
+                value: record,
+                reply,
+            },
+        );
+        Ok(answer)
     }
 
     /// The offset the next append will get (everything below it is durable).
     pub fn next_offset(&self) -> LogOffset {
-        LogOffset::new(self.inner.shared.durable.borrow().next)
+        LogOffset::new(self.inner.core.shared.durable.borrow().next)
     }
 
     /// The oldest offset the log holds.
     pub fn oldest_offset(&self) -> LogOffset {
-        LogOffset::new(self.inner.shared.oldest())
+        LogOffset::new(self.inner.core.shared.oldest())
     }
 
-    /// Appends queued for the writer thread and not yet taken into a commit.
+    /// Appends queued and not yet taken into a commit.
     pub fn queued_appends(&self) -> usize {
-        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+        self.inner.core.queue.lock_unpoisoned().appends
     }
 
-    /// Counters of the writer thread so far.
+    /// Counters of the log's writes so far.
     pub fn stats(&self) -> EmbeddedLogStats {
-        let c = &self.inner.shared.counters;
+        let c = &self.inner.core.shared.counters;
         EmbeddedLogStats {
             records: c.records.load(Ordering::Relaxed),
             value_bytes: c.value_bytes.load(Ordering::Relaxed),
@@ -454,27 +602,30 @@ impl EmbeddedLog {
     }
 
     /// Stops the log: appends queued before this call are written and acknowledged,
-    /// later ones fail with `Closed`; then the writer thread exits. Readers may still
-    /// read every durable record, then get `Closed`. Calling it again does nothing.
+    /// later ones fail with `Closed`; it returns once the last write is done and no
+    /// writer thread works on the log any more. Readers may still read every durable
+    /// record, then get `Closed`. Calling it again does nothing.
     pub async fn close(&self) {
-        self.inner.shared.closed.store(true, Ordering::SeqCst);
+        let core = &self.inner.core;
+        core.shared.closed.store(true, Ordering::SeqCst);
         let (reply, done) = oneshot::channel();
-        if self.inner.tx.send(Request::Close { reply }).await.is_ok() {
-            // An error means the writer already stopped; either way it is done.
-            let _ = done.await;
+        {
+            let queue = core.queue.lock_unpoisoned();
+            if queue.stopped {
+                return;
+            }
+            core.enqueue(queue, Request::Close { reply: Some(reply) });
         }
-        let thread = self.inner.thread.lock_unpoisoned().take();
-        if let Some(thread) = thread {
-            // The writer has answered the close request and only returns now.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        // An error means the log stopped without answering (its writer panicked);
+        // either way it is stopped.
+        let _ = done.await;
     }
 }
 
 impl Log for EmbeddedLog {
     type Reader = EmbeddedReader;
 
-    /// Queues the record for the writer thread at once (so appends keep the order of
+    /// Queues the record for the writer at once (so appends keep the order of
     /// the calls) and resolves once it is on disk. A full queue is refused with
     /// `Unavailable` rather than waited for. Dropping the future does not withdraw
     /// the record.
@@ -490,7 +641,7 @@ impl Log for EmbeddedLog {
     }
 
     async fn reader(&self, from: ReadFrom) -> Result<EmbeddedReader, LogError> {
-        let shared = self.inner.shared.clone();
+        let shared = self.inner.core.shared.clone();
         let oldest = shared.oldest();
         let durable = shared.durable.subscribe();
         let next = durable.borrow().next;
@@ -587,6 +738,7 @@ fn read_batch(
         let (seg_end, end_pos) = cur.seg.end();
         if offset >= seg_end {
             let seg = shared.segment_for(offset)?;
+            seg.verify_once()?;
             assert_eq!(
                 seg.base, offset,
                 "offset {offset} is durable but no segment starts there"
@@ -609,9 +761,11 @@ fn read_batch(
     Ok((out, cur))
 }
 
-/// Finds the file position of durable record `offset` through the sparse index.
+/// Finds the file position of durable record `offset` through the sparse index
+/// (verifying its segment first if that was not done yet).
 fn locate(shared: &Shared, offset: i64) -> Result<Cursor, LogError> {
     let seg = shared.segment_for(offset)?;
+    seg.verify_once()?;
     let (mut o, mut pos) = seg.index_floor(offset);
     let (_, end_pos) = seg.end();
     while o < offset {
@@ -622,11 +776,212 @@ fn locate(shared: &Shared, offset: i64) -> Result<Cursor, LogError> {
     Ok(Cursor { seg, pos })
 }
 
-/// The thread that owns all writes.
+/// Writer threads shared by every embedded log of the process, at most. One is
+/// started with the first log; more only while more logs wait than threads are free.
+/// They live as long as the process.
+pub const WRITER_THREADS: usize = 8;
+
+/// The writer threads and the logs waiting for one.
+static POOL: Pool = Pool {
+    state: Mutex::new(PoolState {
+        ready: VecDeque::new(),
+        threads: 0,
+        idle: 0,
+    }),
+    work: Condvar::new(),
+};
+
+struct Pool {
+    state: Mutex<PoolState>,
+    /// Signalled when a log is put on `ready`.
+    work: Condvar,
+}
+
+struct PoolState {
+    /// Logs with requests waiting, each at most once, in the order they got work.
+    ready: VecDeque<Arc<LogCore>>,
+    /// Writer threads started.
+    threads: usize,
+    /// Writer threads waiting for work.
+    idle: usize,
+}
+
+impl Pool {
+    /// Makes sure a writer thread runs, so that a log that opens can be written.
+    fn start(&'static self) -> io::Result<()> {
+        let mut st = self.state.lock_unpoisoned();
+        if st.threads == 0 {
+            self.spawn(&mut st)?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&'static self, st: &mut PoolState) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("korder-log-writer".to_owned())
+            .spawn(move || self.work())?;
+        st.threads += 1;
+        Ok(())
+    }
+
+    /// Hands a log with waiting requests to a writer thread. The caller has marked it
+    /// scheduled, so that it is never on `ready` twice nor on two threads at once.
+    fn schedule(&'static self, log: Arc<LogCore>) {
+        let mut st = self.state.lock_unpoisoned();
+        st.ready.push_back(log);
+        // More logs waiting than threads free to take them: another thread, within
+        // the limit, so that a burst on many logs is written in parallel.
+        if st.ready.len() > st.idle
+            && st.threads < WRITER_THREADS
+            && let Err(e) = self.spawn(&mut st)
+        {
+            // The threads already running take the work.
+            tracing::warn!(error = %e, threads = st.threads, "cannot start another log writer thread");
+        }
+        drop(st);
+        self.work.notify_one();
+    }
+
+    /// A writer thread: one group commit of one ready log at a time.
+    fn work(&'static self) {
+        loop {
+            let log = {
+                let mut st = self.state.lock_unpoisoned();
+                loop {
+                    if let Some(log) = st.ready.pop_front() {
+                        break log;
+                    }
+                    st.idle += 1;
+                    st = self.work.wait_unpoisoned(st);
+                    st.idle -= 1;
+                }
+            };
+            // A panic is a bug in the log: that log stops (its appends fail with
+            // Closed, as they would if it had its own thread), the others go on.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| log.run_once())).is_err() {
+                tracing::error!("an embedded log's writer panicked; the log is stopped");
+                log.shutdown();
+            }
+        }
+    }
+}
+
+/// A log's write side: its queue of requests and the writer state that a pool
+/// thread works on.
+struct LogCore {
+    shared: Arc<Shared>,
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
+}
+
+struct Queue {
+    requests: VecDeque<Request>,
+    /// Append requests among `requests` (bounded by `queue_capacity`).
+    appends: usize,
+    /// The log is on the pool's ready list or a writer thread is working on it.
+    scheduled: bool,
+    /// The log has stopped: nothing more is taken.
+    stopped: bool,
+}
+
+type Waiter = (Bytes, oneshot::Sender<Result<LogOffset, LogError>>);
+
+impl LogCore {
+    /// Queues `request` behind the others and, if the log was idle, hands it to the pool.
+    fn enqueue(self: &Arc<Self>, mut queue: MutexGuard<'_, Queue>, request: Request) {
+        if matches!(request, Request::Append { .. }) {
+            queue.appends += 1;
+        }
+        queue.requests.push_back(request);
+        let idle = !std::mem::replace(&mut queue.scheduled, true);
+        drop(queue);
+        if idle {
+            POOL.schedule(self.clone());
+        }
+    }
+
+    /// Takes what is queued (up to the batch limits, and never past a close) and
+    /// writes it as one group commit; then stops the log if a close was taken, or
+    /// hands the log back to the pool if more is queued. Runs on a writer thread.
+    fn run_once(self: &Arc<Self>) {
+        let mut writer = self.writer.lock_unpoisoned();
+        let (mut batch, close) = self.take_batch();
+        if !batch.is_empty() {
+            writer.commit(&mut batch);
+        }
+        drop(writer);
+        if let Some(reply) = close {
+            self.shutdown();
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+            return;
+        }
+        let mut queue = self.queue.lock_unpoisoned();
+        if queue.requests.is_empty() {
+            queue.scheduled = false;
+            return;
+        }
+        drop(queue);
+        POOL.schedule(self.clone());
+    }
+
+    /// The appends of the next group commit, and the close request that ends them, if
+    /// one was reached.
+    fn take_batch(&self) -> (Vec<Waiter>, Option<Option<oneshot::Sender<()>>>) {
+        let options = &self.shared.options;
+        let mut queue = self.queue.lock_unpoisoned();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while batch.len() < options.max_batch_records && bytes < options.max_batch_bytes {
+            match queue.requests.pop_front() {
+                None => break,
+                Some(Request::Append { value, reply }) => {
+                    queue.appends -= 1;
+                    bytes += value.len();
+                    batch.push((value, reply));
+                }
+                Some(Request::Close { reply }) => return (batch, Some(reply)),
+            }
+        }
+        (batch, None)
+    }
+
+    /// Stops the log: refuses what is still queued and tells readers it is closed.
+    fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let refused: Vec<Request> = {
+            let mut queue = self.queue.lock_unpoisoned();
+            queue.stopped = true;
+            queue.scheduled = false;
+            queue.appends = 0;
+            queue.requests.drain(..).collect()
+        };
+        for request in refused {
+            match request {
+                Request::Append { reply, .. } => {
+                    let _ = reply.send(Err(LogError::Closed));
+                }
+                Request::Close { reply } => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        }
+        self.shared.durable.send_modify(|d| d.closed = true);
+        tracing::info!(
+            next = self.shared.durable.borrow().next,
+            "embedded log closed"
+        );
+    }
+}
+
+/// What a log's writes need between two group commits; a pool thread holds it while
+/// it writes one.
 struct Writer {
     shared: Arc<Shared>,
     storage: Arc<dyn Storage>,
-    rx: mpsc::Receiver<Request>,
     active: Arc<Segment>,
     next_offset: i64,
     /// Durable length of the active segment.
@@ -636,62 +991,7 @@ struct Writer {
     buf: Vec<u8>,
 }
 
-type Waiter = (Bytes, oneshot::Sender<Result<LogOffset, LogError>>);
-
 impl Writer {
-    fn run(mut self) {
-        let mut batch: Vec<Waiter> = Vec::new();
-        while let Some(first) = self.rx.blocking_recv() {
-            let mut close = None;
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(req) = next.take() {
-                match req {
-                    Request::Append { value, reply } => {
-                        bytes += value.len();
-                        batch.push((value, reply));
-                    }
-                    Request::Close { reply } => {
-                        close = Some(reply);
-                        break;
-                    }
-                }
-                if batch.len() < self.shared.options.max_batch_records
-                    && bytes < self.shared.options.max_batch_bytes
-                {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(&mut batch);
-            }
-            if let Some(reply) = close {
-                self.shutdown();
-                let _ = reply.send(());
-                return;
-            }
-        }
-        self.shutdown();
-    }
-
-    /// Refuses what is still queued and tells readers the log is closed.
-    fn shutdown(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.rx.close();
-        while let Some(req) = self.rx.blocking_recv() {
-            match req {
-                Request::Append { reply, .. } => {
-                    let _ = reply.send(Err(LogError::Closed));
-                }
-                Request::Close { reply } => {
-                    let _ = reply.send(());
-                }
-            }
-        }
-        self.shared.durable.send_modify(|d| d.closed = true);
-        tracing::info!(next = self.next_offset, "embedded log closed");
-    }
-
     /// Writes the batch with one write and one fsync, then answers every waiter.
     fn commit(&mut self, batch: &mut Vec<Waiter>) {
         if let Some(reason) = &self.broken {
@@ -701,7 +1001,7 @@ impl Writer {
             return;
         }
         let full = self.end_pos >= self.shared.options.segment_size_bytes
-            || self.active.version == Version::V1;
+            || self.active.version() == Version::V1;
         let rolled = if full && self.next_offset > self.active.base {
             self.roll()
         } else {
@@ -791,16 +1091,14 @@ impl Writer {
         file.sync_data().map_err(err)?;
         self.storage.sync_dir("").map_err(err)?;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let seg = Arc::new(Segment {
-            base: self.next_offset,
-            version: Version::V2,
-            path: path.clone(),
+        let seg = Arc::new(Segment::new(
+            self.next_offset,
+            Some(Version::V2),
+            path.clone(),
             file,
-            state: Mutex::new(SegmentState::new(
-                self.next_offset,
-                self.shared.options.index_interval_bytes,
-            )),
-        });
+            &self.shared.options,
+            None,
+        ));
         self.shared.segments.write_unpoisoned().push(seg.clone());
         tracing::debug!(path, base = self.next_offset, "new log segment");
         self.active = seg;
@@ -897,8 +1195,24 @@ fn segment_bases(storage: &dyn Storage) -> Result<Vec<i64>, LogError> {
     Ok(bases)
 }
 
-/// Opens and verifies every segment (checksums included) without changing anything.
-fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scanned, LogError> {
+/// How much of the log a scan verifies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Every record of every segment (`check`, `truncate`).
+    All,
+    /// What recovery needs (opening): the header and every record of the last
+    /// segment, the only one a torn write can end. The sealed segments before it are
+    /// verified when they are first read.
+    Recovery,
+}
+
+/// Opens every segment and verifies what `verify` says (checksums included), without
+/// changing anything.
+fn scan_all(
+    storage: &dyn Storage,
+    options: &EmbeddedLogOptions,
+    verify: Verify,
+) -> Result<Scanned, LogError> {
     let bases = segment_bases(storage)?;
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
     let mut lens = Vec::with_capacity(bases.len());
@@ -908,6 +1222,25 @@ fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scann
         let path = storage.describe(&name);
         let file = storage.open(&name).map_err(storage_err(storage, &name))?;
         let len = file.len().map_err(storage_err(storage, &name))?;
+        if verify == Verify::Recovery && i < last {
+            // A sealed segment was completely synced before the next one was created:
+            // recovery has nothing to do in it. Its header and records are verified
+            // when it is first read.
+            segments.push(Arc::new(Segment::new(
+                base,
+                None,
+                path,
+                file,
+                options,
+                Some(Sealed {
+                    next_base: bases[i + 1],
+                    len,
+                    verified: Mutex::new(Verified::Not),
+                }),
+            )));
+            lens.push(len);
+            continue;
+        }
         let damaged = |byte: u64, offset: i64, reason: String| Outcome::Damaged {
             index: i,
             damage: LogDamage {
@@ -924,13 +1257,14 @@ fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scann
             _ if i == last && len <= SEGMENT_HEADER_LEN => {
                 // A segment is fully written and synced before any record goes into
                 // it: a short or damaged header alone is an interrupted creation.
-                segments.push(Arc::new(Segment {
+                segments.push(Arc::new(Segment::new(
                     base,
-                    version: Version::V2,
+                    Some(Version::V2),
                     path,
                     file,
-                    state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
-                }));
+                    options,
+                    None,
+                )));
                 lens.push(len);
                 return Ok(Scanned {
                     segments,
@@ -940,13 +1274,14 @@ fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scann
             }
             _ => {
                 let outcome = damaged(0, base, "missing or invalid segment header".to_owned());
-                segments.push(Arc::new(Segment {
+                segments.push(Arc::new(Segment::new(
                     base,
-                    version: Version::V2,
+                    Some(Version::V2),
                     path,
                     file,
-                    state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
-                }));
+                    options,
+                    None,
+                )));
                 lens.push(len);
                 return Ok(Scanned {
                     segments,
@@ -955,14 +1290,20 @@ fn scan_all(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Scann
                 });
             }
         };
-        let seg = Arc::new(Segment {
+        let seg = Arc::new(Segment::new(
             base,
-            version,
-            path: path.clone(),
+            Some(version),
+            path.clone(),
             file,
-            state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
-        });
-        let prev_end = segments.last().map(|p| p.end().0);
+            options,
+            None,
+        ));
+        // The end of a segment left unverified is checked against this base when the
+        // segment is verified.
+        let prev_end = segments
+            .last()
+            .filter(|p| p.sealed.is_none())
+            .map(|p| p.end().0);
         let prev_path = segments.last().map(|p| p.path.clone());
         segments.push(seg.clone());
         lens.push(len);
@@ -1069,19 +1410,16 @@ struct Recovered {
     next_offset: i64,
 }
 
-/// Opens every segment, verifies every record, rebuilds the indexes and cuts a torn
-/// tail off the last segment. Damage in acknowledged data is refused.
+/// Opens every segment, verifies the last one (its header and every record,
+/// rebuilding its index) and cuts a torn tail off it; the sealed segments before it
+/// are verified when first read. Damage found in acknowledged data is refused. Writes
+/// and syncs nothing unless it repairs or creates something.
 fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recovered, LogError> {
-    let scanned = scan_all(storage, options)?;
+    let scanned = scan_all(storage, options, Verify::Recovery)?;
     let mut segments = scanned.segments;
     match scanned.outcome {
         Outcome::Clean => {}
-        Outcome::Damaged { damage, .. } => {
-            return Err(LogError::Corrupt(format!(
-                "{damage}; records from offset {} on cannot be read back ('korder log check' reports it, 'korder log truncate' or 'korder log reset' recovers)",
-                damage.offset
-            )));
-        }
+        Outcome::Damaged { damage, .. } => return Err(LogError::Corrupt(refusal(&damage))),
         Outcome::InterruptedCreation => {
             let seg = segments.pop().ok_or_else(|| {
                 LogError::Corrupt("an interrupted segment creation without a segment".into())
@@ -1114,7 +1452,7 @@ fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recove
     // A format 1 segment without records is rewritten in format 2, so that the writer
     // never puts commit frames into a format 1 segment.
     if let Some(last) = segments.last().cloned()
-        && last.version == Version::V1
+        && last.version() == Version::V1
         && last.end().0 == last.base
     {
         segments.pop();
@@ -1127,6 +1465,14 @@ fn recover(storage: &dyn Storage, options: &EmbeddedLogOptions) -> Result<Recove
     })
 }
 
+/// How a log refuses damage in acknowledged records, at open or on read.
+fn refusal(damage: &LogDamage) -> String {
+    format!(
+        "{damage}; records from offset {} on cannot be read back ('korder log check' reports it, 'korder log truncate' or 'korder log reset' recovers)",
+        damage.offset
+    )
+}
+
 /// Rewrites `seg` as an empty format 2 segment with the same base offset.
 fn rewrite_empty(seg: &Segment, options: &EmbeddedLogOptions) -> Result<Arc<Segment>, LogError> {
     let file = &seg.file;
@@ -1134,13 +1480,14 @@ fn rewrite_empty(seg: &Segment, options: &EmbeddedLogOptions) -> Result<Arc<Segm
         .and_then(|()| file.write_all_at(&encode_segment_header(seg.base), 0))
         .and_then(|()| file.sync_data())
         .map_err(|e| seg.io(e))?;
-    Ok(Arc::new(Segment {
-        base: seg.base,
-        version: Version::V2,
-        path: seg.path.clone(),
-        file: seg.file.clone(),
-        state: Mutex::new(SegmentState::new(seg.base, options.index_interval_bytes)),
-    }))
+    Ok(Arc::new(Segment::new(
+        seg.base,
+        Some(Version::V2),
+        seg.path.clone(),
+        seg.file.clone(),
+        options,
+        None,
+    )))
 }
 
 fn create_segment(
@@ -1159,13 +1506,14 @@ fn create_segment(
         .map_err(io_err)?;
     file.sync_data().map_err(io_err)?;
     storage.sync_dir("").map_err(io_err)?;
-    Ok(Arc::new(Segment {
+    Ok(Arc::new(Segment::new(
         base,
-        version: Version::V2,
-        path: path.clone(),
+        Some(Version::V2),
+        path.clone(),
         file,
-        state: Mutex::new(SegmentState::new(base, options.index_interval_bytes)),
-    }))
+        options,
+        None,
+    )))
 }
 
 /// Why a scan stopped before the end of the file.
@@ -1178,6 +1526,7 @@ struct BadRecord {
 /// each good record (and commit frame) to its state.
 fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
     let mut st = seg.state();
+    let mut file = ChunkedReader::new(seg.file.as_ref(), len);
     loop {
         let pos = st.end_pos;
         let expected = st.end_offset;
@@ -1192,17 +1541,19 @@ fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
             ));
         }
         let mut head = [0u8; RECORD_HEADER_LEN as usize];
-        seg.file
-            .read_exact_at(&mut head, pos)
-            .map_err(|e| seg.io(e))?;
-        if seg.version == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
+        head.copy_from_slice(
+            file.bytes(pos, RECORD_HEADER_LEN as usize)
+                .map_err(|e| seg.io(e))?,
+        );
+        if seg.version() == Version::V2 && head[..4] == COMMIT_MARKER.to_be_bytes() {
             if len - pos < COMMIT_FRAME_LEN {
                 return bad("commit frame cut short".to_owned());
             }
             let mut frame = [0u8; COMMIT_FRAME_LEN as usize];
-            seg.file
-                .read_exact_at(&mut frame, pos)
-                .map_err(|e| seg.io(e))?;
+            frame.copy_from_slice(
+                file.bytes(pos, COMMIT_FRAME_LEN as usize)
+                    .map_err(|e| seg.io(e))?,
+            );
             match decode_commit(&frame, pos) {
                 Some(next) if next == expected => {
                     st.push_commit(pos + COMMIT_FRAME_LEN);
@@ -1232,14 +1583,60 @@ fn scan(seg: &Segment, len: u64) -> Result<Option<BadRecord>, LogError> {
                 header.value_len
             ));
         }
-        let mut value = vec![0u8; header.value_len as usize];
-        seg.file
-            .read_exact_at(&mut value, pos + RECORD_HEADER_LEN)
+        let value = file
+            .bytes(pos + RECORD_HEADER_LEN, header.value_len as usize)
             .map_err(|e| seg.io(e))?;
-        if !header.checks(&value) {
+        if !header.checks(value) {
             return bad(format!("checksum mismatch in record {expected}"));
         }
         st.push(expected, pos, end);
+    }
+}
+
+/// Bytes a scan reads from a segment file at once (a larger record is read whole).
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a file front to back in chunks of [`SCAN_CHUNK_BYTES`], so that a scan makes
+/// one read per chunk rather than two per record.
+struct ChunkedReader<'a> {
+    file: &'a dyn StorageFile,
+    /// Length of the file: reads never go past it.
+    len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    start: u64,
+}
+
+impl<'a> ChunkedReader<'a> {
+    fn new(file: &'a dyn StorageFile, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The `n` bytes at `pos`, which the caller has checked lie within the file.
+    fn bytes(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        let end = pos + n as u64;
+        assert!(
+            end <= self.len,
+            "a scan reads within the file: {pos}+{n} > {}",
+            self.len
+        );
+        if pos < self.start || end > self.start + self.buf.len() as u64 {
+            // `n` fits before the end, so the chunk holds it whole.
+            let chunk = (n.max(SCAN_CHUNK_BYTES) as u64).min(self.len - pos) as usize;
+            self.buf.resize(chunk, 0);
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, pos) {
+                self.buf.clear();
+                return Err(e);
+            }
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        Ok(&self.buf[from..from + n])
     }
 }
 
@@ -1252,7 +1649,7 @@ impl EmbeddedLog {
 
     /// [`EmbeddedLog::check`] on any [`Storage`].
     pub fn check_storage(storage: &dyn Storage) -> Result<LogCheck, LogError> {
-        let scanned = scan_all(storage, &EmbeddedLogOptions::default())?;
+        let scanned = scan_all(storage, &EmbeddedLogOptions::default(), Verify::All)?;
         let all = segment_bases(storage)?.len();
         let bytes = scanned.lens.iter().sum::<u64>();
         let oldest = scanned.segments.first().map_or(0, |s| s.base);
@@ -1281,7 +1678,7 @@ impl EmbeddedLog {
 
     /// [`EmbeddedLog::truncate`] on any [`Storage`].
     pub fn truncate_storage(storage: &dyn Storage) -> Result<Option<LogDamage>, LogError> {
-        let scanned = scan_all(storage, &EmbeddedLogOptions::default())?;
+        let scanned = scan_all(storage, &EmbeddedLogOptions::default(), Verify::All)?;
         let Outcome::Damaged { index, damage } = scanned.outcome else {
             return Ok(None);
         };
@@ -1339,7 +1736,7 @@ impl EmbeddedLog {
     /// any point leaves a log whose segments still follow one another. Returns the
     /// number of segments removed. Blocking.
     pub fn remove_segments_below(&self, offset: LogOffset) -> Result<usize, LogError> {
-        let shared = &self.inner.shared;
+        let shared = &self.inner.core.shared;
         let victims: Vec<Arc<Segment>> = {
             let mut segs = shared.segments.write_unpoisoned();
             let n = (1..segs.len())
@@ -1361,8 +1758,8 @@ impl EmbeddedLog {
 
     /// Bytes and segment files the log holds on disk.
     pub fn disk_usage(&self) -> (u64, usize) {
-        let segs = self.inner.shared.segments();
-        let bytes = segs.iter().map(|s| s.end().1).sum();
+        let segs = self.inner.core.shared.segments();
+        let bytes = segs.iter().map(|s| s.disk_bytes()).sum();
         (bytes, segs.len())
     }
 }

@@ -24,12 +24,17 @@
 //!
 //! # The embedded log
 //!
-//! One writer thread owns the files. `append` puts the record on a bounded queue and
-//! waits. The writer takes everything queued (up to a batch limit), writes it with one
-//! positional write, calls `fdatasync` once, and only then hands each waiter its
-//! offset: **group commit**, so many concurrent appenders share one fsync. Readers
-//! read the files with positional reads on the blocking pool and see only records
-//! already made durable; they wait on a watch of the durable end.
+//! A log owns no thread. `append` puts the record on the log's bounded queue and
+//! waits. A small pool of writer threads, shared by every embedded log of the process
+//! (at most [`WRITER_THREADS`], started as work needs them), does the writes: a log
+//! with queued records is handed to the pool, and one pool thread takes everything
+//! queued (up to a batch limit), writes it with one positional write, calls
+//! `fdatasync` once, and only then hands each waiter its offset: **group commit**, so
+//! many concurrent appenders share one fsync. A log is worked on by one thread at a
+//! time, so it has at most one batch in flight; an idle log costs no thread, and
+//! opening a log needs no async runtime. Readers read the files with positional reads
+//! on the blocking pool and see only records already made durable; they wait on a
+//! watch of the durable end.
 //!
 //! Durability contract:
 //! - an `Ok(offset)` from `append` means the record is on disk at that offset and will
@@ -39,14 +44,26 @@
 //!   so the record is not in the log and the log stays usable. A record whose append
 //!   was interrupted by a crash may or may not be present after restart (never in
 //!   part, never at another offset);
-//! - on open, every record of every segment is verified. After each group commit's
-//!   records the writer appends a *commit frame* and only then fsyncs: records
-//!   followed by a valid commit frame were acknowledged. Damage after the last valid
-//!   commit frame of the last segment is a torn write that was never acknowledged: it
-//!   is cut (and logged). Damage anywhere else is reported as [`LogError::Corrupt`]
-//!   naming the file and byte position, never repaired: the log refuses to open until
-//!   an operator decides ([`EmbeddedLog::check`], [`EmbeddedLog::truncate`],
-//!   [`EmbeddedLog::reset`]);
+//! - after each group commit's records the writer appends a *commit frame* and only
+//!   then fsyncs: records followed by a valid commit frame were acknowledged. Damage
+//!   after the last valid commit frame of the last segment is a torn write that was
+//!   never acknowledged: it is cut (and logged). Damage anywhere else is reported as
+//!   [`LogError::Corrupt`] naming the file and byte position, never repaired, and no
+//!   damaged record is ever returned;
+//! - what is verified when: **on open**, the last segment: its header and every
+//!   record and commit frame (it is the only one a torn write can end, since a
+//!   segment is synced before the next one is created). Damage found there refuses
+//!   the open until an operator decides ([`EmbeddedLog::check`],
+//!   [`EmbeddedLog::truncate`], [`EmbeddedLog::reset`]). The older, sealed segments
+//!   are only listed at open, not read: each is verified in full (its header, every
+//!   checksum, commit frame and offset, and that it ends where the next segment
+//!   starts) **the first time a reader reads it**, which also builds its index;
+//!   damage found then fails that read, and every later read of the segment, with
+//!   `Corrupt`. Every record is also
+//!   checked against its checksum each time it is read. [`EmbeddedLog::check`] and
+//!   [`EmbeddedLog::truncate`] verify every segment. Opening writes and syncs nothing
+//!   unless it repairs something (a torn tail, an interrupted segment creation) or
+//!   creates the first segment;
 //! - segments that hold only records already in the ledger may be removed, oldest
 //!   first ([`EmbeddedLog::remove_segments_below`]); the log then starts at the oldest
 //!   remaining segment.
@@ -92,6 +109,7 @@ mod mem;
 
 pub use embedded::{
     EmbeddedLog, EmbeddedLogOptions, EmbeddedLogStats, EmbeddedReader, LogCheck, LogDamage,
+    WRITER_THREADS,
 };
 pub use mem::{MemLog, MemReader};
 

@@ -417,60 +417,116 @@ fn invalid_options_are_refused() {
     assert!(matches!(err, Some(LogError::InvalidConfig(_))), "{err:?}");
 }
 
-/// Damage in the middle of a sealed segment is reported as corruption naming the file.
-#[tokio::test]
-async fn corrupt_sealed_segment_is_reported_at_open() {
-    let storage = SimStorage::new();
-    {
-        let log =
-            EmbeddedLog::open_with_storage(Arc::new(storage.clone()), small_segments()).unwrap();
-        for i in 0..60 {
-            log.append(value(i, 80)).await.unwrap();
-        }
-        log.close().await;
+/// Sixty records in small segments, the log closed; returns the first segment's name.
+async fn sealed_segments(storage: &SimStorage) -> &'static str {
+    let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), small_segments()).unwrap();
+    for i in 0..60 {
+        log.append(value(i, 80)).await.unwrap();
     }
-    let first = "log_00000000000000000000";
-    let mut bytes = storage.file_bytes(first).unwrap();
-    // The offset field of the second record (after the 16-byte header and one frame).
-    let second = 16 + 16 + 80;
-    bytes[second + 15] ^= 0x01;
-    storage.set_file_bytes(first, bytes);
-    let err = EmbeddedLog::open_with_storage(Arc::new(storage), small_segments()).err();
-    match err {
-        Some(LogError::Corrupt(msg)) => {
-            assert!(msg.contains(first), "{msg}");
-            assert!(msg.contains(&format!("byte {second}")), "{msg}");
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    log.close().await;
+    assert!(storage.file_names().len() > 2, "several segments");
+    "log_00000000000000000000"
 }
 
-/// A damaged value in a sealed segment fails its checksum at open, naming file and byte.
-#[tokio::test]
-async fn corrupt_value_in_sealed_segment_is_refused() {
-    let storage = SimStorage::new();
-    {
-        let log =
-            EmbeddedLog::open_with_storage(Arc::new(storage.clone()), small_segments()).unwrap();
-        for i in 0..60 {
-            log.append(value(i, 80)).await.unwrap();
+/// Damage in a sealed segment: the log opens (only the last segment is verified at
+/// open), a read of the damaged segment fails with `Corrupt` naming the file and byte
+/// (the first time and every time after), never with other records; reads of later
+/// segments still work; `check` reports the same damage.
+async fn sealed_damage_is_reported_on_read(
+    storage: SimStorage,
+    first: &str,
+    at: usize,
+    what: &str,
+) {
+    let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), small_segments()).unwrap();
+    assert_eq!(log.next_offset(), LogOffset::new(60), "the log opens whole");
+    for attempt in 0..2 {
+        let mut reader = log.reader(ReadFrom::Oldest).await.unwrap();
+        let mut got = Vec::new();
+        let err = loop {
+            match tokio::time::timeout(BOUND, reader.next()).await.unwrap() {
+                Ok(record) => got.push(record),
+                Err(e) => break e,
+            }
+        };
+        match err {
+            LogError::Corrupt(msg) => {
+                assert!(msg.contains(first), "attempt {attempt}: {msg}");
+                assert!(
+                    msg.contains(&format!("byte {at}")),
+                    "attempt {attempt}: {msg}"
+                );
+                assert!(msg.contains(what), "attempt {attempt}: {msg}");
+            }
+            other => panic!("attempt {attempt}: expected Corrupt, got {other:?}"),
         }
-        log.close().await;
+        assert!(
+            got.is_empty(),
+            "no record of a damaged segment is served: {got:?}"
+        );
     }
-    let first = "log_00000000000000000000";
+    let mut reader = log
+        .reader(ReadFrom::Offset(LogOffset::new(59)))
+        .await
+        .unwrap();
+    let last = read_n(&mut reader, 1).await;
+    assert_eq!(last[0].value, value(59, 80), "the last segment reads back");
+    log.close().await;
+    let report = EmbeddedLog::check_storage(&storage).unwrap();
+    let damage = report.damage.expect("check reports the damage");
+    assert_eq!(damage.file, format!("sim:{first}"));
+    assert_eq!(damage.byte, at as u64);
+}
+
+/// Damage to a record's offset field in a sealed segment is reported as corruption
+/// naming the file when the segment is read, and by `check`.
+#[tokio::test]
+async fn corrupt_sealed_segment_is_reported_on_read() {
+    let storage = SimStorage::new();
+    let first = sealed_segments(&storage).await;
+    let mut bytes = storage.file_bytes(first).unwrap();
+    // The offset field of the second record (after the 16-byte header and one frame).
+    let second = 16 + 16 + 80 + COMMIT_FRAME as usize;
+    bytes[second + 15] ^= 0x01;
+    storage.set_file_bytes(first, bytes);
+    sealed_damage_is_reported_on_read(storage, first, second, "expected").await;
+}
+
+/// A damaged value in a sealed segment fails its checksum when the segment is read,
+/// naming file and byte; `check` reports it too.
+#[tokio::test]
+async fn corrupt_value_in_sealed_segment_is_refused_on_read() {
+    let storage = SimStorage::new();
+    let first = sealed_segments(&storage).await;
     let mut bytes = storage.file_bytes(first).unwrap();
     let third = 16 + 2 * (16 + 80 + COMMIT_FRAME as usize);
     bytes[third + 16 + 5] ^= 0x40;
     storage.set_file_bytes(first, bytes);
-    let err = EmbeddedLog::open_with_storage(Arc::new(storage), small_segments()).err();
-    match err {
-        Some(LogError::Corrupt(msg)) => {
-            assert!(msg.contains(first), "{msg}");
-            assert!(msg.contains(&format!("byte {third}")), "{msg}");
-            assert!(msg.contains("checksum"), "{msg}");
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    sealed_damage_is_reported_on_read(storage, first, third, "checksum").await;
+}
+
+/// A damaged header of a sealed segment (not read at open) is reported like damaged
+/// records: on read, and by `check`.
+#[tokio::test]
+async fn damaged_sealed_segment_header_is_reported_on_read() {
+    let storage = SimStorage::new();
+    let first = sealed_segments(&storage).await;
+    let mut bytes = storage.file_bytes(first).unwrap();
+    bytes[3] ^= 0x01;
+    storage.set_file_bytes(first, bytes);
+    sealed_damage_is_reported_on_read(storage, first, 0, "segment header").await;
+}
+
+/// Opening a clean log of several segments writes and syncs nothing.
+#[tokio::test]
+async fn opening_a_clean_log_writes_nothing() {
+    let storage = SimStorage::new();
+    sealed_segments(&storage).await;
+    let before = storage.ops();
+    let log = EmbeddedLog::open_with_storage(Arc::new(storage.clone()), small_segments()).unwrap();
+    assert_eq!(storage.ops(), before, "no write or sync at open");
+    assert_eq!(read_all(&log).await.len(), 60);
+    log.close().await;
 }
 
 /// After close, appends fail with Closed and readers drain what is durable, then get Closed.
@@ -627,4 +683,32 @@ mod proptests {
             })?;
         }
     }
+}
+
+/// The futures of `append`, `close` and a read can be spawned on a multi-threaded
+/// runtime (they are `Send`), as the node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_futures_are_send() {
+    let log =
+        EmbeddedLog::open_with_storage(Arc::new(SimStorage::new()), small_segments()).unwrap();
+    let appended = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(value(0, 10)).await }
+    });
+    assert_eq!(appended.await.unwrap().unwrap(), LogOffset::new(0));
+    let read = tokio::spawn({
+        let log = log.clone();
+        async move { read_all(&log).await.len() }
+    });
+    assert_eq!(read.await.unwrap(), 1);
+    tokio::spawn({
+        let log = log.clone();
+        async move { log.close().await }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        log.append(value(1, 10)).await,
+        Err(LogError::Closed)
+    ));
 }
