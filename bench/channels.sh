@@ -132,7 +132,7 @@ for N in $NS; do
     ops=$(free_port)
     init=(init --data-dir "$DIR" --port "$port" --ops-port "$ops" --force)
     if [[ -n "$KAFKA" ]]; then init+=(--kafka "$KAFKA"); fi
-    "$KORDER" "${init[@]}" "${INIT_ARGS[@]}" >/dev/null
+    "$KORDER" "${init[@]}" "${INIT_ARGS[@]}" >/dev/null 2>>"$DIR/init.log"
     log "N=$N: data dir $DIR, port $port"
     start_node
 

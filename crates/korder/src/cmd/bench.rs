@@ -516,7 +516,7 @@ async fn drive(
     }
     let mut summary = summarize(args, rate, n, start, &results, &delivered);
     add_fanout(&mut summary, &delivered, &others);
-    add_channels(&mut summary, &delivered);
+    add_channels(&mut summary, &delivered, args);
     Ok(summary)
 }
 
@@ -948,10 +948,10 @@ fn add_fanout(summary: &mut Summary, main: &DeliverResult, others: &[FollowerRes
     j["fanout_lag_ms_max"] = json!(round3(lag_ms.last().copied().unwrap_or(0.0)));
 }
 
-/// With more than one channel: how many channels, and the fewest and most envelopes
-/// delivered on one channel.
-fn add_channels(summary: &mut Summary, d: &DeliverResult) {
-    if d.per_channel.len() < 2 {
+/// With `--channels N` (N > 1, or a `--channel-prefix`): how many channels, and the
+/// fewest and most envelopes delivered on one channel.
+fn add_channels(summary: &mut Summary, d: &DeliverResult, args: &BenchArgs) {
+    if args.channels == 1 && args.channel_prefix.is_none() {
         return;
     }
     let j = &mut summary.json;
