@@ -398,7 +398,8 @@ fn refused(what: &str, r: &BroadcastResponse) -> anyhow::Error {
     }
 }
 
-/// Asks for block 0 of `channel` until it exists (NOT_FOUND: retry after
+/// Asks for block 0 of `channel` until it is served (NOT_FOUND, or SERVICE_UNAVAILABLE
+/// while a new channel's chain starts, as on Kafka: retry after
 /// [`GENESIS_POLL_INTERVAL`]) or `deadline` passes.
 pub(crate) async fn wait_for_genesis(
     client: &mut AtomicBroadcastClient<Channel>,
@@ -424,9 +425,10 @@ pub(crate) async fn wait_for_genesis(
             .with_context(|| format!("timeout waiting for channel creation of {channel}"))?
         {
             Some(deliver_response::Type::Block(b)) => return Ok(b),
-            Some(deliver_response::Type::Status(s)) if s == Status::NotFound as i32 => {}
+            Some(deliver_response::Type::Status(s))
+                if s == Status::NotFound as i32 || s == Status::ServiceUnavailable as i32 => {}
             Some(deliver_response::Type::Status(s)) => bail!(
-                "asking for block 0 of {channel}, the orderer answered {}",
+                "waiting for block 0 of {channel}, the orderer answered {}",
                 status_name(s)
             ),
             None => {}
