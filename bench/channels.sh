@@ -2,7 +2,8 @@
 # Many channels on one node: for each channel count N, on a fresh dev network,
 #   1. creates N channels (korder bench --create-only) and reports the seconds,
 #   2. restarts the node and reports its start-up time (the node's own startup_ms,
-#      and launch → "korder is listening" as this script sees it), its threads
+#      launch → "korder is listening" and launch → /healthz 200 as this script
+#      sees them), its threads
 #      (/proc/PID/task) and its idle RSS (/proc/PID/status VmRSS),
 #   3. runs `korder bench --channels N` and reports throughput and latency.
 # One markdown table row per N on stdout; progress on stderr.
@@ -14,14 +15,15 @@
 #   --rate R --seconds S   open loop: R tx/s for S seconds (R*S envelopes) instead of
 #                          a closed-loop run of --tx envelopes
 #   --kafka BROKERS        channels on Kafka (`korder init --kafka`; start brokers
-#                          with scripts/kafka start); channel names get a per-run tag
-#                          so that topics of an earlier run are not reused
+#                          with scripts/kafka start); every channel name, the system
+#                          channel's included, gets a per-run tag so that topics of
+#                          an earlier run are not reused
 #   --init-arg ARG         passed to `korder init` (e.g. --init-arg --batch-timeout
 #                          --init-arg 200ms)
 #   --keep                 keep each data directory (the path is printed)
 #
 # Uses target/release/korder (build it with `cargo build --release -p korder`)
-# unless --korder or $KORDER says otherwise. Needs python3 (free ports, JSON).
+# unless --korder or $KORDER says otherwise. Needs python3 (free ports, JSON) and curl.
 set -euo pipefail
 
 KORDER="${KORDER:-target/release/korder}"
@@ -89,8 +91,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Starts the node of $DIR in the background (log appended to $DIR/node.log) and
-# waits for its "korder is listening" line; sets NODE_PID and LAUNCH_MS (launch →
-# that line, as seen from here).
+# waits for its "korder is listening" line, then for /healthz to answer 200; sets
+# NODE_PID, LAUNCH_MS (launch → that line) and READY_MS (launch → healthy), as seen
+# from here.
 start_node() {
     local lines before now
     before=$(grep -c "korder is listening" "$DIR/node.log" 2>/dev/null || true)
@@ -112,6 +115,15 @@ start_node() {
     done
     now=$(date +%s%N)
     LAUNCH_MS=$(( (now - t0) / 1000000 ))
+    # Every chain runs (on Kafka the consumers start after the node listens).
+    while [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$OPS_PORT/healthz" || true)" != 200 ]]; do
+        if [[ $(date +%s) -ge $deadline ]]; then
+            echo "/healthz did not answer 200 within ${START_TIMEOUT_S}s" >&2; exit 1
+        fi
+        sleep 0.02
+    done
+    now=$(date +%s%N)
+    READY_MS=$(( (now - t0) / 1000000 ))
 }
 
 stop_node() {
@@ -120,18 +132,22 @@ stop_node() {
     NODE_PID=""
 }
 
-RUN_TAG=""
-if [[ -n "$KAFKA" ]]; then RUN_TAG="r$(date +%s)-"; fi
 
-echo "| channels | create s | start-up ms (node / launch→listening) | threads | idle RSS MiB | tx/s | latency p50 / p90 / p99 / max ms | delivered per channel min / max | node CPU µs/tx |"
+echo "| channels | create s | start-up ms (node / launch→listening / launch→healthy) | threads | idle RSS MiB | tx/s | latency p50 / p90 / p99 / max ms | delivered per channel min / max | node CPU µs/tx |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for N in $NS; do
     DIR=$(mktemp -d "${TMPDIR:-/tmp}/korder-channels-$N.XXXXXX")
-    PREFIX="${RUN_TAG}bench"
+    # On Kafka the topics outlive the node: every channel of this run, the system
+    # channel included, gets a name of its own.
+    TAG=""
+    if [[ -n "$KAFKA" ]]; then TAG="r$(date +%s)n$N-"; fi
+    PREFIX="${TAG}bench"
     port=$(free_port)
-    ops=$(free_port)
-    init=(init --data-dir "$DIR" --port "$port" --ops-port "$ops" --force)
-    if [[ -n "$KAFKA" ]]; then init+=(--kafka "$KAFKA"); fi
+    OPS_PORT=$(free_port)
+    init=(init --data-dir "$DIR" --port "$port" --ops-port "$OPS_PORT" --force)
+    if [[ -n "$KAFKA" ]]; then
+        init+=(--kafka "$KAFKA" --system-channel "${TAG}system" --channel "${TAG}app")
+    fi
     "$KORDER" "${init[@]}" "${INIT_ARGS[@]}" >/dev/null 2>>"$DIR/init.log"
     log "N=$N: data dir $DIR, port $port"
     start_node
@@ -165,7 +181,7 @@ for N in $NS; do
     stop_node
 
     b() { field "$DIR/bench.json" "$1"; }
-    echo "| $N | $create_s | $startup_ms / $LAUNCH_MS | $threads | $rss_mib | $(b tx_per_s) | $(b latency_ms_p50) / $(b latency_ms_p90) / $(b latency_ms_p99) / $(b latency_ms_max) | $(b channel_delivered_min) / $(b channel_delivered_max) | $(b node_cpu_us_per_tx) |"
+    echo "| $N | $create_s | $startup_ms / $LAUNCH_MS / $READY_MS | $threads | $rss_mib | $(b tx_per_s) | $(b latency_ms_p50) / $(b latency_ms_p90) / $(b latency_ms_p99) / $(b latency_ms_max) | $(b channel_delivered_min) / $(b channel_delivered_max) | $(b node_cpu_us_per_tx) |"
     if [[ "$KEEP" -eq 0 ]]; then rm -rf "$DIR"; else log "kept $DIR"; fi
     DIR=""
 done
