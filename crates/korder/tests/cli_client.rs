@@ -407,6 +407,59 @@ fn bench_delivers_everything_once() {
     assert!(v["latency_ms_p50"].as_f64() <= v["latency_ms_max"].as_f64());
 }
 
+/// bench --channels creates the missing channels through the system channel, spreads
+/// the envelopes evenly over them and sees every one delivered once; a second run
+/// finds the channels there and creates none.
+#[test]
+fn bench_channels_creates_and_spreads_evenly() {
+    let node = start_node();
+    let work = tempfile::tempdir().unwrap();
+    let run = |tx: &str| {
+        let out = node.korder(
+            work.path(),
+            &[
+                "bench",
+                "--channels",
+                "3",
+                "--channel-prefix",
+                "load-",
+                "--tx",
+                tx,
+                "--clients",
+                "2",
+                "--size",
+                "100",
+                "--json",
+                "--timeout-s",
+                "90",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run("90");
+    assert_eq!(v["channels"], 3, "{v}");
+    assert_eq!(v["channels_created"], 3, "{v}");
+    assert_eq!(v["delivered"], 90, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["channel_delivered_min"], 30, "{v}");
+    assert_eq!(v["channel_delivered_max"], 30, "{v}");
+    let again = run("31");
+    assert_eq!(again["channels_created"], 0, "{again}");
+    assert_eq!(again["delivered"], 31, "{again}");
+    assert_eq!(again["channel_delivered_min"], 10, "{again}");
+    assert_eq!(again["channel_delivered_max"], 11, "{again}");
+    let fetched = node.korder(
+        work.path(),
+        &["fetch", "--channel", "load-2", "oldest", "--out", "g.block"],
+    );
+    assert!(fetched.status.success());
+}
+
 /// bench --sweep runs open loop at each rate and reports one JSON object per rate,
 /// with the lag of every extra Deliver stream, the node's CPU per envelope, and an
 /// SVG plot of latency against offered load.

@@ -22,7 +22,13 @@
 //! * `--deliver-clients N`: N Deliver streams follow the channel like N peers; each
 //!   block's arrival at every stream is compared with its first arrival anywhere;
 //! * `--node-pid PID`: the CPU time the node's process used during the run, per
-//!   delivered transaction (for a node on the same machine).
+//!   delivered transaction (for a node on the same machine);
+//! * `--channels N`: envelope `i` goes to channel `i mod N` (on stream `i mod K` as
+//!   always, so a stream carries several channels, as one client connection of a
+//!   peer or SDK does), one Deliver stream per channel measures latency, like a peer
+//!   joined to every channel. Missing channels are created first through the system
+//!   channel, many creations in flight at once, each awaited until its block 0 is
+//!   served.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -40,10 +46,21 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::block::envelope_channel_header;
+use super::channel::{CreationChoice, Creator, channel_exists, wait_for_genesis};
 use super::client::{
-    ConnArgs, DeliverSession, connect, newest, open_broadcast, runtime, seek_envelope,
-    signed_envelope, specified, status_name,
+    Conn, ConnArgs, DeliverSession, connect, connect_any, newest, open_broadcast, runtime,
+    seek_envelope, signed_envelope, specified, status_name,
 };
+
+/// Channel names of `--channels N` without `--channel-prefix`: `bench0`, `bench1`, …
+const DEFAULT_CHANNEL_PREFIX: &str = "bench";
+
+/// Deliver streams opened on one connection with `--channels N`: well under the
+/// server's default limit of concurrent streams per connection (1024).
+const DELIVER_STREAMS_PER_CONNECTION: usize = 256;
+
+/// Deliver streams set up at once (each reads its channel's height first).
+const DELIVER_SETUP_IN_FLIGHT: usize = 64;
 
 /// Options of `korder bench`.
 #[derive(Args, Debug)]
@@ -87,6 +104,22 @@ pub struct BenchArgs {
     /// the run, per delivered envelope. May be given more than once.
     #[arg(long)]
     pub node_pid: Vec<u32>,
+    /// Spread the load evenly over this many channels: envelope `i` goes to channel
+    /// `i mod N`, one Deliver stream per channel. Channels that do not exist are
+    /// created first through the system channel.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// The channels of `--channels N` are PREFIX0 … PREFIX{N-1} (default prefix
+    /// `bench`; with `--channels 1` and no prefix, the channel is --channel's).
+    #[arg(long, value_name = "PREFIX")]
+    pub channel_prefix: Option<String>,
+    /// Channel creations in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub create_in_flight: usize,
+    /// Create the missing channels of `--channels`, report how long it took, and
+    /// send nothing else.
+    #[arg(long)]
+    pub create_only: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -107,15 +140,18 @@ struct StreamResult {
     error: Option<String>,
 }
 
-/// What the Deliver stream observed.
+/// What the Deliver stream observed (with `--channels N`, the streams of all
+/// channels together).
 #[derive(Default)]
 struct DeliverResult {
     delivered: Vec<(usize, Instant)>,
     duplicates: u64,
     blocks: u64,
-    /// Block number and arrival time of every block received.
+    /// Block number and arrival time of every block received (one channel's).
     arrivals: Vec<(u64, Instant)>,
     error: Option<String>,
+    /// Envelopes delivered, per channel.
+    per_channel: Vec<usize>,
 }
 
 /// What one of the extra Deliver streams (`--deliver-clients`) observed.
@@ -141,11 +177,62 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.seconds.is_finite() && args.seconds > 0.0,
         "--seconds must be positive"
     );
+    anyhow::ensure!(args.channels > 0, "--channels must be at least 1");
+    anyhow::ensure!(
+        args.create_in_flight > 0,
+        "--create-in-flight must be at least 1"
+    );
+    anyhow::ensure!(
+        args.channels == 1 || args.deliver_clients == 1,
+        "--deliver-clients above 1 needs --channels 1"
+    );
     let conn = args.conn.resolve()?;
     let addresses = conn.addresses()?;
-    let channel = conn.channel()?;
-    let signer = conn.signer()?;
+    let channels = channel_names(
+        &conn.channel()?,
+        args.channel_prefix.as_deref(),
+        args.channels,
+    )?;
+    let channel = channel_label(&channels);
+    let signer = Arc::new(conn.signer()?);
     let rt = runtime()?;
+
+    // With the channel of --channel alone, it is used as it is (as before --channels).
+    let creation = if args.channels == 1 && args.channel_prefix.is_none() {
+        None
+    } else {
+        let c = rt.block_on(ensure_channels(
+            &conn,
+            &addresses,
+            &channels,
+            args.create_in_flight,
+            Duration::from_secs(args.timeout_s),
+        ))?;
+        if !args.json || args.create_only {
+            eprintln!(
+                "{} channels: {} created in {:.3} s ({} existed)",
+                channels.len(),
+                c.created,
+                c.seconds,
+                channels.len() - c.created
+            );
+        }
+        Some(c)
+    };
+    if args.create_only {
+        if args.json {
+            let c = creation.unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "channels": channels.len(),
+                    "channels_created": c.created,
+                    "channel_create_s": round3(c.seconds),
+                }))?
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
 
     // One run per rate of a sweep, else one run.
     let plan: Vec<(usize, Option<f64>)> = if args.sweep.is_empty() {
@@ -171,13 +258,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
-        let prepared = presign(&signer, &channel, tx, args.size)?;
+        let prepared = presign(&signer, &channels, tx, args.size)?;
         let cpu_before = node_cpu_seconds(&args.node_pid)?;
         let mut summary =
-            rt.block_on(drive(&args, rate, &addresses, &channel, &signer, prepared))?;
+            rt.block_on(drive(&args, rate, &addresses, &channels, &signer, prepared))?;
         if let Some(before) = cpu_before {
             let after = node_cpu_seconds(&args.node_pid)?.unwrap_or(before);
             add_cpu(&mut summary.json, after - before);
+        }
+        if let Some(c) = &creation {
+            summary.json["channels_created"] = json!(c.created);
+            summary.json["channel_create_s"] = json!(round3(c.seconds));
         }
         if !args.json {
             print_text(&summary.json);
@@ -212,10 +303,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Signs `n` ENDORSER_TRANSACTION envelopes on every core.
+/// Signs `n` ENDORSER_TRANSACTION envelopes on every core; envelope `i` is for
+/// channel [`channel_of`]`(i)`.
 fn presign(
     signer: &SigningIdentity,
-    channel: &str,
+    channels: &[String],
     n: usize,
     size: usize,
 ) -> anyhow::Result<Vec<Prepared>> {
@@ -234,7 +326,7 @@ fn presign(
                             let (envelope, tx_id) = signed_envelope(
                                 signer,
                                 HeaderType::EndorserTransaction,
-                                channel,
+                                &channels[channel_of(i, channels.len())],
                                 filler(i, size),
                                 true,
                             )?;
@@ -283,47 +375,56 @@ async fn drive(
     args: &BenchArgs,
     rate: Option<f64>,
     addresses: &[String],
-    channel: &str,
-    signer: &SigningIdentity,
+    channels: &[String],
+    signer: &Arc<SigningIdentity>,
     prepared: Vec<Prepared>,
 ) -> anyhow::Result<Summary> {
     let n = prepared.len();
+    let c = channels.len();
     let timeout = Duration::from_secs(args.timeout_s);
     let connect_timeout = timeout.min(Duration::from_secs(10));
     let deadline = Instant::now() + timeout;
 
-    // Deliver first: learn the height, then follow from there.
-    let mut deliver_client = connect(&addresses[0], connect_timeout).await?;
-    let mut session = DeliverSession::open(&mut deliver_client, connect_timeout)
-        .await
-        .with_context(|| format!("Deliver to {}", addresses[0]))?;
-    let last = session
-        .fetch_one(signer, channel, newest(), false)
-        .await
-        .with_context(|| format!("reading the height of {channel}"))?;
-    let height = last.header.as_ref().map_or(0, |h| h.number) + 1;
-    let follow_from = || {
-        seek_envelope(
-            signer,
-            channel,
-            specified(height),
-            specified(u64::MAX),
-            false,
-        )
-    };
-    session.send(follow_from()?).await?;
+    // Deliver first: on every channel learn the height, then follow from there.
+    let mut deliver_clients = Vec::with_capacity(c.div_ceil(DELIVER_STREAMS_PER_CONNECTION));
+    for _ in 0..c.div_ceil(DELIVER_STREAMS_PER_CONNECTION) {
+        deliver_clients.push(connect(&addresses[0], connect_timeout).await?);
+    }
+    let opened = bounded(
+        channels.iter().cloned().enumerate().collect(),
+        DELIVER_SETUP_IN_FLIGHT,
+        |(k, channel)| {
+            let mut client = deliver_clients[k / DELIVER_STREAMS_PER_CONNECTION].clone();
+            let signer = signer.clone();
+            let address = addresses[0].clone();
+            async move {
+                open_follower(&mut client, &signer, &channel, connect_timeout)
+                    .await
+                    .with_context(|| format!("Deliver of {channel} to {address}"))
+            }
+        },
+    )
+    .await;
+    let mut sessions = Vec::with_capacity(c);
+    let mut heights = Vec::with_capacity(c);
+    for o in opened {
+        let (session, height) = o?;
+        sessions.push(session);
+        heights.push(height);
+    }
 
-    // The other Deliver streams, like peers pulling the same blocks; each stops at
-    // the last block the measuring stream needed.
+    // The other Deliver streams (one channel only), like peers pulling the same
+    // blocks; each stops at the last block the measuring stream needed.
     let (last_block_tx, last_block_rx) = tokio::sync::watch::channel(None::<u64>);
     let mut followers = Vec::with_capacity(args.deliver_clients - 1);
-    for c in 1..args.deliver_clients {
-        let addr = &addresses[c % addresses.len()];
+    for f in 1..args.deliver_clients {
+        let addr = &addresses[f % addresses.len()];
         let mut client = connect(addr, connect_timeout).await?;
         let s = DeliverSession::open(&mut client, connect_timeout)
             .await
             .with_context(|| format!("Deliver to {addr}"))?;
-        s.send(follow_from()?).await?;
+        s.send(follow_envelope(signer, &channels[0], heights[0])?)
+            .await?;
         followers.push(tokio::spawn(watch_blocks(
             s,
             last_block_rx.clone(),
@@ -331,14 +432,27 @@ async fn drive(
         )));
     }
 
-    let ids: HashMap<String, usize> = prepared
-        .iter()
+    // Per channel: its envelopes' tx ids → (index in the run, index in the channel).
+    let mut ids: Vec<HashMap<String, (usize, usize)>> = vec![HashMap::new(); c];
+    for (i, p) in prepared.iter().enumerate() {
+        let k = channel_of(i, c);
+        let local = ids[k].len();
+        ids[k].insert(p.tx_id.clone(), (i, local));
+    }
+    assert_eq!(
+        ids.iter().map(HashMap::len).sum::<usize>(),
+        n,
+        "tx ids are unique"
+    );
+    let (acked_tx, acked_rx) = tokio::sync::watch::channel(None::<Arc<Vec<usize>>>);
+    let deliverers: Vec<_> = sessions
+        .into_iter()
+        .zip(ids)
         .enumerate()
-        .map(|(i, p)| (p.tx_id.clone(), i))
+        .map(|(k, (session, ids))| {
+            tokio::spawn(follow(session, ids, k, acked_rx.clone(), deadline))
+        })
         .collect();
-    assert_eq!(ids.len(), n, "tx ids are unique");
-    let (acked_tx, acked_rx) = tokio::sync::watch::channel(None::<usize>);
-    let deliverer = tokio::spawn(follow(session, ids, n, acked_rx, deadline));
 
     // Broadcast streams, connected before the clock starts.
     let k = args.clients;
@@ -371,18 +485,222 @@ async fn drive(
     for h in streams {
         results.push(h.await.context("a Broadcast task panicked")?);
     }
-    let acked: usize = results.iter().map(|r| r.acks.len()).sum();
-    // Tell the deliverer how many envelopes it can still expect.
-    let _ = acked_tx.send(Some(acked));
-    let delivered = deliverer.await.context("the Deliver task panicked")?;
-    let _ = last_block_tx.send(Some(delivered.arrivals.last().map_or(height, |&(b, _)| b)));
+    // Tell the deliverers how many envelopes each can still expect.
+    let mut acked = vec![0usize; c];
+    for &(i, _) in results.iter().flat_map(|r| r.acks.iter()) {
+        acked[channel_of(i, c)] += 1;
+    }
+    let _ = acked_tx.send(Some(Arc::new(acked)));
+    let mut delivered = DeliverResult::default();
+    for (ch, h) in channels.iter().zip(deliverers) {
+        let r = h.await.context("a Deliver task panicked")?;
+        delivered.per_channel.push(r.delivered.len());
+        delivered.delivered.extend(r.delivered);
+        delivered.duplicates += r.duplicates;
+        delivered.blocks += r.blocks;
+        if c == 1 {
+            delivered.arrivals = r.arrivals;
+        }
+        if delivered.error.is_none() {
+            delivered.error = r
+                .error
+                .map(|e| if c == 1 { e } else { format!("{ch}: {e}") });
+        }
+    }
+    let _ = last_block_tx.send(Some(
+        delivered.arrivals.last().map_or(heights[0], |&(b, _)| b),
+    ));
     let mut others = Vec::with_capacity(followers.len());
     for f in followers {
         others.push(f.await.context("a Deliver follower panicked")?);
     }
     let mut summary = summarize(args, rate, n, start, &results, &delivered);
     add_fanout(&mut summary, &delivered, &others);
+    add_channels(&mut summary, &delivered, args);
     Ok(summary)
+}
+
+/// The Deliver request that follows `channel` from block `height` on.
+fn follow_envelope(
+    signer: &SigningIdentity,
+    channel: &str,
+    height: u64,
+) -> anyhow::Result<Envelope> {
+    seek_envelope(
+        signer,
+        channel,
+        specified(height),
+        specified(u64::MAX),
+        false,
+    )
+}
+
+/// Opens a Deliver stream on `channel`, reads its height and asks for every block
+/// from there on.
+async fn open_follower(
+    client: &mut korder_proto::orderer::atomic_broadcast_client::AtomicBroadcastClient<
+        tonic::transport::Channel,
+    >,
+    signer: &SigningIdentity,
+    channel: &str,
+    timeout: Duration,
+) -> anyhow::Result<(DeliverSession, u64)> {
+    let mut session = DeliverSession::open(client, timeout).await?;
+    let last = session
+        .fetch_one(signer, channel, newest(), false)
+        .await
+        .with_context(|| format!("reading the height of {channel}"))?;
+    let height = last.header.as_ref().map_or(0, |h| h.number) + 1;
+    session
+        .send(follow_envelope(signer, channel, height)?)
+        .await?;
+    Ok((session, height))
+}
+
+/// The channels of a run: `--channel`'s alone, or PREFIX0 … PREFIX{n-1}.
+fn channel_names(base: &str, prefix: Option<&str>, n: usize) -> anyhow::Result<Vec<String>> {
+    assert!(n > 0, "at least one channel");
+    let names: Vec<String> = match prefix {
+        None if n == 1 => vec![base.to_owned()],
+        p => {
+            let p = p.unwrap_or(DEFAULT_CHANNEL_PREFIX);
+            (0..n).map(|i| format!("{p}{i}")).collect()
+        }
+    };
+    for name in &names {
+        korder_channelconfig::bundle::validate_channel_id(name)
+            .map_err(|e| anyhow::anyhow!("bad channel id {name:?}: {e}"))?;
+    }
+    Ok(names)
+}
+
+/// The channel of envelope `i` among `channels`: round-robin, so every channel gets
+/// the same number of envelopes, give or take one.
+fn channel_of(i: usize, channels: usize) -> usize {
+    i % channels
+}
+
+/// How the channels of a run are named in messages.
+fn channel_label(channels: &[String]) -> String {
+    match channels {
+        [only] => only.clone(),
+        [first, .., last] => format!("{first} … {last} ({} channels)", channels.len()),
+        [] => String::new(),
+    }
+}
+
+/// What creating the missing channels took.
+#[derive(Debug, Default, Clone, Copy)]
+struct Creation {
+    created: usize,
+    seconds: f64,
+}
+
+/// Creates the channels that do not exist yet, `in_flight` at a time, each through
+/// the system channel, and waits until every one serves its block 0.
+async fn ensure_channels(
+    conn: &Conn,
+    addresses: &[String],
+    channels: &[String],
+    in_flight: usize,
+    timeout: Duration,
+) -> anyhow::Result<Creation> {
+    let began = Instant::now();
+    let deadline = began + timeout;
+    let connect_timeout = timeout.min(Duration::from_secs(10));
+    let (address, mut client) = connect_any(addresses, connect_timeout).await?;
+    let signer = Arc::new(conn.signer()?);
+    let exist = bounded(channels.to_vec(), in_flight, |channel| {
+        let mut client = client.clone();
+        let signer = signer.clone();
+        async move { channel_exists(&mut client, &signer, &channel, connect_timeout).await }
+    })
+    .await;
+    let mut missing = Vec::new();
+    for (channel, e) in channels.iter().zip(exist) {
+        if !e? {
+            missing.push(channel.clone());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Creation {
+            created: 0,
+            seconds: began.elapsed().as_secs_f64(),
+        });
+    }
+    let creator = Arc::new(
+        Creator::prepare(
+            conn,
+            &CreationChoice::default(),
+            &mut client,
+            &address,
+            connect_timeout,
+        )
+        .await?,
+    );
+    let created = missing.len();
+    let done = bounded(missing, in_flight, |channel| {
+        let mut client = client.clone();
+        let creator = creator.clone();
+        let address = address.clone();
+        async move {
+            creator
+                .send(&mut client, &channel, connect_timeout)
+                .await
+                .with_context(|| format!("sending the creation of {channel} to {address}"))?;
+            wait_for_genesis(
+                &mut client,
+                creator.client(),
+                &channel,
+                deadline,
+                connect_timeout,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await;
+    for d in done {
+        d?;
+    }
+    Ok(Creation {
+        created,
+        seconds: began.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs `task` on every item with at most `limit` running at once; the results in
+/// the items' order.
+async fn bounded<T, R, F, Fut>(items: Vec<T>, limit: usize, task: F) -> Vec<anyhow::Result<R>>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
+    R: Send + 'static,
+{
+    assert!(limit > 0, "at least one task at a time");
+    let permits = Arc::new(Semaphore::new(limit));
+    let handles: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let permits = permits.clone();
+            let work = task(item);
+            tokio::spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the task limiter closed"))?;
+                work.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(
+            h.await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("a task failed: {e}"))),
+        );
+    }
+    out
 }
 
 /// When each envelope is due in an open-loop run: envelope `i` at `start + i / rate`.
@@ -473,21 +791,29 @@ async fn broadcast_stream(
     result
 }
 
-/// Follows the Deliver stream until every acknowledged envelope has been seen, or the
-/// deadline passes.
+/// Follows channel `k`'s Deliver stream until every acknowledged envelope of the
+/// channel has been seen, or the deadline passes. `ids` maps the channel's tx ids to
+/// (index in the run, index in the channel); `acked` brings the acknowledged count
+/// per channel once the senders are done.
 async fn follow(
     mut session: DeliverSession,
-    ids: HashMap<String, usize>,
-    n: usize,
-    mut acked: tokio::sync::watch::Receiver<Option<usize>>,
+    ids: HashMap<String, (usize, usize)>,
+    k: usize,
+    mut acked: tokio::sync::watch::Receiver<Option<Arc<Vec<usize>>>>,
     deadline: Instant,
 ) -> DeliverResult {
     let mut r = DeliverResult::default();
+    let n = ids.len();
     let mut seen = vec![false; n];
     let mut distinct = 0usize;
     let mut acked_open = true;
     loop {
-        if distinct == n || acked.borrow().is_some_and(|a| distinct >= a) {
+        if distinct == n
+            || acked
+                .borrow()
+                .as_ref()
+                .is_some_and(|a| distinct >= a.get(k).copied().unwrap_or(0))
+        {
             return r;
         }
         let next = tokio::select! {
@@ -521,13 +847,13 @@ async fn follow(
             let Some((_, ch)) = envelope_channel_header(entry) else {
                 continue;
             };
-            let Some(&i) = ids.get(&ch.tx_id) else {
+            let Some(&(i, local)) = ids.get(&ch.tx_id) else {
                 continue;
             };
-            if seen[i] {
+            if seen[local] {
                 r.duplicates += 1;
             } else {
-                seen[i] = true;
+                seen[local] = true;
                 distinct += 1;
                 r.delivered.push((i, t));
             }
@@ -620,6 +946,18 @@ fn add_fanout(summary: &mut Summary, main: &DeliverResult, others: &[FollowerRes
     j["fanout_lag_ms_p50"] = json!(round3(percentile(&lag_ms, 50.0)));
     j["fanout_lag_ms_p99"] = json!(round3(percentile(&lag_ms, 99.0)));
     j["fanout_lag_ms_max"] = json!(round3(lag_ms.last().copied().unwrap_or(0.0)));
+}
+
+/// With `--channels N` (N > 1, or a `--channel-prefix`): how many channels, and the
+/// fewest and most envelopes delivered on one channel.
+fn add_channels(summary: &mut Summary, d: &DeliverResult, args: &BenchArgs) {
+    if args.channels == 1 && args.channel_prefix.is_none() {
+        return;
+    }
+    let j = &mut summary.json;
+    j["channels"] = json!(d.per_channel.len());
+    j["channel_delivered_min"] = json!(d.per_channel.iter().min().copied().unwrap_or(0));
+    j["channel_delivered_max"] = json!(d.per_channel.iter().max().copied().unwrap_or(0));
 }
 
 /// Linux reports process CPU time in USER_HZ ticks, which the kernel fixes at 100
@@ -805,6 +1143,12 @@ fn print_text(v: &serde_json::Value) {
         "broadcast→ack ms:       p50 {}  p90 {}  p99 {}  max {}",
         v["ack_ms_p50"], v["ack_ms_p90"], v["ack_ms_p99"], v["ack_ms_max"]
     );
+    if !v["channels"].is_null() {
+        println!(
+            "{} channels, one Deliver stream each; delivered per channel: min {}  max {}",
+            v["channels"], v["channel_delivered_min"], v["channel_delivered_max"]
+        );
+    }
     if !v["deliver_clients"].is_null() {
         println!(
             "{} Deliver streams, lag behind a block's first arrival ms: p50 {}  p99 {}  max {}",
@@ -1021,6 +1365,47 @@ mod tests {
             .collect();
         assert_eq!(ys.len(), 3);
         assert!(ys[0] > ys[1] && ys[1] > ys[2], "{ys:?}");
+    }
+
+    /// One channel without a prefix is --channel's own; otherwise PREFIX0 …
+    /// PREFIX{N-1} (default prefix `bench`), and a prefix making bad channel ids is
+    /// refused.
+    #[test]
+    fn channel_names_use_the_prefix() {
+        let names = |p, n| channel_names("mychannel", p, n).unwrap_or_default();
+        assert_eq!(names(None, 1), ["mychannel"]);
+        assert_eq!(names(Some("load-"), 1), ["load-0"]);
+        assert_eq!(names(None, 3), ["bench0", "bench1", "bench2"]);
+        assert_eq!(names(Some("c"), 12).last().map(String::as_str), Some("c11"));
+        assert!(channel_names("mychannel", Some("Upper"), 2).is_err());
+        assert!(channel_names("mychannel", Some("bad/"), 2).is_err());
+        assert_eq!(channel_label(&names(None, 1)), "mychannel");
+        assert_eq!(
+            channel_label(&names(None, 3)),
+            "bench0 … bench2 (3 channels)"
+        );
+    }
+
+    /// Envelopes go round-robin over the channels: every channel gets the same count
+    /// give or take one, and each Broadcast stream (`i mod K`) reaches several
+    /// channels when the counts allow.
+    #[test]
+    fn envelopes_spread_evenly_over_channels() {
+        for (n, c) in [(1003, 10), (10, 10), (7, 10), (5000, 1000), (9, 1)] {
+            let mut per = vec![0usize; c];
+            for i in 0..n {
+                per[channel_of(i, c)] += 1;
+            }
+            let (min, max) = (per.iter().min(), per.iter().max());
+            assert_eq!(per.iter().sum::<usize>(), n);
+            assert!(
+                max.zip(min).is_some_and(|(a, b)| a - b <= 1),
+                "{n} over {c}: {per:?}"
+            );
+        }
+        let stream0: std::collections::BTreeSet<usize> =
+            (0..1000).step_by(4).map(|i| channel_of(i, 10)).collect();
+        assert_eq!(stream0.into_iter().collect::<Vec<_>>(), [0, 2, 4, 6, 8]);
     }
 
     /// Filler data has the asked size and differs between envelopes.

@@ -45,8 +45,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::client::{
-    self, ConnArgs, DeliverSession, connect_any, newest, runtime, seek_envelope, signed_envelope,
-    specified, status_name,
+    self, Conn, ConnArgs, DeliverSession, connect_any, newest, runtime, seek_envelope,
+    signed_envelope, specified, status_name,
 };
 
 /// How often `create` asks for block 0 of the new channel while it does not exist.
@@ -398,9 +398,10 @@ fn refused(what: &str, r: &BroadcastResponse) -> anyhow::Error {
     }
 }
 
-/// Asks for block 0 of `channel` until it exists (NOT_FOUND: retry after
+/// Asks for block 0 of `channel` until it is served (NOT_FOUND, or SERVICE_UNAVAILABLE
+/// while a new channel's chain starts, as on Kafka: retry after
 /// [`GENESIS_POLL_INTERVAL`]) or `deadline` passes.
-async fn wait_for_genesis(
+pub(crate) async fn wait_for_genesis(
     client: &mut AtomicBroadcastClient<Channel>,
     signer: &SigningIdentity,
     channel: &str,
@@ -424,9 +425,10 @@ async fn wait_for_genesis(
             .with_context(|| format!("timeout waiting for channel creation of {channel}"))?
         {
             Some(deliver_response::Type::Block(b)) => return Ok(b),
-            Some(deliver_response::Type::Status(s)) if s == Status::NotFound as i32 => {}
+            Some(deliver_response::Type::Status(s))
+                if s == Status::NotFound as i32 || s == Status::ServiceUnavailable as i32 => {}
             Some(deliver_response::Type::Status(s)) => bail!(
-                "asking for block 0 of {channel}, the orderer answered {}",
+                "waiting for block 0 of {channel}, the orderer answered {}",
                 status_name(s)
             ),
             None => {}
@@ -435,6 +437,39 @@ async fn wait_for_genesis(
             bail!("timeout waiting for channel creation of {channel}");
         }
         tokio::time::sleep(GENESIS_POLL_INTERVAL).await;
+    }
+}
+
+/// Whether `channel` exists: its block 0 is served (a NOT_FOUND answer means it
+/// does not exist; any other refusal is an error).
+pub(crate) async fn channel_exists(
+    client: &mut AtomicBroadcastClient<Channel>,
+    signer: &SigningIdentity,
+    channel: &str,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let mut session = DeliverSession::open(client, timeout).await?;
+    session
+        .send(seek_envelope(
+            signer,
+            channel,
+            specified(0),
+            specified(0),
+            false,
+        )?)
+        .await?;
+    match session
+        .next()
+        .await
+        .with_context(|| format!("asking for block 0 of {channel}"))?
+    {
+        Some(deliver_response::Type::Block(_)) => Ok(true),
+        Some(deliver_response::Type::Status(s)) if s == Status::NotFound as i32 => Ok(false),
+        Some(deliver_response::Type::Status(s)) => bail!(
+            "asking for block 0 of {channel}, the orderer answered {}",
+            status_name(s)
+        ),
+        None => bail!("the Deliver stream ended before block 0 of {channel}"),
     }
 }
 
@@ -521,17 +556,12 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     korder_channelconfig::bundle::validate_channel_id(&channel)
         .map_err(|e| anyhow::anyhow!("bad channel id {channel:?}: {e}"))?;
     let addresses = conn.addresses()?;
-    let client_signer = conn.signer()?;
-    let data_dir = conn.network().map(|(d, _)| d.to_path_buf());
-    let system_channel = match (&args.system_channel, conn.network()) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some((_, net))) => Some(net.system_channel.clone()),
-        (None, None) => None,
+    let choice = CreationChoice {
+        consortium: args.consortium.clone(),
+        orgs: args.orgs.clone(),
+        sign_msps: args.sign_msps.clone(),
+        system_channel: args.system_channel.clone(),
     };
-    let mut signers = config_signers(&args.sign_msps, data_dir.as_deref(), DEV_ORG_ADMIN)?;
-    if signers.is_empty() {
-        signers.push(conn.signer()?);
-    }
     let timeout = args.timeout;
     let out = args
         .out
@@ -540,8 +570,69 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let block = runtime()?.block_on(async {
         let deadline = Instant::now() + timeout;
         let (address, mut client) = connect_any(&addresses, timeout).await?;
-        let (consortium, orgs) = match (&args.consortium, args.orgs.is_empty()) {
-            (Some(c), false) => (c.clone(), args.orgs.clone()),
+        let creator = Creator::prepare(&conn, &choice, &mut client, &address, timeout).await?;
+        creator
+            .send(&mut client, &channel, timeout)
+            .await
+            .with_context(|| format!("sending the creation of {channel} to {address}"))?;
+        eprintln!(
+            "channel {channel}: creation accepted by {address} (consortium {}, orgs {})",
+            creator.consortium,
+            creator.orgs.join(",")
+        );
+        wait_for_genesis(&mut client, creator.client(), &channel, deadline, timeout).await
+    })?;
+    std::fs::write(&out, block.encode_to_vec())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{}: block 0 of channel {channel}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who signs a channel creation and into which consortium it goes, as the command
+/// line gives them; what is not given comes from the data directory and the system
+/// channel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CreationChoice {
+    pub consortium: Option<String>,
+    pub orgs: Vec<String>,
+    pub sign_msps: Vec<SignMsp>,
+    pub system_channel: Option<String>,
+}
+
+/// Everything a channel creation through the system channel needs, read once and
+/// reused for any number of channels (`korder bench --channels` creates many).
+pub(crate) struct Creator {
+    /// Signs the CONFIG_UPDATE envelopes (the client).
+    client_signer: SigningIdentity,
+    /// Sign the config updates (org admins).
+    signers: Vec<SigningIdentity>,
+    pub consortium: String,
+    pub orgs: Vec<String>,
+}
+
+impl Creator {
+    /// Loads the signers and settles the consortium and its orgs, reading the system
+    /// channel's config through `client` (at `address`) when they are not given.
+    pub(crate) async fn prepare(
+        conn: &Conn,
+        choice: &CreationChoice,
+        client: &mut AtomicBroadcastClient<Channel>,
+        address: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client_signer = conn.signer()?;
+        let data_dir = conn.network().map(|(d, _)| d.to_path_buf());
+        let system_channel = match (&choice.system_channel, conn.network()) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some((_, net))) => Some(net.system_channel.clone()),
+            (None, None) => None,
+        };
+        let mut signers = config_signers(&choice.sign_msps, data_dir.as_deref(), DEV_ORG_ADMIN)?;
+        if signers.is_empty() {
+            signers.push(conn.signer()?);
+        }
+        let (consortium, orgs) = match (&choice.consortium, choice.orgs.is_empty()) {
+            (Some(c), false) => (c.clone(), choice.orgs.clone()),
             _ => {
                 let Some(system) = &system_channel else {
                     bail!(
@@ -549,7 +640,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                     );
                 };
                 let config = fetch_system_config(
-                    &mut client,
+                    client,
                     &client_signer,
                     data_dir.as_deref(),
                     system,
@@ -561,40 +652,58 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                         "reading the consortiums of {system} from {address} (--consortium with --org skips this)"
                     )
                 })?;
-                let members = consortium_members(&config, args.consortium.as_deref())?;
-                let orgs = if args.orgs.is_empty() {
+                let members = consortium_members(&config, choice.consortium.as_deref())?;
+                let orgs = if choice.orgs.is_empty() {
                     members.1
                 } else {
-                    args.orgs.clone()
+                    choice.orgs.clone()
                 };
                 (members.0, orgs)
             }
         };
-        let update = creation_update(&channel, &consortium, &orgs);
+        Ok(Creator {
+            client_signer,
+            signers,
+            consortium,
+            orgs,
+        })
+    }
+
+    /// The client identity, which signs the envelopes (and may read the new channel).
+    pub(crate) fn client(&self) -> &SigningIdentity {
+        &self.client_signer
+    }
+
+    /// The signed CONFIG_UPDATE envelope that creates `channel`.
+    pub(crate) fn envelope(&self, channel: &str) -> anyhow::Result<Envelope> {
+        let update = creation_update(channel, &self.consortium, &self.orgs);
         let cue = sign_update(
             ConfigUpdateEnvelope {
                 config_update: update.encode_to_vec().into(),
                 signatures: Vec::new(),
             },
-            &signers,
+            &self.signers,
         )?;
-        let envelope = update_envelope(&client_signer, &channel, &cue)?;
-        let response = broadcast_one(&mut client, envelope, timeout)
-            .await
-            .with_context(|| format!("sending the creation of {channel} to {address}"))?;
+        update_envelope(&self.client_signer, channel, &cue)
+    }
+
+    /// Broadcasts the creation of `channel`; an error unless the orderer accepts it.
+    /// The channel exists once [`wait_for_genesis`] returns its block 0.
+    pub(crate) async fn send(
+        &self,
+        client: &mut AtomicBroadcastClient<Channel>,
+        channel: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let response = broadcast_one(client, self.envelope(channel)?, timeout).await?;
         if response.status != Status::Success as i32 {
-            return Err(refused(&format!("creation of channel {channel}"), &response));
+            return Err(refused(
+                &format!("creation of channel {channel}"),
+                &response,
+            ));
         }
-        eprintln!(
-            "channel {channel}: creation accepted by {address} (consortium {consortium}, orgs {})",
-            orgs.join(",")
-        );
-        wait_for_genesis(&mut client, &client_signer, &channel, deadline, timeout).await
-    })?;
-    std::fs::write(&out, block.encode_to_vec())
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("{}: block 0 of channel {channel}", out.display());
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    }
 }
 
 /// Reads the system channel's config as the client, else (refused, with a data
