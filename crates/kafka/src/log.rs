@@ -546,29 +546,45 @@ async fn partition_metadata(
     Ok((p.replicas().to_vec(), p.leader()))
 }
 
+/// The partition's low and high watermarks. A partition whose leader is still
+/// being elected or announced (a topic created a moment ago: the broker answers
+/// NOT_LEADER_FOR_PARTITION or LEADER_NOT_AVAILABLE until its metadata settles) is
+/// asked again every [`METADATA_POLL_INTERVAL`] within `timeout`.
 async fn fetch_watermarks(
     producer: &SharedProducer,
     topic: &str,
     timeout: Duration,
 ) -> Result<(i64, i64), KafkaLogError> {
-    let client = producer.client.clone();
-    let owned_topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        client
-            .client()
-            .fetch_watermarks(&owned_topic, PARTITION, Timeout::After(timeout))
-    })
-    .await
-    .map_err(|e| KafkaLogError::MissingPartition {
-        topic: topic.to_owned(),
-        reason: format!("watermark task failed: {e}"),
-    })?
-    .map_err(|source| KafkaLogError::Request {
-        what: "watermarks (ListOffsets)",
-        topic: topic.to_owned(),
-        source: Box::new(source),
-        broker_error: producer.context.last_error().map(Into::into),
-    })
+    let deadline = Instant::now() + timeout;
+    loop {
+        let client = producer.client.clone();
+        let owned_topic = topic.to_owned();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_watermarks(&owned_topic, PARTITION, Timeout::After(left))
+        })
+        .await
+        .map_err(|e| KafkaLogError::MissingPartition {
+            topic: topic.to_owned(),
+            reason: format!("watermark task failed: {e}"),
+        })?;
+        let settling = matches!(
+            answer.as_ref().err().and_then(KafkaError::rdkafka_error_code),
+            Some(RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable)
+        );
+        if settling && Instant::now() + METADATA_POLL_INTERVAL < deadline {
+            tokio::time::sleep(METADATA_POLL_INTERVAL).await;
+            continue;
+        }
+        return answer.map_err(|source| KafkaLogError::Request {
+            what: "watermarks (ListOffsets)",
+            topic: topic.to_owned(),
+            source: Box::new(source),
+            broker_error: producer.context.last_error().map(Into::into),
+        });
+    }
 }
 
 /// The error a refused or unacknowledged record is reported with.
