@@ -41,8 +41,31 @@ use crate::lock::DirLock;
 /// on the node's threads whatever its channel count (idle ones exit after 10 s).
 const MAX_BLOCKING_THREADS: usize = 32;
 
+/// Raises the soft limit on open files to the hard limit, as Go programs (Fabric's
+/// orderer among them) do at start: a node keeps a few files open per channel, and
+/// many systems start services with a soft limit of 1,024.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = current, to = maximum, "open-files limit raised"),
+            Err(e) => {
+                tracing::warn!(limit = current, error = %e, "cannot raise the open-files limit")
+            }
+        }
+    }
+}
+
 /// Runs the node until SIGINT/SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("korder")

@@ -492,3 +492,41 @@ fn lifecycle_failed_bind_refuses_without_a_panic() {
         "no chain started: {stderr}"
     );
 }
+
+/// A node started with a low soft limit on open files (1,024 is common for
+/// services) raises it to the hard limit, as Go programs such as Fabric's orderer
+/// do: it keeps a few files open per channel.
+#[test]
+fn lifecycle_raises_the_open_files_limit() {
+    let net = Net::init(&[]);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" start --data-dir \"$1\"")
+        .arg(KORDER)
+        .arg(net.data_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    let soft_and_hard = loop {
+        let read = std::fs::read_to_string(&limits).unwrap_or_default();
+        let line = read.lines().find(|l| l.starts_with("Max open files"));
+        let fields: Vec<String> = line
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        // "Max open files <soft> <hard> files"
+        if fields.len() >= 5 && fields[3] != "256" {
+            break (fields[3].clone(), fields[4].clone());
+        }
+        assert!(Instant::now() < deadline, "the limit stayed at 256: {read}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        soft_and_hard.0, soft_and_hard.1,
+        "soft limit raised to the hard one"
+    );
+}
