@@ -571,7 +571,10 @@ async fn fetch_watermarks(
             reason: format!("watermark task failed: {e}"),
         })?;
         let settling = matches!(
-            answer.as_ref().err().and_then(KafkaError::rdkafka_error_code),
+            answer
+                .as_ref()
+                .err()
+                .and_then(KafkaError::rdkafka_error_code),
             Some(RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable)
         );
         if settling && Instant::now() + METADATA_POLL_INTERVAL < deadline {
