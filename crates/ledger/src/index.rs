@@ -58,23 +58,18 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    /// Opens (or initialises) the index held in `file`. An index that has its
-    /// tables is opened without a write (no commit, no sync): a node with many
-    /// channels opens them all at start-up.
+    /// Opens (or initialises) the index held in `file`. The write transaction is
+    /// also the damage check: a damaged index fails here, with an error (it is then
+    /// rebuilt from the block files), rather than later, where the database may
+    /// panic on pages it cannot make sense of.
     pub(crate) fn open(file: Arc<dyn StorageFile>) -> Result<Self, redb::Error> {
         let db = Builder::new().create_with_backend(Backend(file))?;
-        let initialised = {
-            let tx = db.begin_read()?;
-            tx.open_table(BLOCKS).is_ok() && tx.open_table(META).is_ok()
-        };
-        if !initialised {
-            let tx = db.begin_write()?;
-            {
-                tx.open_table(BLOCKS)?;
-                tx.open_table(META)?;
-            }
-            tx.commit()?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(BLOCKS)?;
+            tx.open_table(META)?;
         }
+        tx.commit()?;
         Ok(Self { db })
     }
 

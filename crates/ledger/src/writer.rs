@@ -213,6 +213,10 @@ impl PipelinedWriter {
                 *shared.failure.lock_unpoisoned() = Some(Arc::new(e));
                 store.notify_all();
             }
+            // The job's handle on the store goes before the writer reads idle: once
+            // `close` returns, no pool thread holds the store (whose last handle
+            // closes its files).
+            drop(store);
             shared.set_idle();
         });
         Pool::get().run(job).map_err(|source| {
